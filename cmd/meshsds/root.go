@@ -1,0 +1,21 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+)
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "meshsds",
+		Short: "Secret store and Envoy SDS server for service meshes",
+		Long: `meshsds keeps Secret and Mesh resources, resolves each mesh's mutual-TLS CA,
+issues every connected Envoy its own workload certificate and streams it, with
+the mesh's trust bundle, over Envoy's Secret Discovery Service.
+
+Run the daemon with "meshsds serve"; the other verbs are the CLI.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newServeCommand(), newGenerateCommand())
+	return root
+}

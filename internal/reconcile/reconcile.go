@@ -1,0 +1,225 @@
+// Package reconcile turns what the secret sources hold into what the SDS
+// cache serves: it merges the sources' views, resolves every Mesh's CA
+// (keeping each mesh's last good CA when its resolution fails) and hands the
+// result to the cache, after every change and once all sources have synced.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/meshsds/meshsds/meshconfig"
+)
+
+// Source produces complete views of the resources it owns. Run calls publish
+// from one goroutine, first once the source has loaded everything (that call
+// marks it synced), then after every change; it returns when ctx ends (nil)
+// or when the source cannot work at all. Published values are not modified
+// afterwards.
+type Source interface {
+	Name() string
+	Run(ctx context.Context, publish func(meshconfig.Resources)) error
+}
+
+// Sink receives the resolved meshes. Update is called from one goroutine with
+// a complete view; SetReady once, after the first Update.
+type Sink interface {
+	Update(meshes map[string]*meshconfig.ResolvedMesh, changedAt time.Time)
+	SetReady()
+}
+
+// Config configures a Reconciler.
+type Config struct {
+	Sources    []Source // in precedence order: the first wins a conflict
+	Sink       Sink
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Resync re-resolves the meshes this often even without a change, so
+	// that CA files referenced by path and CA expiry are noticed. Default 30s.
+	Resync time.Duration
+	// ReadFile reads `file` data sources; default os.ReadFile.
+	ReadFile func(string) ([]byte, error)
+}
+
+// Reconciler runs the sources and keeps the sink up to date.
+type Reconciler struct {
+	cfg      Config
+	log      *slog.Logger
+	metrics  *metrics
+	resolver *meshconfig.Resolver
+
+	mu      sync.Mutex
+	views   []*meshconfig.Resources // nil until that source first published
+	pending time.Time               // earliest unprocessed change
+	kick    chan struct{}
+
+	ready     atomic.Bool
+	meshErrs  map[string]string // last reported error per mesh
+	conflicts map[meshconfig.Conflict]struct{}
+}
+
+// New returns a Reconciler; at least one source and a sink are required.
+func New(cfg Config) (*Reconciler, error) {
+	if len(cfg.Sources) == 0 {
+		return nil, errors.New("no secret source configured")
+	}
+	if cfg.Sink == nil {
+		return nil, errors.New("reconcile needs a sink")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Reconciler{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		metrics:   m,
+		resolver:  meshconfig.NewResolver(meshconfig.ResolveOptions{ReadFile: cfg.ReadFile}),
+		views:     make([]*meshconfig.Resources, len(cfg.Sources)),
+		kick:      make(chan struct{}, 1),
+		meshErrs:  map[string]string{},
+		conflicts: map[meshconfig.Conflict]struct{}{},
+	}, nil
+}
+
+// Ready reports whether every source has synced and the sink holds the
+// result.
+func (r *Reconciler) Ready() bool { return r.ready.Load() }
+
+// Run runs every source and the reconcile loop until ctx ends or a source
+// fails.
+func (r *Reconciler) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for i, src := range r.cfg.Sources {
+		g.Go(func() error {
+			err := src.Run(ctx, func(res meshconfig.Resources) { r.publish(i, res) })
+			if err != nil {
+				return fmt.Errorf("source %s: %w", src.Name(), err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error { return r.loop(ctx) })
+	return g.Wait()
+}
+
+func (r *Reconciler) publish(i int, res meshconfig.Resources) {
+	r.mu.Lock()
+	r.views[i] = &res
+	if r.pending.IsZero() {
+		r.pending = r.cfg.Now()
+	}
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loop is the one goroutine that resolves and updates the sink.
+func (r *Reconciler) loop(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Resync)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.kick:
+		case <-t.C:
+			if !r.ready.Load() {
+				continue
+			}
+		}
+		r.reconcile()
+	}
+}
+
+// reconcile merges, resolves and hands the result to the sink, once every
+// source has published.
+func (r *Reconciler) reconcile() {
+	r.mu.Lock()
+	views := make([]meshconfig.NamedView, 0, len(r.views))
+	for i, v := range r.views {
+		if v == nil {
+			r.mu.Unlock()
+			return // not every source has synced: serve nothing partial
+		}
+		views = append(views, meshconfig.NamedView{Source: r.cfg.Sources[i].Name(), Resources: *v})
+	}
+	changedAt := r.pending
+	r.pending = time.Time{}
+	r.mu.Unlock()
+	if changedAt.IsZero() {
+		changedAt = r.cfg.Now()
+	}
+
+	merged, conflicts := meshconfig.Merge(views)
+	r.reportConflicts(conflicts)
+	resolved := r.resolver.Resolve(merged, r.cfg.Now())
+	r.reportMeshErrors(resolved)
+	r.cfg.Sink.Update(resolved, changedAt)
+	if !r.ready.Swap(true) {
+		r.cfg.Sink.SetReady()
+		r.log.Info("all sources synced; serving", "meshes", len(resolved))
+	}
+	r.metrics.lastReconcile.SetToCurrentTime()
+}
+
+func (r *Reconciler) reportConflicts(conflicts []meshconfig.Conflict) {
+	seen := make(map[meshconfig.Conflict]struct{}, len(conflicts))
+	for _, c := range conflicts {
+		seen[c] = struct{}{}
+		if _, old := r.conflicts[c]; !old {
+			r.log.Warn("the same resource comes from two sources; the first configured source wins",
+				"kind", c.Kind, "mesh", c.Mesh, "name", c.Name, "winner", c.Winner, "loser", c.Loser)
+		}
+	}
+	r.conflicts = seen
+	r.metrics.conflicts.Set(float64(len(conflicts)))
+}
+
+func (r *Reconciler) reportMeshErrors(resolved map[string]*meshconfig.ResolvedMesh) {
+	for name := range r.meshErrs {
+		if _, ok := resolved[name]; !ok {
+			delete(r.meshErrs, name)
+			r.metrics.failing.DeleteLabelValues(name)
+		}
+	}
+	for name, rm := range resolved {
+		if rm.Err == nil {
+			if _, was := r.meshErrs[name]; was {
+				r.log.Info("mesh resolves again", "mesh", name)
+				delete(r.meshErrs, name)
+			}
+			r.metrics.failing.WithLabelValues(name).Set(0)
+			continue
+		}
+		msg := rm.Err.Error()
+		r.metrics.failing.WithLabelValues(name).Set(1)
+		if r.meshErrs[name] != msg {
+			r.meshErrs[name] = msg
+			r.metrics.errors.WithLabelValues(name).Inc()
+			r.log.Error("mesh cannot be resolved; keeping its last good CA", "mesh", name,
+				"has_last_good", rm.CA != nil, "err", rm.Err)
+		}
+	}
+}

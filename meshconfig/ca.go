@@ -1,0 +1,243 @@
+package meshconfig
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"time"
+)
+
+// maxChainLength bounds the certificates accepted in a CA chain.
+const maxChainLength = 10
+
+// PEM block types.
+const (
+	pemCertificate   = "CERTIFICATE"
+	pemPKCS8         = "PRIVATE KEY"
+	pemEC            = "EC PRIVATE KEY"
+	pemRSA           = "RSA PRIVATE KEY"
+	pemECParameters  = "EC PARAMETERS"
+	pemEncryptedPKCS = "ENCRYPTED PRIVATE KEY"
+)
+
+// ParseCA builds a CA from the PEM of a provided backend and checks it at
+// time now.
+//
+// certPEM holds one or more CERTIFICATE blocks: the signing CA first, then
+// each issuer in turn, optionally up to the root. Every certificate must be a
+// CA with the keyCertSign key usage and without keyAgreement, valid at now,
+// and signed by the next one. keyPEM holds the private key of the first
+// certificate as PKCS#8, SEC 1 ("EC PRIVATE KEY") or PKCS#1 ("RSA PRIVATE
+// KEY"); RSA, ECDSA and Ed25519 keys are accepted.
+//
+// Errors are a *ValidationError whose causes have the field "cert" or "key",
+// for the caller to place below the backend's config.
+func ParseCA(certPEM, keyPEM []byte, now time.Time) (*CA, error) {
+	var verr ValidationError
+	chain, err := parseChain(certPEM, now)
+	if err != nil {
+		verr.Add("cert", err.Error())
+	}
+	key, err := parsePrivateKey(keyPEM)
+	if err != nil {
+		verr.Add("key", err.Error())
+	}
+	if chain != nil && key != nil && !publicKeyMatches(chain[0].PublicKey, key.Public()) {
+		verr.Add("key", "key does not match the certificate")
+	}
+	if err := verr.ErrOrNil(); err != nil {
+		return nil, err
+	}
+	return newCA(chain, key), nil
+}
+
+// newCA derives the PEM forms and fingerprint of a checked chain.
+func newCA(chain []*x509.Certificate, key crypto.Signer) *CA {
+	var issued, all bytes.Buffer
+	h := sha256.New()
+	issuedCount := len(chain)
+	if isSelfSigned(chain[len(chain)-1]) {
+		issuedCount--
+	}
+	for i, c := range chain {
+		h.Write(c.Raw)
+		block := &pem.Block{Type: pemCertificate, Bytes: c.Raw}
+		if i < issuedCount {
+			_ = pem.Encode(&issued, block) // writing to a bytes.Buffer cannot fail
+		}
+		_ = pem.Encode(&all, block)
+	}
+	return &CA{
+		Chain:          chain,
+		Key:            key,
+		IssuedChainPEM: issued.Bytes(),
+		TrustBundlePEM: pem.EncodeToMemory(&pem.Block{Type: pemCertificate, Bytes: chain[len(chain)-1].Raw}),
+		Fingerprint:    hex.EncodeToString(h.Sum(nil)),
+	}
+}
+
+// parseChain decodes and checks the certificate chain of a CA.
+func parseChain(data []byte, now time.Time) ([]*x509.Certificate, error) {
+	var chain []*x509.Certificate
+	rest := data
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		n := len(chain) + 1
+		if block.Type != pemCertificate {
+			return nil, fmt.Errorf("PEM block %d is %q: only CERTIFICATE blocks are allowed", n, block.Type)
+		}
+		if n > maxChainLength {
+			return nil, fmt.Errorf("more than %d certificates", maxChainLength)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d cannot be parsed: %w", n, err)
+		}
+		chain = append(chain, c)
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		if len(chain) == 0 {
+			return nil, fmt.Errorf("no PEM-encoded certificate found")
+		}
+		return nil, fmt.Errorf("unexpected data after certificate %d: only PEM CERTIFICATE blocks are allowed", len(chain))
+	}
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("%s: no PEM-encoded certificate found", msgEmpty)
+	}
+	for i, c := range chain {
+		if err := checkCACertificate(c, now); err != nil {
+			return nil, fmt.Errorf("%s %w", describeCert(i, c), err)
+		}
+	}
+	for i := 0; i+1 < len(chain); i++ {
+		if err := chain[i].CheckSignatureFrom(chain[i+1]); err != nil {
+			return nil, fmt.Errorf("%s is not signed by %s (the chain must list the signing CA first, then each issuer in turn): %w",
+				describeCert(i, chain[i]), describeCert(i+1, chain[i+1]), err)
+		}
+	}
+	return chain, nil
+}
+
+// checkCACertificate checks that c may sign workload certificates at now.
+// The error completes a sentence about the certificate.
+func checkCACertificate(c *x509.Certificate, now time.Time) error {
+	switch {
+	case !c.BasicConstraintsValid || !c.IsCA:
+		return fmt.Errorf("is not a CA: basic constraints must have CA:TRUE")
+	case c.KeyUsage&x509.KeyUsageCertSign == 0:
+		return fmt.Errorf("must have the keyCertSign key usage")
+	case c.KeyUsage&x509.KeyUsageKeyAgreement != 0:
+		return fmt.Errorf("must not have the keyAgreement key usage")
+	case now.After(c.NotAfter):
+		return fmt.Errorf("expired at %s", c.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(c.NotBefore):
+		return fmt.Errorf("is not valid before %s", c.NotBefore.UTC().Format(time.RFC3339))
+	}
+	switch c.PublicKey.(type) {
+	case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
+		return nil
+	default:
+		return fmt.Errorf("has an unsupported public key type %T", c.PublicKey)
+	}
+}
+
+// describeCert names certificate i (0-based) of a chain for messages.
+func describeCert(i int, c *x509.Certificate) string {
+	subject := c.Subject.String()
+	if subject == "" {
+		subject = "serial " + c.SerialNumber.String()
+	}
+	return fmt.Sprintf("certificate %d (%s)", i+1, subject)
+}
+
+// isSelfSigned reports whether c is signed by its own key under its own name.
+func isSelfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawIssuer, c.RawSubject) &&
+		c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
+}
+
+// parsePrivateKey decodes the single private key of keyPEM. "EC PARAMETERS"
+// blocks, as written by "openssl ecparam -genkey", are skipped.
+func parsePrivateKey(data []byte) (crypto.Signer, error) {
+	var key crypto.Signer
+	rest := data
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type == pemECParameters {
+			continue
+		}
+		if key != nil {
+			return nil, fmt.Errorf("more than one PEM block: only one private key is allowed")
+		}
+		k, err := parseKeyBlock(block)
+		if err != nil {
+			return nil, err
+		}
+		key = k
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		if key == nil {
+			return nil, fmt.Errorf("no PEM-encoded private key found")
+		}
+		return nil, fmt.Errorf("unexpected data after the private key")
+	}
+	if key == nil {
+		return nil, fmt.Errorf("%s: no PEM-encoded private key found", msgEmpty)
+	}
+	return key, nil
+}
+
+// parseKeyBlock decodes one private key block.
+func parseKeyBlock(block *pem.Block) (crypto.Signer, error) {
+	var (
+		k   any
+		err error
+	)
+	switch block.Type {
+	case pemPKCS8:
+		k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case pemEC:
+		k, err = x509.ParseECPrivateKey(block.Bytes)
+	case pemRSA:
+		k, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	case pemEncryptedPKCS:
+		return nil, fmt.Errorf("encrypted private keys are not supported")
+	default:
+		return nil, fmt.Errorf("PEM block is %q: expected %q, %q or %q", block.Type, pemPKCS8, pemEC, pemRSA)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot parse the %s block: %w", block.Type, err)
+	}
+	switch k := k.(type) {
+	case *rsa.PrivateKey:
+		return k, nil
+	case *ecdsa.PrivateKey:
+		return k, nil
+	case ed25519.PrivateKey:
+		return k, nil
+	default:
+		return nil, fmt.Errorf("unsupported private key type %T: expected RSA, ECDSA or Ed25519", k)
+	}
+}
+
+// publicKeyMatches reports whether the certificate's public key is the
+// public half of the private key.
+func publicKeyMatches(certKey, keyPub crypto.PublicKey) bool {
+	eq, ok := certKey.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && eq.Equal(keyPub)
+}

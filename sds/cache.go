@@ -1,0 +1,464 @@
+package sds
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshsds/meshsds/meshconfig"
+)
+
+// SDS resource names (DESIGN.md "SDS"), with the aliases used by configs
+// written for Istio and SPIRE.
+const (
+	NameIdentityCert = "identity_cert"
+	NameMeshCA       = "mesh_ca"
+	AliasIdentity    = "default"
+	AliasMeshCA      = "ROOTCA"
+)
+
+// resourceKind says what an SDS resource name refers to.
+type resourceKind int
+
+const (
+	kindUnknown resourceKind = iota
+	kindIdentity
+	kindBundle
+)
+
+func kindOf(name string) resourceKind {
+	switch name {
+	case NameIdentityCert, AliasIdentity:
+		return kindIdentity
+	case NameMeshCA, AliasMeshCA:
+		return kindBundle
+	}
+	return kindUnknown
+}
+
+// interest bits a watcher sets for what it currently subscribes to.
+const (
+	wantIdentity uint32 = 1 << iota
+	wantBundle
+)
+
+// watcher is one stream's registration with the cache: the cache wakes it
+// when something the stream subscribes to changes, and the stream then reads
+// the current state itself. A wake never blocks the cache.
+type watcher struct {
+	id    *Identity
+	idKey string
+	wake  chan struct{}
+	// interest holds the want* bits; the stream sets it, the cache reads it.
+	interest atomic.Uint32
+	// since is the earliest unserved change (unix nanos), for push latency.
+	since atomic.Int64
+}
+
+func (w *watcher) notify(changedAt time.Time) {
+	w.since.CompareAndSwap(0, changedAt.UnixNano())
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// meshState is what the cache serves for one mesh. Its bundle resources are
+// built and serialized once per change and shared by every stream.
+type meshState struct {
+	resolved  *meshconfig.ResolvedMesh
+	ca        *meshconfig.CA
+	validity  time.Duration
+	caVersion string // identifies CA and validity: a change re-issues
+	bundleVer string
+	bundle    map[string]*anypb.Any // by resource name (mesh_ca, ROOTCA)
+	changedAt time.Time
+	// watchers by identity key, so a renewal wakes only that data plane.
+	watchers map[string]map[*watcher]struct{}
+}
+
+// certEntry is a cached workload certificate for one identity and CA.
+type certEntry struct {
+	caVersion string
+	cert      *WorkloadCert
+	version   string
+	res       map[string]*anypb.Any // identity_cert, default
+	stop      func() bool
+}
+
+// CacheConfig configures a Cache.
+type CacheConfig struct {
+	Logger  *slog.Logger
+	Metrics *Metrics
+	// KeyType of workload keys; default ECDSA P-256.
+	KeyType KeyType
+	// Now and AfterFunc are the clock; defaults are time.Now and
+	// time.AfterFunc. Tests inject their own.
+	Now       func() time.Time
+	AfterFunc func(d time.Duration, f func()) (stop func() bool)
+	// Jitter returns a fraction in [-1, 1] moving each renewal; default
+	// uniform random.
+	Jitter func() float64
+}
+
+// Cache holds the resolved meshes, issues and caches workload certificates,
+// and wakes the streams whose secrets change. All methods are safe for
+// concurrent use.
+type Cache struct {
+	cfg     CacheConfig
+	log     *slog.Logger
+	metrics *Metrics
+
+	readyOnce sync.Once
+	ready     chan struct{}
+
+	mu     sync.Mutex
+	meshes map[string]*meshState
+	certs  map[string]*certEntry // by identity key
+	flight singleflight.Group
+}
+
+// NewCache returns an empty, not yet ready cache.
+func NewCache(cfg CacheConfig) *Cache {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics, _ = NewMetrics(nil) // nothing to register: cannot fail
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.AfterFunc == nil {
+		cfg.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
+	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = func() float64 { return rand.Float64()*2 - 1 }
+	}
+	return &Cache{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		metrics: cfg.Metrics,
+		ready:   make(chan struct{}),
+		meshes:  map[string]*meshState{},
+		certs:   map[string]*certEntry{},
+	}
+}
+
+// SetReady marks the cache as holding the first complete view of every
+// source. Until then streams are answered nothing.
+func (c *Cache) SetReady() {
+	c.readyOnce.Do(func() { close(c.ready) })
+}
+
+// Ready is closed once SetReady was called.
+func (c *Cache) Ready() <-chan struct{} { return c.ready }
+
+// Update replaces the served meshes with meshes, a complete view, and wakes
+// exactly the streams whose secrets changed. changedAt is when the source
+// change that led here was seen; push latency is measured from it. The
+// caller must not modify meshes afterwards.
+func (c *Cache) Update(meshes map[string]*meshconfig.ResolvedMesh, changedAt time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, ms := range c.meshes {
+		if _, ok := meshes[name]; !ok {
+			// A deleted mesh serves nothing more; its streams stay open and
+			// get its secrets again if it comes back.
+			// A deleted mesh serves nothing more. SotW cannot withdraw a
+			// secret, so its streams keep what they hold and stay registered
+			// in case the mesh comes back.
+			c.metrics.caExpiry.DeleteLabelValues(name)
+			c.dropCerts(name, "")
+			if len(ms.watchers) == 0 {
+				delete(c.meshes, name)
+			} else {
+				c.meshes[name] = &meshState{watchers: ms.watchers}
+			}
+		}
+	}
+	for name, rm := range meshes {
+		old := c.meshes[name]
+		ms := c.buildMeshState(rm, old, changedAt)
+		c.meshes[name] = ms
+		if ms.ca != nil {
+			c.metrics.caExpiry.WithLabelValues(name).Set(float64(ms.ca.Chain[0].NotAfter.Unix()))
+		}
+		caChanged := old == nil || old.caVersion != ms.caVersion
+		bundleChanged := old == nil || old.bundleVer != ms.bundleVer
+		revocationsChanged := old != nil && old.resolved != nil && !sameSet(old.resolved.RevokedTokenIDs, rm.RevokedTokenIDs)
+		if caChanged {
+			c.dropCerts(name, ms.caVersion)
+		}
+		if !caChanged && !bundleChanged && !revocationsChanged {
+			continue
+		}
+		for _, set := range ms.watchers {
+			for w := range set {
+				in := w.interest.Load()
+				_, revoked := rm.RevokedTokenIDs[w.id.TokenID]
+				if (caChanged && in&wantIdentity != 0) || (bundleChanged && in&wantBundle != 0) ||
+					(revoked && w.id.TokenID != "") {
+					w.notify(changedAt)
+				}
+			}
+		}
+	}
+}
+
+// buildMeshState derives the served state of a mesh, reusing the previous
+// serialized bundle when the trust bundle did not change.
+func (c *Cache) buildMeshState(rm *meshconfig.ResolvedMesh, old *meshState, changedAt time.Time) *meshState {
+	ms := &meshState{resolved: rm, ca: rm.CA, validity: rm.DPCertValidity, changedAt: changedAt, watchers: map[string]map[*watcher]struct{}{}}
+	if old != nil {
+		ms.watchers = old.watchers
+	}
+	if ms.validity <= 0 {
+		ms.validity = meshconfig.DefaultDPCertValidity
+	}
+	if ms.ca == nil {
+		return ms
+	}
+	ms.caVersion = fmt.Sprintf("%s/%d", ms.ca.Fingerprint, ms.validity)
+	ms.bundleVer = contentVersion(ms.ca.TrustBundlePEM)
+	if old != nil && old.bundleVer == ms.bundleVer {
+		ms.bundle = old.bundle
+		ms.changedAt = old.changedAt
+		return ms
+	}
+	ms.bundle = map[string]*anypb.Any{}
+	for _, name := range []string{NameMeshCA, AliasMeshCA} {
+		a, err := anypb.New(&tlsv3.Secret{
+			Name: name,
+			Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: ms.ca.TrustBundlePEM}},
+			}},
+		})
+		if err != nil {
+			// Marshalling a well-formed message cannot fail; keep serving
+			// the rest rather than crash.
+			c.log.Error("serializing trust bundle", keyMesh, rm.Name, keyErr, err)
+			continue
+		}
+		ms.bundle[name] = a
+	}
+	return ms
+}
+
+// dropCerts forgets the cached certificates of mesh issued by any CA other
+// than keep (all of them when keep is empty).
+func (c *Cache) dropCerts(mesh, keep string) {
+	for k, e := range c.certs {
+		if meshOfKey(k) == mesh && e.caVersion != keep {
+			e.stop()
+			delete(c.certs, k)
+		}
+	}
+}
+
+func meshOfKey(k string) string {
+	for i := 0; i < len(k); i++ {
+		if k[i] == 0 {
+			return k[:i]
+		}
+	}
+	return k
+}
+
+func sameSet(a, b map[string]struct{}) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// watch registers a stream of id. The returned function unregisters it.
+func (c *Cache) watch(id *Identity) (*watcher, func()) {
+	w := &watcher{id: id, idKey: id.key(), wake: make(chan struct{}, 1)}
+	c.mu.Lock()
+	ms := c.meshes[id.Mesh]
+	if ms == nil {
+		// The mesh may appear later: keep a placeholder that Update fills.
+		ms = &meshState{watchers: map[string]map[*watcher]struct{}{}}
+		c.meshes[id.Mesh] = ms
+	}
+	set := ms.watchers[w.idKey]
+	if set == nil {
+		set = map[*watcher]struct{}{}
+		ms.watchers[w.idKey] = set
+	}
+	set[w] = struct{}{}
+	c.mu.Unlock()
+	return w, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if ms := c.meshes[id.Mesh]; ms != nil {
+			if set := ms.watchers[w.idKey]; set != nil {
+				delete(set, w)
+				if len(set) == 0 {
+					delete(ms.watchers, w.idKey)
+				}
+			}
+			if ms.resolved == nil && len(ms.watchers) == 0 {
+				delete(c.meshes, id.Mesh) // an unused placeholder
+			}
+		}
+	}
+}
+
+// revoked reports whether id's token is revoked in its mesh.
+func (c *Cache) revoked(id *Identity) bool {
+	if id.TokenID == "" {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ms := c.meshes[id.Mesh]
+	if ms == nil || ms.resolved == nil {
+		return false
+	}
+	_, ok := ms.resolved.RevokedTokenIDs[id.TokenID]
+	return ok
+}
+
+// bundle returns the shared trust bundle resource called name for mesh.
+func (c *Cache) bundle(mesh, name string) (*anypb.Any, string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ms := c.meshes[mesh]
+	if ms == nil || ms.bundle == nil {
+		return nil, "", false
+	}
+	a, ok := ms.bundle[name]
+	return a, ms.bundleVer, ok
+}
+
+// identityCert returns the workload certificate resource called name for
+// w's identity, issuing one when none is cached for the mesh's current CA.
+// ok is false while the mesh has no CA.
+func (c *Cache) identityCert(w *watcher, name string) (res *anypb.Any, e *certEntry, ok bool, err error) {
+	c.mu.Lock()
+	ms := c.meshes[w.id.Mesh]
+	if ms == nil || ms.ca == nil {
+		c.mu.Unlock()
+		return nil, nil, false, nil
+	}
+	if e := c.certs[w.idKey]; e != nil && e.caVersion == ms.caVersion {
+		c.mu.Unlock()
+		return e.res[name], e, true, nil
+	}
+	ca, validity, caVersion := ms.ca, ms.validity, ms.caVersion
+	c.mu.Unlock()
+
+	v, err, _ := c.flight.Do(w.idKey+"\x00"+caVersion, func() (any, error) {
+		return c.issue(w, ca, validity, caVersion)
+	})
+	if err != nil {
+		return nil, nil, false, err
+	}
+	e = v.(*certEntry)
+	return e.res[name], e, true, nil
+}
+
+// issue signs a certificate for w's identity and caches it with a renewal
+// timer. Only one issue per identity and CA runs at a time (singleflight).
+func (c *Cache) issue(w *watcher, ca *meshconfig.CA, validity time.Duration, caVersion string) (*certEntry, error) {
+	c.mu.Lock()
+	if e := c.certs[w.idKey]; e != nil && e.caVersion == caVersion {
+		c.mu.Unlock()
+		return e, nil
+	}
+	c.mu.Unlock()
+
+	start := c.cfg.Now()
+	cert, err := IssueWorkloadCert(ca, w.id, validity, c.cfg.KeyType, start)
+	if err != nil {
+		return nil, err
+	}
+	c.metrics.issued.Inc()
+	c.metrics.issueSeconds.Observe(c.cfg.Now().Sub(start).Seconds())
+	c.metrics.workloadExpiry.WithLabelValues(w.id.Mesh).Set(float64(cert.NotAfter.Unix()))
+	e := &certEntry{caVersion: caVersion, cert: cert, version: contentVersion(cert.ChainPEM), res: map[string]*anypb.Any{}}
+	for _, name := range []string{NameIdentityCert, AliasIdentity} {
+		a, err := anypb.New(&tlsv3.Secret{
+			Name: name,
+			Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+				CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cert.ChainPEM}},
+				PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cert.KeyPEM}},
+			}},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("serializing workload certificate: %w", err)
+		}
+		e.res[name] = a
+	}
+	renewAt := RenewalTime(cert.NotBefore, cert.NotAfter, c.cfg.Jitter())
+	key, mesh := w.idKey, w.id.Mesh
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ms := c.meshes[mesh]
+	if ms == nil || ms.caVersion != caVersion {
+		// The CA changed while we signed: hand this one out once, but do
+		// not cache it; the streams are woken for the new CA anyway.
+		e.stop = func() bool { return false }
+		return e, nil
+	}
+	if old := c.certs[key]; old != nil {
+		old.stop()
+	}
+	e.stop = c.cfg.AfterFunc(renewAt.Sub(c.cfg.Now()), func() { c.renew(mesh, key, e) })
+	c.certs[key] = e
+	return e, nil
+}
+
+// renew evicts e, the certificate of identity key, and wakes the streams
+// that serve it so that they fetch a fresh one. An identity without streams
+// is simply forgotten and issued anew when it reconnects.
+func (c *Cache) renew(mesh, key string, e *certEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.certs[key] != e {
+		return
+	}
+	delete(c.certs, key)
+	ms := c.meshes[mesh]
+	if ms == nil {
+		return
+	}
+	now := c.cfg.Now()
+	for w := range ms.watchers[key] {
+		if w.interest.Load()&wantIdentity != 0 {
+			w.notify(now)
+		}
+	}
+}
+
+// meshStatus reports whether mesh can currently be served, and why not.
+func (c *Cache) meshStatus(mesh string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ms := c.meshes[mesh]
+	switch {
+	case ms == nil || ms.resolved == nil:
+		return fmt.Errorf("mesh %q does not exist", mesh)
+	case ms.ca == nil && ms.resolved.Err != nil:
+		return fmt.Errorf("mesh %q has no valid CA: %w", mesh, ms.resolved.Err)
+	case ms.ca == nil:
+		return fmt.Errorf("mesh %q does not have mTLS enabled", mesh)
+	}
+	return nil
+}

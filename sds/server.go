@@ -1,0 +1,598 @@
+// Package sds serves data planes their workload certificates and their mesh's
+// trust bundle over Envoy's Secret Discovery Service: authentication of
+// streams, issuing and caching of workload certificates, the shared cache of
+// resolved meshes and the gRPC services (SDS StreamSecrets, DeltaSecrets,
+// FetchSecrets, and ADS for the Secret type).
+package sds
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// SecretTypeURL is the xDS type of the resources meshsds serves.
+const SecretTypeURL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+// Shared log keys.
+const (
+	keyMesh      = "mesh"
+	keyDataplane = "dataplane"
+	keyErr       = "err"
+	keyAPI       = "api"
+)
+
+// API labels of streams.
+const (
+	apiSotW     = "sotw"
+	apiDelta    = "delta"
+	apiADS      = "ads"
+	apiADSDelta = "ads_delta"
+	apiFetch    = "fetch"
+)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	Cache   *Cache
+	Auth    Authenticator
+	Logger  *slog.Logger
+	Metrics *Metrics
+	Now     func() time.Time
+}
+
+// Server implements the SDS and ADS gRPC services over a Cache.
+type Server struct {
+	secretv3.UnimplementedSecretDiscoveryServiceServer
+	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
+
+	cache   *Cache
+	auth    Authenticator
+	log     *slog.Logger
+	metrics *Metrics
+	now     func() time.Time
+
+	mu      sync.Mutex
+	streams map[*streamInfo]struct{}
+	nodes   map[string]int // open streams per node id
+}
+
+// NewServer returns a Server; Cache and Auth are required.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Cache == nil || cfg.Auth == nil {
+		return nil, errors.New("sds server needs a cache and an authenticator")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = cfg.Cache.metrics
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Server{
+		cache: cfg.Cache, auth: cfg.Auth, log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now,
+		streams: map[*streamInfo]struct{}{}, nodes: map[string]int{},
+	}, nil
+}
+
+// Register adds the SDS and ADS services to r.
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	secretv3.RegisterSecretDiscoveryServiceServer(r, s)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(r, s)
+}
+
+// StreamSecrets serves SDS state-of-the-world streams.
+func (s *Server) StreamSecrets(stream grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+	return s.serveSotW(stream, apiSotW)
+}
+
+// StreamAggregatedResources serves ADS state-of-the-world streams; only the
+// Secret type is answered.
+func (s *Server) StreamAggregatedResources(stream grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+	return s.serveSotW(stream, apiADS)
+}
+
+// DeltaSecrets serves SDS incremental streams.
+func (s *Server) DeltaSecrets(stream grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
+	return s.serveDelta(stream, apiDelta)
+}
+
+// DeltaAggregatedResources serves ADS incremental streams; only the Secret
+// type is answered.
+func (s *Server) DeltaAggregatedResources(stream grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
+	return s.serveDelta(stream, apiADSDelta)
+}
+
+// FetchSecrets answers one request with the current secrets. It fails with
+// Unavailable while the secrets cannot be served yet.
+func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	s.metrics.requests.WithLabelValues(apiFetch).Inc()
+	id, err := s.authenticate(ctx, req.GetNode(), apiFetch)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkType(req.GetTypeUrl(), apiFetch); err != nil {
+		return nil, err
+	}
+	select {
+	case <-s.cache.Ready():
+	default:
+		return nil, status.Error(codes.Unavailable, "meshsds is starting: sources not synced yet")
+	}
+	if s.cache.revoked(id) {
+		s.metrics.authFailures.WithLabelValues("revoked").Inc()
+		return nil, status.Error(codes.PermissionDenied, "dataplane token revoked")
+	}
+	w := &watcher{id: id, idKey: id.key()}
+	names := canonNames(req.GetResourceNames())
+	s.countUnknown(names, nil)
+	resources, version, ready, err := s.collect(w, names, nil)
+	if err != nil {
+		return nil, status.Error(codes.Internal, "issuing workload certificate failed")
+	}
+	if !ready {
+		return nil, status.Errorf(codes.Unavailable, "secrets not available: %v", s.cache.meshStatus(id.Mesh))
+	}
+	return &discoveryv3.DiscoveryResponse{VersionInfo: version, Resources: resources, TypeUrl: SecretTypeURL}, nil
+}
+
+// authenticate runs the Authenticator and counts and logs a refusal.
+func (s *Server) authenticate(ctx context.Context, node *corev3.Node, api string) (*Identity, error) {
+	id, err := s.auth.Authenticate(ctx, node)
+	if err == nil {
+		return id, nil
+	}
+	var ae *AuthError
+	if !errors.As(err, &ae) {
+		ae = &AuthError{Code: codes.Unauthenticated, Reason: "other", Msg: "authentication failed"}
+	}
+	s.metrics.authFailures.WithLabelValues(ae.Reason).Inc()
+	s.log.Warn("refused data plane", keyAPI, api, keyDataplane, node.GetId(), "reason", ae.Reason, keyErr, err)
+	return nil, ae
+}
+
+// checkType accepts the Secret type (or none, on the SDS services).
+func checkType(typeURL, api string) error {
+	if typeURL == SecretTypeURL || (typeURL == "" && api != apiADS && api != apiADSDelta) {
+		return nil
+	}
+	return status.Errorf(codes.InvalidArgument, "meshsds serves only %s, not %q", SecretTypeURL, typeURL)
+}
+
+// recvLoop moves a stream's requests onto a channel so that one goroutine
+// can wait for requests and for cache wake-ups at once. It ends when the
+// stream does.
+func recvLoop[T any](ctx context.Context, recv func() (*T, error)) (<-chan *T, <-chan error) {
+	reqs := make(chan *T)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			r, err := recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case reqs <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return reqs, errc
+}
+
+// streamEnd turns the receive error that ended a stream into its result.
+func streamEnd(err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
+
+// open authenticates a stream by its first request, waits until the cache is
+// ready and registers the stream. The caller must call the returned close.
+func (s *Server) open(ctx context.Context, node *corev3.Node, api string) (*Identity, *watcher, *streamInfo, func(), error) {
+	id, err := s.authenticate(ctx, node, api)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	select {
+	case <-s.cache.Ready():
+	case <-ctx.Done():
+		return nil, nil, nil, nil, status.FromContextError(ctx.Err()).Err()
+	}
+	if s.cache.revoked(id) {
+		s.metrics.authFailures.WithLabelValues("revoked").Inc()
+		return nil, nil, nil, nil, status.Error(codes.PermissionDenied, "dataplane token revoked")
+	}
+	w, unwatch := s.cache.watch(id)
+	info := s.track(id, api)
+	return id, w, info, func() { unwatch(); s.untrack(info) }, nil
+}
+
+// checkNode enforces that a stream's node never changes.
+func checkNode(id *Identity, node *corev3.Node) error {
+	if node.GetId() != "" && node.GetId() != id.NodeID() {
+		return status.Error(codes.InvalidArgument, "node id cannot change on a stream")
+	}
+	return nil
+}
+
+// revokedErr closes a stream whose token was revoked.
+func (s *Server) revokedErr(id *Identity) error {
+	s.metrics.revokedClosures.Inc()
+	s.metrics.authFailures.WithLabelValues("revoked").Inc()
+	s.log.Info("closing stream of revoked token", keyMesh, id.Mesh, keyDataplane, id.Name)
+	return status.Error(codes.PermissionDenied, "dataplane token revoked")
+}
+
+// serveSotW runs one state-of-the-world stream: it answers each new set of
+// names, records ACKs and NACKs, and pushes when the cache wakes it.
+func (s *Server) serveSotW(stream grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse], api string) error {
+	ctx := stream.Context()
+	reqs, errc := recvLoop(ctx, stream.Recv)
+	var first *discoveryv3.DiscoveryRequest
+	select {
+	case first = <-reqs:
+	case err := <-errc:
+		return streamEnd(err)
+	case <-ctx.Done():
+		return nil
+	}
+	s.metrics.requests.WithLabelValues(api).Inc()
+	id, w, info, closeFn, err := s.open(ctx, first.GetNode(), api)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	s.metrics.activeStreams.WithLabelValues(api).Inc()
+	defer s.metrics.activeStreams.WithLabelValues(api).Dec()
+
+	var (
+		names       []string
+		nonce       int
+		lastNonce   string
+		lastVersion = first.GetVersionInfo() // a reconnecting Envoy may hold it already
+	)
+	push := func() error {
+		resources, version, ready, err := s.collect(w, names, info)
+		if err != nil {
+			s.log.Error("building response", keyMesh, id.Mesh, keyDataplane, id.Name, keyErr, err)
+			return nil // retried on the next change; the stream stays up
+		}
+		if !ready || len(resources) == 0 || version == lastVersion {
+			return nil
+		}
+		nonce++
+		lastNonce = strconv.Itoa(nonce)
+		resp := &discoveryv3.DiscoveryResponse{VersionInfo: version, Resources: resources, TypeUrl: SecretTypeURL, Nonce: lastNonce}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+		lastVersion = version
+		s.sent(w, names)
+		return nil
+	}
+	handle := func(req *discoveryv3.DiscoveryRequest) error {
+		if err := checkNode(id, req.GetNode()); err != nil {
+			return err
+		}
+		if api == apiADS && req.GetTypeUrl() != SecretTypeURL {
+			s.log.Debug("ignoring ADS request for another type", keyDataplane, id.NodeID(), "type", req.GetTypeUrl())
+			return nil
+		}
+		if err := checkType(req.GetTypeUrl(), api); err != nil {
+			return err
+		}
+		if n := req.GetResponseNonce(); n != "" {
+			if n != lastNonce {
+				return nil // answers an older response: superseded
+			}
+			s.recordAck(info, api, req.GetVersionInfo(), req.GetErrorDetail())
+		}
+		newNames := canonNames(req.GetResourceNames())
+		if slices.Equal(newNames, names) {
+			return nil
+		}
+		s.countUnknown(newNames, info)
+		names = newNames
+		w.interest.Store(interestOf(names))
+		info.setNames(names)
+		return push()
+	}
+	if err := handle(first); err != nil {
+		return err
+	}
+	for {
+		select {
+		case req := <-reqs:
+			s.metrics.requests.WithLabelValues(api).Inc()
+			if err := handle(req); err != nil {
+				return err
+			}
+		case err := <-errc:
+			return streamEnd(err)
+		case <-w.wake:
+			if s.cache.revoked(id) {
+				return s.revokedErr(id)
+			}
+			if err := push(); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// serveDelta runs one incremental stream: it tracks the subscribed names and
+// the version of each it sent, and sends only what changed.
+func (s *Server) serveDelta(stream grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse], api string) error {
+	ctx := stream.Context()
+	reqs, errc := recvLoop(ctx, stream.Recv)
+	var first *discoveryv3.DeltaDiscoveryRequest
+	select {
+	case first = <-reqs:
+	case err := <-errc:
+		return streamEnd(err)
+	case <-ctx.Done():
+		return nil
+	}
+	s.metrics.requests.WithLabelValues(api).Inc()
+	id, w, info, closeFn, err := s.open(ctx, first.GetNode(), api)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	s.metrics.activeStreams.WithLabelValues(api).Inc()
+	defer s.metrics.activeStreams.WithLabelValues(api).Dec()
+
+	subscribed := map[string]struct{}{}
+	sent := map[string]string{}
+	for name, v := range first.GetInitialResourceVersions() {
+		sent[name] = v
+	}
+	var (
+		nonce     int
+		lastNonce string
+	)
+	push := func() error {
+		names := make([]string, 0, len(subscribed))
+		for n := range subscribed {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		var out []*discoveryv3.Resource
+		for _, name := range names {
+			res, version, ok, err := s.resource(w, name, info)
+			if err != nil {
+				s.log.Error("building response", keyMesh, id.Mesh, keyDataplane, id.Name, keyErr, err)
+				return nil
+			}
+			if !ok || sent[name] == version {
+				continue
+			}
+			out = append(out, &discoveryv3.Resource{Name: name, Version: version, Resource: res})
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		nonce++
+		lastNonce = strconv.Itoa(nonce)
+		resp := &discoveryv3.DeltaDiscoveryResponse{Resources: out, TypeUrl: SecretTypeURL, Nonce: lastNonce}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+		sentNames := make([]string, 0, len(out))
+		for _, r := range out {
+			sent[r.Name] = r.Version
+			sentNames = append(sentNames, r.Name)
+		}
+		s.sent(w, sentNames)
+		return nil
+	}
+	handle := func(req *discoveryv3.DeltaDiscoveryRequest) error {
+		if err := checkNode(id, req.GetNode()); err != nil {
+			return err
+		}
+		if api == apiADSDelta && req.GetTypeUrl() != SecretTypeURL {
+			s.log.Debug("ignoring ADS request for another type", keyDataplane, id.NodeID(), "type", req.GetTypeUrl())
+			return nil
+		}
+		if err := checkType(req.GetTypeUrl(), api); err != nil {
+			return err
+		}
+		if n := req.GetResponseNonce(); n != "" && n == lastNonce {
+			s.recordAck(info, api, "", req.GetErrorDetail())
+		}
+		changed := false
+		for _, name := range req.GetResourceNamesUnsubscribe() {
+			if _, ok := subscribed[name]; ok {
+				delete(subscribed, name)
+				delete(sent, name)
+				changed = true
+			}
+		}
+		var added []string
+		for _, name := range req.GetResourceNamesSubscribe() {
+			if name == "*" {
+				continue // secrets are always named; a wildcard adds none
+			}
+			if _, ok := subscribed[name]; !ok {
+				subscribed[name] = struct{}{}
+				added = append(added, name)
+				changed = true
+			}
+		}
+		if !changed {
+			return nil
+		}
+		s.countUnknown(added, info)
+		all := make([]string, 0, len(subscribed))
+		for n := range subscribed {
+			all = append(all, n)
+		}
+		sort.Strings(all)
+		w.interest.Store(interestOf(all))
+		info.setNames(all)
+		return push()
+	}
+	if err := handle(first); err != nil {
+		return err
+	}
+	for {
+		select {
+		case req := <-reqs:
+			s.metrics.requests.WithLabelValues(api).Inc()
+			if err := handle(req); err != nil {
+				return err
+			}
+		case err := <-errc:
+			return streamEnd(err)
+		case <-w.wake:
+			if s.cache.revoked(id) {
+				return s.revokedErr(id)
+			}
+			if err := push(); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// resource returns the current resource called name for w's data plane and
+// its version; ok is false for unknown names and while the mesh has no CA.
+func (s *Server) resource(w *watcher, name string, info *streamInfo) (*anypb.Any, string, bool, error) {
+	switch kindOf(name) {
+	case kindIdentity:
+		res, e, ok, err := s.cache.identityCert(w, name)
+		if err != nil || !ok {
+			return nil, "", false, err
+		}
+		if info != nil {
+			info.setCert(e.cert.Serial, e.cert.NotAfter)
+		}
+		return res, e.version, res != nil, nil
+	case kindBundle:
+		res, version, ok := s.cache.bundle(w.id.Mesh, name)
+		return res, version, ok, nil
+	}
+	return nil, "", false, nil
+}
+
+// collect builds a state-of-the-world answer for names: the known ones, in
+// order, and one version over all of them. ready is false while any known
+// name cannot be served yet, so that a reply is never partial.
+func (s *Server) collect(w *watcher, names []string, info *streamInfo) (resources []*anypb.Any, version string, ready bool, err error) {
+	versions := make([][]byte, 0, len(names))
+	for _, name := range names {
+		if kindOf(name) == kindUnknown {
+			continue
+		}
+		res, v, ok, err := s.resource(w, name, info)
+		if err != nil {
+			return nil, "", false, err
+		}
+		if !ok {
+			return nil, "", false, nil
+		}
+		resources = append(resources, res)
+		versions = append(versions, []byte(name), []byte(v))
+	}
+	if len(resources) == 0 {
+		return nil, "", true, nil
+	}
+	return resources, contentVersion(versions...), true, nil
+}
+
+// sent counts a response carrying names and observes its push latency.
+func (s *Server) sent(w *watcher, names []string) {
+	for _, name := range names {
+		switch kindOf(name) {
+		case kindIdentity:
+			s.metrics.responses.WithLabelValues(NameIdentityCert).Inc()
+		case kindBundle:
+			s.metrics.responses.WithLabelValues(NameMeshCA).Inc()
+		}
+	}
+	if since := w.since.Swap(0); since != 0 {
+		s.metrics.pushLatency.Observe(s.now().Sub(time.Unix(0, since)).Seconds())
+	}
+}
+
+// recordAck notes an ACK or, with detail set, a NACK. A NACK is not answered
+// by sending the same content again.
+func (s *Server) recordAck(info *streamInfo, api, version string, detail *rpcstatus.Status) {
+	now := s.now()
+	info.mu.Lock()
+	defer info.mu.Unlock()
+	if detail != nil {
+		s.metrics.nacks.WithLabelValues(api).Inc()
+		info.lastNACK = now
+		info.lastNACKMessage = detail.GetMessage()
+		s.log.Warn("data plane rejected secrets", keyMesh, info.id.Mesh, keyDataplane, info.id.Name, keyAPI, api, "message", detail.GetMessage())
+		return
+	}
+	s.metrics.acks.WithLabelValues(api).Inc()
+	info.lastACK = now
+	info.lastACKVersion = version
+}
+
+// countUnknown counts the names meshsds does not serve and shows them in the
+// stream's status.
+func (s *Server) countUnknown(names []string, info *streamInfo) {
+	var unknown []string
+	for _, n := range names {
+		if kindOf(n) == kindUnknown {
+			unknown = append(unknown, n)
+		}
+	}
+	if len(unknown) == 0 {
+		return
+	}
+	s.metrics.unknownNames.Add(float64(len(unknown)))
+	if info != nil {
+		info.mu.Lock()
+		info.unknown = unknown
+		info.mu.Unlock()
+	}
+}
+
+// canonNames sorts and de-duplicates requested names.
+func canonNames(names []string) []string {
+	out := slices.Clone(names)
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+func interestOf(names []string) uint32 {
+	var in uint32
+	for _, n := range names {
+		switch kindOf(n) {
+		case kindIdentity:
+			in |= wantIdentity
+		case kindBundle:
+			in |= wantBundle
+		}
+	}
+	return in
+}

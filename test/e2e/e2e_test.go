@@ -1,0 +1,319 @@
+// Package e2e runs the real meshsds binary against real files and talks to it
+// over real sockets, as a user and an Envoy would.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+	"github.com/meshsds/meshsds/internal/sdstest"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "meshsds-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "meshsds")
+	build := exec.Command("go", "build", "-o", binary, "../../cmd/meshsds")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building meshsds:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// server is a running meshsds process.
+type server struct {
+	sds, metrics, admin string
+	dataDir             string
+	logs                *bytes.Buffer
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+// start runs "meshsds serve" on free loopback ports and waits until ready.
+func start(t *testing.T, secretsDir string, extra ...string) *server {
+	t.Helper()
+	s := &server{sds: freeAddr(t), metrics: freeAddr(t), admin: freeAddr(t), dataDir: t.TempDir(), logs: &bytes.Buffer{}}
+	args := append([]string{"serve", "--secrets-dir", secretsDir, "--data-dir", s.dataDir,
+		"--sds-address", s.sds, "--metrics-address", s.metrics, "--admin-address", s.admin, "--log-level", "debug"}, extra...)
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout, cmd.Stderr = s.logs, s.logs
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("meshsds logs:\n%s", s.logs.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case err := <-exited:
+			t.Fatalf("meshsds exited early: %v\n%s", err, s.logs.String())
+		default:
+		}
+		resp, err := http.Get("http://" + s.metrics + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return s
+			}
+		}
+		require.True(t, time.Now().Before(deadline), "meshsds not ready in time:\n%s", s.logs.String())
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// token mints a dataplane token with the CLI, offline, from the data dir.
+func (s *server) token(t *testing.T, mesh, name, service string) string {
+	t.Helper()
+	out, err := exec.Command(binary, "generate", "dataplane-token", "--data-dir", s.dataDir,
+		"--mesh", mesh, "--name", name, "--tag", "kuma.io/service="+service, "--valid-for", "1h").Output()
+	require.NoError(t, err)
+	return strings.TrimSpace(string(out))
+}
+
+func (s *server) scrape(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + s.metrics + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(b)
+}
+
+// writeAtomic replaces path's content the way careful tools do: a temp file
+// in the same directory, then rename.
+func writeAtomic(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	require.NoError(t, os.WriteFile(tmp, data, 0o600))
+	require.NoError(t, os.Rename(tmp, path))
+}
+
+const meshes = `type: Mesh
+name: default
+mtls:
+  backends:
+  - name: ca-1
+    type: provided
+    dpCert:
+      rotation:
+        expiration: 1h
+    config:
+      cert: { secret: ca-cert }
+      key: { secret: ca-key }
+---
+type: Mesh
+name: other
+mtls:
+  enabledBackend: ca-1
+  backends:
+  - name: ca-1
+    type: provided
+    conf:
+      cert: { secret: ca-cert }
+      key: { secret: ca-key }
+`
+
+// secretsDir lays out a secrets directory with meshes default and other,
+// each with its own CA as raw files <dir>/<mesh>/ca-cert and ca-key.
+func secretsDir(t *testing.T) (string, map[string]*sdstest.CA) {
+	t.Helper()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "meshes.yaml"), []byte(meshes), 0o600))
+	cas := map[string]*sdstest.CA{}
+	for _, mesh := range []string{"default", "other"} {
+		ca := sdstest.NewRootCA(t, mesh+" CA")
+		cas[mesh] = ca
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, mesh), 0o700))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, mesh, "ca-cert"), ca.CertPEM, 0o600))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, mesh, "ca-key"), ca.KeyPEM, 0o600))
+	}
+	return dir, cas
+}
+
+// dataplane is a simulated Envoy: one connection, one stream per secret.
+type dataplane struct {
+	identity, bundle *sdstest.Stream
+	held             *sdstest.Workload
+	idSec, bundleSec []byte
+}
+
+func connect(t *testing.T, s *server, mesh, name, service string) *dataplane {
+	t.Helper()
+	conn := sdstest.Dial(t, s.sds, s.token(t, mesh, name, service))
+	dp := &dataplane{
+		identity: sdstest.OpenStream(t, conn, mesh+"."+name, false, "identity_cert"),
+		bundle:   sdstest.OpenStream(t, conn, mesh+"."+name, false, "mesh_ca"),
+	}
+	idSecs, _ := dp.identity.Expect()
+	bSecs, _ := dp.bundle.Expect()
+	dp.held = sdstest.WorkloadFrom(t, idSecs["identity_cert"], bSecs["mesh_ca"])
+	return dp
+}
+
+// next waits for the next identity and bundle pushes.
+func (dp *dataplane) next(t *testing.T) {
+	t.Helper()
+	idSecs, _ := dp.identity.Expect()
+	bSecs, _ := dp.bundle.Expect()
+	dp.held = sdstest.WorkloadFrom(t, idSecs["identity_cert"], bSecs["mesh_ca"])
+}
+
+func TestTwoDataplanesHandshakeThenRotate(t *testing.T) {
+	dir, _ := secretsDir(t)
+	s := start(t, dir)
+
+	web := connect(t, s, "default", "web-1", "web")
+	backend := connect(t, s, "default", "backend-1", "backend")
+	stranger := connect(t, s, "other", "web-1", "web")
+
+	require.NoError(t, sdstest.Handshake(backend.held, web.held, sdstest.SPIFFE("default", "backend"), sdstest.SPIFFE("default", "web")))
+	require.Error(t, sdstest.Handshake(backend.held, stranger.held, sdstest.SPIFFE("default", "backend"), sdstest.SPIFFE("other", "web")),
+		"a data plane of another mesh must not be trusted")
+
+	// Rotate mesh default's CA by atomic renames of both files.
+	newCA := sdstest.NewRootCA(t, "default CA 2")
+	oldSerial := web.held.Leaf.SerialNumber
+	writeAtomic(t, filepath.Join(dir, "default", "ca-key"), newCA.KeyPEM)
+	writeAtomic(t, filepath.Join(dir, "default", "ca-cert"), newCA.CertPEM)
+
+	web.next(t)
+	backend.next(t)
+	require.NotEqual(t, oldSerial, web.held.Leaf.SerialNumber)
+	require.NoError(t, web.held.Leaf.CheckSignatureFrom(newCA.Cert))
+	require.NoError(t, sdstest.Handshake(backend.held, web.held, sdstest.SPIFFE("default", "backend"), sdstest.SPIFFE("default", "web")))
+	require.NoError(t, sdstest.Handshake(web.held, backend.held, sdstest.SPIFFE("default", "web"), sdstest.SPIFFE("default", "backend")))
+	stranger.identity.ExpectNothing(500 * time.Millisecond)
+	stranger.bundle.ExpectNothing(100 * time.Millisecond)
+
+	metrics := s.scrape(t)
+	for _, name := range []string{
+		"meshsds_sds_active_streams", "meshsds_sds_connected_dataplanes", "meshsds_certificates_issued_total",
+		"meshsds_sds_push_latency_seconds", "meshsds_ca_expiry_timestamp_seconds", "meshsds_source_last_sync_timestamp_seconds",
+	} {
+		require.Contains(t, metrics, name)
+	}
+	require.Contains(t, metrics, `meshsds_sds_connected_dataplanes 3`)
+}
+
+func TestBrokenMeshHarmsOnlyItself(t *testing.T) {
+	dir, _ := secretsDir(t)
+	s := start(t, dir)
+	web := connect(t, s, "default", "web-1", "web")
+	stranger := connect(t, s, "other", "web-1", "web")
+
+	// Break mesh other: a key that does not match its certificate.
+	writeAtomic(t, filepath.Join(dir, "other", "ca-key"), sdstest.NewRootCA(t, "unrelated").KeyPEM)
+	require.Eventually(t, func() bool {
+		return strings.Contains(s.scrape(t), `meshsds_mesh_resolution_failing{mesh="other"} 1`)
+	}, 10*time.Second, 50*time.Millisecond)
+	stranger.identity.ExpectNothing(300 * time.Millisecond) // keeps its last good CA
+	require.Contains(t, s.logs.String(), "mesh cannot be resolved")
+	require.NotContains(t, s.logs.String(), "PRIVATE KEY", "key material must never be logged")
+
+	// Mesh default still works: a CA change there is pushed.
+	newCA := sdstest.NewRootCA(t, "default CA 2")
+	writeAtomic(t, filepath.Join(dir, "default", "ca-key"), newCA.KeyPEM)
+	writeAtomic(t, filepath.Join(dir, "default", "ca-cert"), newCA.CertPEM)
+	web.next(t)
+	require.NoError(t, web.held.Leaf.CheckSignatureFrom(newCA.Cert))
+
+	// A new data plane of the broken mesh is still served its last good CA.
+	late := connect(t, s, "other", "web-2", "web")
+	require.NoError(t, sdstest.Handshake(stranger.held, late.held, sdstest.SPIFFE("other", "web"), sdstest.SPIFFE("other", "web")))
+}
+
+func TestHealthAndReflectionOnSDSPort(t *testing.T) {
+	dir, _ := secretsDir(t)
+	s := start(t, dir)
+	conn := sdstest.Dial(t, s.sds, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h, err := grpc_health_v1.NewHealthClient(conn).Check(ctx, &grpc_health_v1.HealthCheckRequest{})
+	require.NoError(t, err)
+	require.Equal(t, grpc_health_v1.HealthCheckResponse_SERVING, h.GetStatus())
+
+	rs, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	require.NoError(t, err)
+	require.NoError(t, rs.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}))
+	resp, err := rs.Recv()
+	require.NoError(t, err)
+	var names []string
+	for _, svc := range resp.GetListServicesResponse().GetService() {
+		names = append(names, svc.GetName())
+	}
+	require.Contains(t, names, "envoy.service.secret.v3.SecretDiscoveryService")
+	require.Contains(t, names, "envoy.service.discovery.v3.AggregatedDiscoveryService")
+
+	r, err := http.Get("http://" + s.metrics + "/healthz")
+	require.NoError(t, err)
+	r.Body.Close()
+	require.Equal(t, http.StatusOK, r.StatusCode)
+}
+
+func TestStartupRefusesUnsafeSettings(t *testing.T) {
+	dir, _ := secretsDir(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--sds-address", "0.0.0.0:0"}, "not a loopback address"},
+		{[]string{"--admin-address", "0.0.0.0:0"}, "only allowed from this machine"},
+		{[]string{"--auth", "maybe"}, "--auth must be"},
+	} {
+		out, err := exec.Command(binary, append([]string{"serve", "--secrets-dir", dir, "--data-dir", t.TempDir()}, tc.args...)...).CombinedOutput()
+		require.Error(t, err)
+		require.Contains(t, string(out), tc.want)
+	}
+}
+
+func TestAuthNoneWarnsLoudly(t *testing.T) {
+	dir, _ := secretsDir(t)
+	s := start(t, dir, "--auth", "none")
+	require.Contains(t, s.logs.String(), "SDS AUTHENTICATION IS DISABLED")
+	conn := sdstest.Dial(t, s.sds, "")
+	st := sdstest.OpenStream(t, conn, "default.web-1", false, "identity_cert")
+	got, _ := st.Expect()
+	require.Len(t, got, 1)
+}
