@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strconv"
 	"strings"
 
 	yamlv3 "go.yaml.in/yaml/v3"
@@ -101,9 +102,10 @@ func objectID(obj Object) string {
 
 // document is one non-empty YAML document of a file.
 type document struct {
-	// text is the document, preceded by as many newlines as lines before it
-	// in the file so that YAML errors carry the file's line numbers.
 	text []byte
+	// line is the number of lines of the file before the document, added to
+	// the line numbers of YAML errors so that they point into the file.
+	line int
 }
 
 // splitDocuments cuts data at "---" lines and drops documents that hold only
@@ -118,10 +120,7 @@ func splitDocuments(data []byte) []document {
 	)
 	flush := func() {
 		if content {
-			text := make([]byte, 0, start+cur.Len())
-			text = append(text, bytes.Repeat([]byte("\n"), start)...)
-			text = append(text, cur.Bytes()...)
-			docs = append(docs, document{text: text})
+			docs = append(docs, document{text: bytes.Clone(cur.Bytes()), line: start})
 		}
 		cur.Reset()
 		content = false
@@ -164,7 +163,7 @@ type header struct {
 
 // decodeDocument decodes and validates one document.
 func decodeDocument(doc document, opts DecodeOptions) (Object, error) {
-	js, err := yamlToJSON(doc.text)
+	js, err := yamlToJSON(doc)
 	if err != nil {
 		return Object{}, err
 	}
@@ -205,31 +204,61 @@ func decodeDocument(doc document, opts DecodeOptions) (Object, error) {
 // yamlToJSON converts one YAML document to JSON, rejecting duplicate keys
 // and content the YAML parser would silently drop after the document (after
 // a "..." line, or a second flow mapping).
-func yamlToJSON(text []byte) ([]byte, error) {
-	dec := yamlv3.NewDecoder(bytes.NewReader(text))
+func yamlToJSON(doc document) ([]byte, error) {
+	dec := yamlv3.NewDecoder(bytes.NewReader(doc.text))
 	var node yamlv3.Node
 	if err := dec.Decode(&node); err != nil {
-		return nil, invalidYAML(err)
+		return nil, invalidYAML(err, doc.line)
 	}
 	if err := dec.Decode(&node); !errors.Is(err, io.EOF) {
 		msg := "unexpected content after the document: put \"---\" alone on a line between documents"
 		if err != nil {
-			msg += " (" + err.Error() + ")"
+			msg += " (" + shiftLines(err.Error(), doc.line) + ")"
 		}
 		return nil, &FieldError{Message: "invalid YAML: " + msg}
 	}
-	js, err := yaml.YAMLToJSONStrict(text)
+	js, err := yaml.YAMLToJSONStrict(doc.text)
 	if err != nil {
-		return nil, invalidYAML(err)
+		return nil, invalidYAML(err, doc.line)
 	}
 	return js, nil
 }
 
-// invalidYAML turns a YAML parser error into a one-line FieldError.
-func invalidYAML(err error) *FieldError {
+// invalidYAML turns a YAML parser error into a one-line FieldError whose
+// line numbers count from the start of the file.
+func invalidYAML(err error, offset int) *FieldError {
 	msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
 	msg = strings.Join(strings.Fields(msg), " ")
-	return &FieldError{Message: "invalid YAML: " + msg}
+	return &FieldError{Message: "invalid YAML: " + shiftLines(msg, offset)}
+}
+
+// shiftLines adds offset to every "line N" of a YAML parser message.
+func shiftLines(msg string, offset int) string {
+	if offset == 0 {
+		return msg
+	}
+	const word = "line "
+	var b strings.Builder
+	for {
+		i := strings.Index(msg, word)
+		if i < 0 {
+			break
+		}
+		i += len(word)
+		j := i
+		for j < len(msg) && msg[j] >= '0' && msg[j] <= '9' {
+			j++
+		}
+		b.WriteString(msg[:i])
+		if n, err := strconv.Atoi(msg[i:j]); err == nil {
+			b.WriteString(strconv.Itoa(n + offset))
+		} else {
+			b.WriteString(msg[i:j])
+		}
+		msg = msg[j:]
+	}
+	b.WriteString(msg)
+	return b.String()
 }
 
 // rawString decodes an optional string-valued key.
