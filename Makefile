@@ -5,7 +5,7 @@ GOFUMPT   := mvdan.cc/gofumpt@v0.12.0
 STATICCHK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME  ?= 20s
 
-.PHONY: all build test e2e fmt lint fuzz bench run example-ca token docker clean
+.PHONY: all build test e2e tools fmt lint fuzz bench run example-ca token docker clean
 
 all: build
 
@@ -13,12 +13,18 @@ build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/meshsds
 
 ## test: every test, with the race detector (what CI runs).
-test:
+test: tools
 	$(GO) test -race -count=1 ./...
 
 ## e2e: only the end-to-end tests against the built binary.
-e2e:
+e2e: tools
 	$(GO) test -race -count=1 ./test/e2e/...
+
+## tools: test tools built from the Go module proxy into .tools (git-ignored).
+tools: .tools/grpcurl
+
+.tools/grpcurl:
+	GOBIN=$(CURDIR)/.tools $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
 
 fmt:
 	$(GO) run $(GOFUMPT) -w $$(git ls-files '*.go')

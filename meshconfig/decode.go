@@ -341,6 +341,21 @@ func secretErrors(s *Secret, opts DecodeOptions, badBase64 bool, field func(stri
 // and the spec of the Kubernetes custom resource.
 type meshSpec struct {
 	MTLS *mtlsSpec `json:"mtls"`
+	kumaOnlyMesh
+}
+
+// kumaOnlyMesh lists the sections of a Kuma Mesh that configure Kuma's other
+// features. They are accepted, so that a Mesh written for Kuma applies
+// unchanged, and ignored; any other unknown key is still an error.
+type kumaOnlyMesh struct {
+	Logging                     json.RawMessage `json:"logging"`
+	Metrics                     json.RawMessage `json:"metrics"`
+	Tracing                     json.RawMessage `json:"tracing"`
+	Routing                     json.RawMessage `json:"routing"`
+	Networking                  json.RawMessage `json:"networking"`
+	Constraints                 json.RawMessage `json:"constraints"`
+	MeshServices                json.RawMessage `json:"meshServices"`
+	SkipCreatingInitialPolicies json.RawMessage `json:"skipCreatingInitialPolicies"`
 }
 
 // mtlsSpec is the decoding form of MTLS.
@@ -354,9 +369,19 @@ type mtlsSpec struct {
 type backendSpec struct {
 	Name   string          `json:"name"`
 	Type   string          `json:"type"`
-	DPCert *DPCert         `json:"dpCert"`
+	DPCert *dpCertSpec     `json:"dpCert"`
 	Config json.RawMessage `json:"config"`
 	Conf   json.RawMessage `json:"conf"`
+	// Kuma's backend keys for its own features, accepted and ignored.
+	Mode      json.RawMessage `json:"mode"`
+	RootChain json.RawMessage `json:"rootChain"`
+}
+
+// dpCertSpec is the decoding form of DPCert; Kuma's requestTimeout (how long
+// its data plane waits for a certificate) is accepted and ignored.
+type dpCertSpec struct {
+	Rotation       *Rotation       `json:"rotation"`
+	RequestTimeout json.RawMessage `json:"requestTimeout"`
 }
 
 // universalMesh is the Universal form of a Mesh.
@@ -392,7 +417,11 @@ func buildMesh(name string, spec *meshSpec) (Object, error) {
 				}
 				cfg = b.Conf
 			}
-			m.MTLS.Backends = append(m.MTLS.Backends, Backend{Name: b.Name, Type: b.Type, DPCert: b.DPCert, Config: cfg})
+			var dp *DPCert
+			if b.DPCert != nil {
+				dp = &DPCert{Rotation: b.DPCert.Rotation}
+			}
+			m.MTLS.Backends = append(m.MTLS.Backends, Backend{Name: b.Name, Type: b.Type, DPCert: dp, Config: cfg})
 		}
 	}
 	verr.AddError("", m.Validate())

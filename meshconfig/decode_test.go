@@ -50,6 +50,15 @@ func goodFiles() map[string][]Object {
 				},
 			},
 		}}}},
+		"kuma-mesh-extras.good.yaml": {{Mesh: &Mesh{Name: "default", MTLS: &MTLS{
+			EnabledBackend: "ca-1",
+			Backends: []Backend{{
+				Name:   "ca-1",
+				Type:   BackendProvided,
+				DPCert: &DPCert{Rotation: &Rotation{Expiration: "1d"}},
+				Config: json.RawMessage(`{"cert":{"secret":"my-cert"},"key":{"secret":"my-key"}}`),
+			}},
+		}}}},
 		"k8s-secret.good.yaml":              {{Secret: &Secret{Mesh: "payments", Name: "sample-secret", Data: []byte("test\n")}}},
 		"k8s-secret-default-mesh.good.yaml": {{Secret: &Secret{Mesh: "default", Name: "sample-secret", Data: []byte("test")}}},
 		"k8s-global-secret.good.yaml":       {{Secret: &Secret{Name: "token-signing-key", Global: true, Data: []byte("key")}}},

@@ -119,9 +119,20 @@ func (st *state) scan() (meshconfig.Resources, error) {
 	// Stop watching directories that are gone or now hidden. Errors are
 	// expected when the kernel already dropped the watch of a removed
 	// directory.
+	removed := false
 	for _, p := range st.w.WatchList() {
 		if !visited[p] {
 			_ = st.w.Remove(p)
+			removed = true
+		}
+	}
+	if removed {
+		// A directory renamed before the watcher processed its move is
+		// still watched under its old path, and Add of the new path just
+		// returned that watch: removing the old path removed both. Adding
+		// again is a no-op for the directories that are still watched.
+		for dir := range visited {
+			_ = st.w.Add(dir)
 		}
 	}
 

@@ -202,6 +202,7 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 		return fmt.Errorf("file source %s: %w", s.name, err)
 	}
 	last := view
+	s.log.Info("initial scan complete", logKeyPath, s.dir, "meshes", len(view.Meshes), "secrets", len(view.Secrets))
 	publish(view)
 
 	ticker := time.NewTicker(s.rescanInterval)
@@ -213,6 +214,7 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 	var (
 		pending    bool      // a debounced rescan is scheduled
 		burstStart time.Time // first event of the pending burst
+		rootErr    string    // why the last rescan failed, "" if it did not
 		events     = w.Events
 		errs       = w.Errors
 	)
@@ -222,9 +224,16 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 		if err != nil {
 			// The directory itself is unreadable (removed, permissions):
 			// keep serving the last view until it comes back.
-			s.log.Error("rescan failed; keeping the last view", logKeyPath, s.dir, logKeyErr, err)
-			s.metrics.syncErrors.Inc()
+			if msg := err.Error(); msg != rootErr {
+				rootErr = msg
+				s.log.Error("rescan failed; keeping the last view", logKeyPath, s.dir, logKeyErr, err)
+				s.metrics.syncErrors.Inc()
+			}
 			return
+		}
+		if rootErr != "" {
+			rootErr = ""
+			s.log.Info("directory readable again", logKeyPath, s.dir)
 		}
 		if equalResources(last, view) {
 			return

@@ -843,9 +843,55 @@ func TestNoPublishWithoutChange(t *testing.T) {
 	// Same bytes through a new inode, and an equivalent manifest.
 	h.write("default/a", []byte("a"))
 	h.write("s.yaml", []byte("# reformatted\n"+universalSecret("default", "s", []byte("s"))))
+	before := h.metric("meshsds_source_rescans_total", "reason", "periodic")
 	require.Eventually(t, func() bool {
-		return h.metric("meshsds_source_rescans_total", "reason", "periodic") >= 5
+		return h.metric("meshsds_source_rescans_total", "reason", "periodic") >= before+3
 	}, waitFor, 5*time.Millisecond)
 	_, n := h.rec.last()
 	require.Equal(t, 1, n)
+}
+
+// TestDirectoryRename moves a mesh directory: its raw secrets move to the
+// new mesh, and the directory is watched under its new name.
+func TestDirectoryRename(t *testing.T) {
+	h := setup(t)
+	h.write("one/cert", []byte("c"))
+	h.start(file.Config{RescanInterval: time.Hour})
+	h.waitSecret("one", "cert", []byte("c"))
+
+	require.NoError(t, os.Rename(filepath.Join(h.dir, "one"), filepath.Join(h.dir, "two")))
+	h.waitSecret("two", "cert", []byte("c"))
+	h.waitNoSecret("one", "cert")
+
+	h.write("two/key", []byte("k"))
+	h.waitSecret("two", "key", []byte("k"))
+	h.writeInPlace("two/key", []byte("k2"))
+	h.waitSecret("two", "key", []byte("k2"))
+}
+
+// TestRootRemoved removes the watched directory itself: the last view
+// stays, the failure is reported once, and the directory is read again once
+// it is back (found by the periodic rescan, as nothing watches it any more).
+func TestRootRemoved(t *testing.T) {
+	h := setup(t)
+	h.write("default/cert", []byte("c"))
+	h.start(file.Config{RescanInterval: 20 * time.Millisecond})
+	h.waitSecret("default", "cert", []byte("c"))
+
+	require.NoError(t, os.RemoveAll(h.dir))
+	h.waitSyncErrors(1)
+	before := h.metric("meshsds_source_rescans_total", "reason", "periodic")
+	require.Eventually(t, func() bool {
+		return h.metric("meshsds_source_rescans_total", "reason", "periodic") >= before+3
+	}, waitFor, 5*time.Millisecond)
+	require.Equal(t, float64(1), h.syncErrors(), "reported once")
+	got, ok := h.secret("default", "cert")
+	require.True(t, ok, "the last view stays")
+	require.Equal(t, []byte("c"), got)
+
+	require.NoError(t, os.Mkdir(h.dir, 0o755))
+	h.write("default/cert", []byte("c2"))
+	h.waitSecret("default", "cert", []byte("c2"))
+	h.write("demo/key", []byte("k"))
+	h.waitSecret("demo", "key", []byte("k"))
 }

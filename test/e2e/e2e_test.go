@@ -4,8 +4,8 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/base64"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,7 +50,25 @@ func TestMain(m *testing.M) {
 type server struct {
 	sds, metrics, admin string
 	dataDir             string
-	logs                *bytes.Buffer
+	logs                *syncBuffer
+}
+
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func freeAddr(t *testing.T) string {
@@ -64,7 +83,7 @@ func freeAddr(t *testing.T) string {
 // start runs "meshsds serve" on free loopback ports and waits until ready.
 func start(t *testing.T, secretsDir string, extra ...string) *server {
 	t.Helper()
-	s := &server{sds: freeAddr(t), metrics: freeAddr(t), admin: freeAddr(t), dataDir: t.TempDir(), logs: &bytes.Buffer{}}
+	s := &server{sds: freeAddr(t), metrics: freeAddr(t), admin: freeAddr(t), dataDir: t.TempDir(), logs: &syncBuffer{}}
 	args := append([]string{"serve", "--secrets-dir", secretsDir, "--data-dir", s.dataDir,
 		"--sds-address", s.sds, "--metrics-address", s.metrics, "--admin-address", s.admin, "--log-level", "debug"}, extra...)
 	cmd := exec.Command(binary, args...)
