@@ -61,6 +61,12 @@ type serveConfig struct {
 }
 
 func newServeCommand() *cobra.Command {
+	cmd, _ := serveCommand()
+	return cmd
+}
+
+// serveCommand builds "meshsds serve" and the config its flags fill.
+func serveCommand() (*cobra.Command, *serveConfig) {
 	cfg := &serveConfig{}
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -106,7 +112,7 @@ environment, which wins over the file.`,
 	f.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	f.BoolVar(&cfg.pprof, "pprof", false, "serve /debug/pprof/ on the metrics address")
 	f.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to let streams and requests finish on shutdown")
-	return cmd
+	return cmd, cfg
 }
 
 // validate checks the combination of settings before anything starts.

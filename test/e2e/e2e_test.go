@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -20,8 +21,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/meshsds/meshsds/internal/sdstest"
 )
@@ -385,3 +388,65 @@ func TestGrpcurlFetchesSecrets(t *testing.T) {
 }
 
 func base64Of(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// tokenID reads the jti claim of a JWT without verifying it.
+func tokenID(t *testing.T, raw string) string {
+	t.Helper()
+	parts := strings.Split(raw, ".")
+	require.Len(t, parts, 3)
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	require.NoError(t, err)
+	var claims struct {
+		ID string `json:"jti"`
+	}
+	require.NoError(t, json.Unmarshal(payload, &claims))
+	require.NotEmpty(t, claims.ID)
+	return claims.ID
+}
+
+func TestRevocationListInSecretsDirClosesStreams(t *testing.T) {
+	dir, _ := secretsDir(t)
+	s := start(t, dir)
+	revokedToken := s.token(t, "default", "web-1", "web")
+	revoked := sdstest.OpenStream(t, sdstest.Dial(t, s.sds, revokedToken), "default.web-1", false, "identity_cert")
+	revoked.Expect()
+	kept := sdstest.OpenStream(t, sdstest.Dial(t, s.sds, s.token(t, "default", "web-2", "web")), "default.web-2", false, "identity_cert")
+	kept.Expect()
+
+	list := "# revoked after the laptop was lost\n" + tokenID(t, revokedToken) + "\n"
+	writeAtomic(t, filepath.Join(dir, "default", "dataplane-token-revocations-default"), []byte(list))
+
+	_, err := revoked.Recv(10 * time.Second)
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "got %v", err)
+	kept.ExpectNothing(300 * time.Millisecond)
+	require.Contains(t, s.scrape(t), `meshsds_sds_auth_failures_total{reason="revoked"}`)
+}
+
+func TestServeHelpDocumentsEveryFlag(t *testing.T) {
+	out, err := exec.Command(binary, "serve", "--help").CombinedOutput()
+	require.NoError(t, err)
+	help := string(out)
+	for flag, def := range map[string]string{
+		"--secrets-dir": "", "--data-dir": "./meshsds-data", "--sds-address": "127.0.0.1:5677",
+		"--admin-address": "127.0.0.1:5681", "--metrics-address": ":5680", "--auth": "dataplane-token",
+		"--sds-tls-cert": "", "--sds-tls-key": "", "--sds-insecure": "", "--admin-tls-address": "",
+		"--admin-tls-cert": "", "--admin-tls-key": "", "--admin-client-certs-dir": "", "--kubernetes": "",
+		"--namespace": "kuma-system", "--kubeconfig": "", "--store": "sqlite", "--postgres-url": "", "--config": "",
+	} {
+		require.Contains(t, help, flag)
+		if def != "" {
+			require.Contains(t, help, `(default "`+def+`")`, "default of %s", flag)
+		}
+	}
+	require.Contains(t, help, "MESHSDS_")
+}
+
+func TestUnixSocketSDS(t *testing.T) {
+	dir, _ := secretsDir(t)
+	sock := filepath.Join(t.TempDir(), "sds.sock")
+	s := start(t, dir, "--sds-address", "unix://"+sock)
+	conn := sdstest.Dial(t, "unix://"+sock, s.token(t, "default", "web-1", "web"))
+	st := sdstest.OpenStream(t, conn, "default.web-1", false, "identity_cert", "mesh_ca")
+	got, _ := st.Expect()
+	require.Len(t, got, 2)
+}

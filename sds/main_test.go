@@ -1,0 +1,11 @@
+package sds
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the package if a stream or receive goroutine outlives its
+// test.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
