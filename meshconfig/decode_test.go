@@ -246,38 +246,56 @@ func TestDecodeForms(t *testing.T) {
 		wantErr string
 	}{
 		{name: "empty input", in: ""},
-		{name: "JSON mesh", in: `{"type":"Mesh","name":"m","mtls":{"backends":[{"name":"b","type":"builtin"}]}}`,
-			want: []Object{{Mesh: &Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b", Type: BackendBuiltin}}}}}}},
-		{name: "byte order mark", in: "\ufefftype: Secret\nname: s\ndata: YQ==\n",
-			want: []Object{{Secret: &Secret{Mesh: DefaultMesh, Name: "s", Data: []byte("a")}}}},
-		{name: "CRLF line ends", in: "type: Secret\r\nname: s\r\ndata: YQ==\r\n---\r\ntype: Secret\r\nname: t\r\ndata: YQ==\r\n",
+		{
+			name: "JSON mesh", in: `{"type":"Mesh","name":"m","mtls":{"backends":[{"name":"b","type":"builtin"}]}}`,
+			want: []Object{{Mesh: &Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b", Type: BackendBuiltin}}}}}},
+		},
+		{
+			name: "byte order mark", in: "\ufefftype: Secret\nname: s\ndata: YQ==\n",
+			want: []Object{{Secret: &Secret{Mesh: DefaultMesh, Name: "s", Data: []byte("a")}}},
+		},
+		{
+			name: "CRLF line ends", in: "type: Secret\r\nname: s\r\ndata: YQ==\r\n---\r\ntype: Secret\r\nname: t\r\ndata: YQ==\r\n",
 			want: []Object{
 				{Secret: &Secret{Mesh: DefaultMesh, Name: "s", Data: []byte("a")}},
 				{Secret: &Secret{Mesh: DefaultMesh, Name: "t", Data: []byte("a")}},
-			}},
-		{name: "same name in two meshes is no duplicate", in: "type: Secret\nname: s\ndata: YQ==\n---\ntype: Secret\nname: s\nmesh: other\ndata: YQ==\n",
+			},
+		},
+		{
+			name: "same name in two meshes is no duplicate", in: "type: Secret\nname: s\ndata: YQ==\n---\ntype: Secret\nname: s\nmesh: other\ndata: YQ==\n",
 			want: []Object{
 				{Secret: &Secret{Mesh: DefaultMesh, Name: "s", Data: []byte("a")}},
 				{Secret: &Secret{Mesh: "other", Name: "s", Data: []byte("a")}},
-			}},
-		{name: "separator inside a block scalar is content", in: "type: Mesh\nname: m\nmtls:\n  backends:\n  - name: b\n    type: provided\n    config:\n      cert:\n        inlineString: |\n          ---\n          x\n      key:\n        secret: k\n",
-			want: []Object{{Mesh: &Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b", Type: BackendProvided,
-				Config: json.RawMessage(`{"cert":{"inlineString":"---\nx\n"},"key":{"secret":"k"}}`)}}}}}}},
+			},
+		},
+		{
+			name: "separator inside a block scalar is content", in: "type: Mesh\nname: m\nmtls:\n  backends:\n  - name: b\n    type: provided\n    config:\n      cert:\n        inlineString: |\n          ---\n          x\n      key:\n        secret: k\n",
+			want: []Object{{Mesh: &Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{
+				Name: "b", Type: BackendProvided,
+				Config: json.RawMessage(`{"cert":{"inlineString":"---\nx\n"},"key":{"secret":"k"}}`),
+			}}}}}},
+		},
 		{name: "type that is not a string", in: "type: [Secret]\n", wantErr: "type: must be a string"},
 		{name: "k8s metadata of the wrong shape", in: "apiVersion: v1\nkind: Secret\nmetadata: [x]\ntype: system.kuma.io/secret\n", wantErr: "metadata: must be an object, got array"},
 		{name: "k8s mesh without name", in: "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {}\n", wantErr: "metadata.name: cannot be empty"},
 		{name: "k8s mesh unknown top-level key", in: "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: m}\nstatus: {}\n", wantErr: `unknown field "status"`},
 		{name: "k8s mesh of another apiVersion", in: "apiVersion: kuma.io/v1\nkind: Mesh\nmetadata: {name: m}\n", wantErr: `kind: unsupported kind "Mesh" of apiVersion "kuma.io/v1"`},
-		{name: "k8s secret data and stringData", in: "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: system.kuma.io/secret\ndata: {value: YQ==}\nstringData: {value: a}\n",
-			wantErr: "data.value: set only one of data.value and stringData.value"},
+		{
+			name: "k8s secret data and stringData", in: "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: system.kuma.io/secret\ndata: {value: YQ==}\nstringData: {value: a}\n",
+			wantErr: "data.value: set only one of data.value and stringData.value",
+		},
 		{name: "trailing JSON after object", in: `{"type":"Secret","name":"s","data":"YQ=="} {"x":1}`, wantErr: "invalid YAML: unexpected content after the document"},
 		{name: "content after a document end marker", in: "type: Secret\nname: s\ndata: YQ==\n...\ntype: Mesh\nname: m\n", wantErr: "invalid YAML: unexpected content after the document"},
 		{name: "duplicate key", in: "type: Secret\nname: s\nname: t\ndata: YQ==\n", wantErr: `invalid YAML: yaml: unmarshal errors: line 3: key "name" already set in map`},
 		{name: "k8s secret without metadata", in: "apiVersion: v1\nkind: Secret\ntype: system.kuma.io/secret\ndata: {value: YQ==}\n", wantErr: "metadata.name: cannot be empty"},
-		{name: "duplicate mesh", in: "type: Mesh\nname: m\n---\napiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: m}\n",
-			wantErr: `document 2: mesh "m" is already defined in document 1`},
-		{name: "duplicate global secret", in: "type: GlobalSecret\nname: g\ndata: YQ==\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: g}\ntype: system.kuma.io/global-secret\ndata: {value: YQ==}\n",
-			wantErr: `document 2: global secret "g" is already defined in document 1`},
+		{
+			name: "duplicate mesh", in: "type: Mesh\nname: m\n---\napiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: m}\n",
+			wantErr: `document 2: mesh "m" is already defined in document 1`,
+		},
+		{
+			name: "duplicate global secret", in: "type: GlobalSecret\nname: g\ndata: YQ==\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: g}\ntype: system.kuma.io/global-secret\ndata: {value: YQ==}\n",
+			wantErr: `document 2: global secret "g" is already defined in document 1`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -64,41 +64,67 @@ func TestResolveMesh(t *testing.T) {
 	}{
 		{name: "mTLS off", mesh: &Mesh{Name: "default"}, wantValidity: DefaultDPCertValidity},
 		{name: "no backends", mesh: &Mesh{Name: "default", MTLS: &MTLS{}}, wantValidity: DefaultDPCertValidity},
-		{name: "secrets in the same mesh", mesh: providedMesh("default", secretsCfg), secrets: defaultSecrets,
-			wantBackend: "ca-1", wantCA: true, wantValidity: DefaultDPCertValidity},
-		{name: "inline sources", mesh: providedMesh("default", `{"cert":{"inline":"`+base64.StdEncoding.EncodeToString(certPEM)+`"},"key":{"inline":"`+base64.StdEncoding.EncodeToString(keyData)+`"}}`),
-			wantBackend: "ca-1", wantCA: true, wantValidity: DefaultDPCertValidity},
-		{name: "inlineString sources", mesh: providedMesh("default", `{"cert":{"inlineString":`+jsonString(t, certPEM)+`},"key":{"inlineString":`+jsonString(t, keyData)+`}}`),
-			wantBackend: "ca-1", wantCA: true, wantValidity: DefaultDPCertValidity},
-		{name: "file sources", mesh: providedMesh("default", `{"cert":{"file":`+jsonString(t, []byte(certFile))+`},"key":{"file":`+jsonString(t, []byte(keyFile))+`}}`),
-			wantBackend: "ca-1", wantCA: true, wantValidity: DefaultDPCertValidity},
-		{name: "injected file reader", mesh: providedMesh("default", `{"cert":{"file":"/virtual/ca.pem"},"key":{"secret":"my-key"}}`), secrets: defaultSecrets,
+		{
+			name: "secrets in the same mesh", mesh: providedMesh("default", secretsCfg), secrets: defaultSecrets,
+			wantBackend: "ca-1", wantCA: true, wantValidity: DefaultDPCertValidity,
+		},
+		{
+			name: "inline sources", mesh: providedMesh("default", `{"cert":{"inline":"`+base64.StdEncoding.EncodeToString(certPEM)+`"},"key":{"inline":"`+base64.StdEncoding.EncodeToString(keyData)+`"}}`),
+			wantBackend: "ca-1", wantCA: true, wantValidity: DefaultDPCertValidity,
+		},
+		{
+			name: "inlineString sources", mesh: providedMesh("default", `{"cert":{"inlineString":`+jsonString(t, certPEM)+`},"key":{"inlineString":`+jsonString(t, keyData)+`}}`),
+			wantBackend: "ca-1", wantCA: true, wantValidity: DefaultDPCertValidity,
+		},
+		{
+			name: "file sources", mesh: providedMesh("default", `{"cert":{"file":`+jsonString(t, []byte(certFile))+`},"key":{"file":`+jsonString(t, []byte(keyFile))+`}}`),
+			wantBackend: "ca-1", wantCA: true, wantValidity: DefaultDPCertValidity,
+		},
+		{
+			name: "injected file reader", mesh: providedMesh("default", `{"cert":{"file":"/virtual/ca.pem"},"key":{"secret":"my-key"}}`), secrets: defaultSecrets,
 			opts: ResolveOptions{ReadFile: func(path string) ([]byte, error) {
 				if path == "/virtual/ca.pem" {
 					return certPEM, nil
 				}
 				return nil, errors.New("unexpected path")
 			}},
-			wantBackend: "ca-1", wantCA: true, wantValidity: DefaultDPCertValidity},
-		{name: "missing file", mesh: providedMesh("default", `{"cert":{"file":`+jsonString(t, []byte(filepath.Join(dir, "nope.pem")))+`},"key":{"secret":"my-key"}}`), secrets: defaultSecrets,
-			wantErr: "mtls.backends[0].config.cert.file: cannot be read: open " + filepath.Join(dir, "nope.pem") + ": no such file or directory"},
-		{name: "secret missing", mesh: providedMesh("default", secretsCfg), secrets: secretMap(&Secret{Mesh: "default", Name: "my-key", Data: keyData}),
-			wantErr: `mtls.backends[0].config.cert.secret: secret "my-cert" not found in mesh "default"`},
-		{name: "both secrets missing", mesh: providedMesh("default", secretsCfg),
-			wantErr: `mtls.backends[0].config.cert.secret: secret "my-cert" not found in mesh "default"; mtls.backends[0].config.key.secret: secret "my-key" not found in mesh "default"`},
-		{name: "secret in another mesh", mesh: providedMesh("payments", secretsCfg), secrets: defaultSecrets,
-			wantErr: `mtls.backends[0].config.cert.secret: secret "my-cert" not found in mesh "payments" (it exists in mesh "default"; secrets are not shared between meshes)`},
-		{name: "global secret is not a mesh secret", mesh: providedMesh("default", secretsCfg),
+			wantBackend: "ca-1", wantCA: true, wantValidity: DefaultDPCertValidity,
+		},
+		{
+			name: "missing file", mesh: providedMesh("default", `{"cert":{"file":`+jsonString(t, []byte(filepath.Join(dir, "nope.pem")))+`},"key":{"secret":"my-key"}}`), secrets: defaultSecrets,
+			wantErr: "mtls.backends[0].config.cert.file: cannot be read: open " + filepath.Join(dir, "nope.pem") + ": no such file or directory",
+		},
+		{
+			name: "secret missing", mesh: providedMesh("default", secretsCfg), secrets: secretMap(&Secret{Mesh: "default", Name: "my-key", Data: keyData}),
+			wantErr: `mtls.backends[0].config.cert.secret: secret "my-cert" not found in mesh "default"`,
+		},
+		{
+			name: "both secrets missing", mesh: providedMesh("default", secretsCfg),
+			wantErr: `mtls.backends[0].config.cert.secret: secret "my-cert" not found in mesh "default"; mtls.backends[0].config.key.secret: secret "my-key" not found in mesh "default"`,
+		},
+		{
+			name: "secret in another mesh", mesh: providedMesh("payments", secretsCfg), secrets: defaultSecrets,
+			wantErr: `mtls.backends[0].config.cert.secret: secret "my-cert" not found in mesh "payments" (it exists in mesh "default"; secrets are not shared between meshes)`,
+		},
+		{
+			name: "global secret is not a mesh secret", mesh: providedMesh("default", secretsCfg),
 			secrets: secretMap(&Secret{Name: "my-cert", Global: true, Data: certPEM}, &Secret{Mesh: "default", Name: "my-key", Data: keyData}),
-			wantErr: `mtls.backends[0].config.cert.secret: secret "my-cert" not found in mesh "default"`},
-		{name: "secret is not a CA", mesh: providedMesh("default", secretsCfg),
+			wantErr: `mtls.backends[0].config.cert.secret: secret "my-cert" not found in mesh "default"`,
+		},
+		{
+			name: "secret is not a CA", mesh: providedMesh("default", secretsCfg),
 			secrets: secretMap(&Secret{Mesh: "default", Name: "my-cert", Data: []byte("junk")}, &Secret{Mesh: "default", Name: "my-key", Data: keyData}),
-			wantErr: `mtls.backends[0].config.cert: no PEM-encoded certificate found`},
-		{name: "expired CA", mesh: providedMesh("default", secretsCfg),
+			wantErr: `mtls.backends[0].config.cert: no PEM-encoded certificate found`,
+		},
+		{
+			name: "expired CA", mesh: providedMesh("default", secretsCfg),
 			secrets: secretMap(&Secret{Mesh: "default", Name: "my-cert", Data: certsPEM(expired)}, &Secret{Mesh: "default", Name: "my-key", Data: keyPEM(t, expired.key, formatPKCS8)}),
-			wantErr: `mtls.backends[0].config.cert: certificate 1 (CN=old) expired at`},
-		{name: "builtin unsupported", mesh: &Mesh{Name: "default", MTLS: &MTLS{Backends: []Backend{{Name: "ca-1", Type: BackendBuiltin}}}},
-			wantErr: "mtls.backends[0].type: builtin backend is not supported yet"},
+			wantErr: `mtls.backends[0].config.cert: certificate 1 (CN=old) expired at`,
+		},
+		{
+			name: "builtin unsupported", mesh: &Mesh{Name: "default", MTLS: &MTLS{Backends: []Backend{{Name: "ca-1", Type: BackendBuiltin}}}},
+			wantErr: "mtls.backends[0].type: builtin backend is not supported yet",
+		},
 		{name: "several backends, provided enabled", mesh: &Mesh{Name: "default", MTLS: &MTLS{EnabledBackend: "ca-2", Backends: []Backend{
 			{Name: "ca-1", Type: BackendBuiltin},
 			{Name: "ca-2", Type: BackendProvided, Config: json.RawMessage(secretsCfg), DPCert: &DPCert{Rotation: &Rotation{Expiration: "2h"}}},

@@ -59,8 +59,10 @@ func TestSecretValidate(t *testing.T) {
 		{name: "over the limit", secret: Secret{Mesh: "m", Name: "s", Data: make([]byte, 5)}, maxSize: 4, wantErr: "data: must be at most 4 bytes (decoded), got 5"},
 		{name: "missing mesh", secret: Secret{Name: "s", Data: []byte("x")}, wantErr: "mesh: cannot be empty"},
 		{name: "global with mesh", secret: Secret{Mesh: "m", Name: "s", Global: true, Data: []byte("x")}, wantErr: "mesh: must not be set on a global secret"},
-		{name: "everything wrong", secret: Secret{Mesh: "M", Name: ""},
-			wantErr: "name: cannot be empty; mesh: " + msgInvalidName + "; data: cannot be empty"},
+		{
+			name: "everything wrong", secret: Secret{Mesh: "M", Name: ""},
+			wantErr: "name: cannot be empty; mesh: " + msgInvalidName + "; data: cannot be empty",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -95,32 +97,50 @@ func TestMeshValidate(t *testing.T) {
 		{name: "no mtls", mesh: Mesh{Name: "default"}},
 		{name: "empty mtls", mesh: Mesh{Name: "default", MTLS: &MTLS{}}},
 		{name: "one backend, enabled implicitly", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{backend("ca-1", BackendProvided)}}}},
-		{name: "several backends with enabledBackend", mesh: Mesh{Name: "m", MTLS: &MTLS{EnabledBackend: "ca-2",
-			Backends: []Backend{backend("ca-1", BackendBuiltin), backend("ca-2", BackendProvided)}}}},
-		{name: "builtin with config object", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b", Type: BackendBuiltin, Config: json.RawMessage(`{"caCert":{}}`)}}}}},
-		{name: "builtin with config not an object", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b", Type: BackendBuiltin, Config: json.RawMessage(`"x"`)}}}},
-			wantErr: "mtls.backends[0].config: must be an object"},
-		{name: "enabledBackend without backends", mesh: Mesh{Name: "m", MTLS: &MTLS{EnabledBackend: "x"}},
-			wantErr: `mtls.enabledBackend: has to be set to one of the backends of the mesh: backend "x" is not defined`},
-		{name: "missing type", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b"}}}},
-			wantErr: "mtls.backends[0].type: cannot be empty"},
-		{name: "bad backend name", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{backend("B", BackendBuiltin)}}},
-			wantErr: "mtls.backends[0].name: " + msgInvalidName},
-		{name: "expiration in days", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b", Type: BackendBuiltin,
-			DPCert: &DPCert{Rotation: &Rotation{Expiration: "2d"}}}}}}},
-		{name: "expiration overflowing", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b", Type: BackendBuiltin,
-			DPCert: &DPCert{Rotation: &Rotation{Expiration: "9999999999y"}}}}}},
-			wantErr: "mtls.backends[0].dpCert.rotation.expiration: is too long"},
-		{name: "all causes collected", mesh: Mesh{Name: "", MTLS: &MTLS{Backends: []Backend{
-			{Name: "a", Type: "vault"},
-			{Name: "a", Type: BackendProvided, DPCert: &DPCert{Rotation: &Rotation{Expiration: "0s"}}},
+		{name: "several backends with enabledBackend", mesh: Mesh{Name: "m", MTLS: &MTLS{
+			EnabledBackend: "ca-2",
+			Backends:       []Backend{backend("ca-1", BackendBuiltin), backend("ca-2", BackendProvided)},
 		}}},
+		{name: "builtin with config object", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b", Type: BackendBuiltin, Config: json.RawMessage(`{"caCert":{}}`)}}}}},
+		{
+			name: "builtin with config not an object", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b", Type: BackendBuiltin, Config: json.RawMessage(`"x"`)}}}},
+			wantErr: "mtls.backends[0].config: must be an object",
+		},
+		{
+			name: "enabledBackend without backends", mesh: Mesh{Name: "m", MTLS: &MTLS{EnabledBackend: "x"}},
+			wantErr: `mtls.enabledBackend: has to be set to one of the backends of the mesh: backend "x" is not defined`,
+		},
+		{
+			name: "missing type", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b"}}}},
+			wantErr: "mtls.backends[0].type: cannot be empty",
+		},
+		{
+			name: "bad backend name", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{backend("B", BackendBuiltin)}}},
+			wantErr: "mtls.backends[0].name: " + msgInvalidName,
+		},
+		{name: "expiration in days", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{
+			Name: "b", Type: BackendBuiltin,
+			DPCert: &DPCert{Rotation: &Rotation{Expiration: "2d"}},
+		}}}}},
+		{
+			name: "expiration overflowing", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{
+				Name: "b", Type: BackendBuiltin,
+				DPCert: &DPCert{Rotation: &Rotation{Expiration: "9999999999y"}},
+			}}}},
+			wantErr: "mtls.backends[0].dpCert.rotation.expiration: is too long",
+		},
+		{
+			name: "all causes collected", mesh: Mesh{Name: "", MTLS: &MTLS{Backends: []Backend{
+				{Name: "a", Type: "vault"},
+				{Name: "a", Type: BackendProvided, DPCert: &DPCert{Rotation: &Rotation{Expiration: "0s"}}},
+			}}},
 			wantErr: `name: cannot be empty; ` +
 				`mtls.backends[0].type: unsupported backend type "vault": must be "provided" or "builtin"; ` +
 				`mtls.backends[1].name: must be unique: "a" is also the name of mtls.backends[0]; ` +
 				`mtls.backends[1].config: cannot be empty: cert and key are required; ` +
 				`mtls.backends[1].dpCert.rotation.expiration: must be positive; ` +
-				`mtls.enabledBackend: must be set when there is more than one backend`},
+				`mtls.enabledBackend: must be set when there is more than one backend`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -142,10 +162,14 @@ func TestParseProvidedConfig(t *testing.T) {
 		wantErr string
 	}{
 		{name: "secrets", raw: providedConfig, want: &ProvidedConfig{Cert: &DataSource{Secret: "my-cert"}, Key: &DataSource{Secret: "my-key"}}},
-		{name: "every kind of source", raw: `{"cert":{"inlineString":"PEM"},"key":{"file":"/k.pem"}}`,
-			want: &ProvidedConfig{Cert: &DataSource{InlineString: "PEM"}, Key: &DataSource{File: "/k.pem"}}},
-		{name: "inline", raw: `{"cert":{"inline":"UEVN"},"key":{"inline":"S0VZ"}}`,
-			want: &ProvidedConfig{Cert: &DataSource{Inline: "UEVN"}, Key: &DataSource{Inline: "S0VZ"}}},
+		{
+			name: "every kind of source", raw: `{"cert":{"inlineString":"PEM"},"key":{"file":"/k.pem"}}`,
+			want: &ProvidedConfig{Cert: &DataSource{InlineString: "PEM"}, Key: &DataSource{File: "/k.pem"}},
+		},
+		{
+			name: "inline", raw: `{"cert":{"inline":"UEVN"},"key":{"inline":"S0VZ"}}`,
+			want: &ProvidedConfig{Cert: &DataSource{Inline: "UEVN"}, Key: &DataSource{Inline: "S0VZ"}},
+		},
 		{name: "null", raw: `null`, wantErr: "cannot be empty: cert and key are required"},
 		{name: "empty", raw: ``, wantErr: "cannot be empty: cert and key are required"},
 		{name: "not an object", raw: `[1]`, wantErr: "must be an object, got array"},

@@ -44,11 +44,15 @@ log-level: debug
 			require.Equal(t, []string{"/env/a", "/env/b"}, c.secretsDirs)
 			require.Equal(t, "127.0.0.1:2222", c.metricsAddress)
 		}},
-		{"flags beat env", []string{"--config", file, "--sds-address", "127.0.0.1:4444", "--secrets-dir", "/flag"},
-			map[string]string{"MESHSDS_SDS_ADDRESS": "127.0.0.1:3333"}, func(t *testing.T, c *serveConfig) {
+		{
+			"flags beat env",
+			[]string{"--config", file, "--sds-address", "127.0.0.1:4444", "--secrets-dir", "/flag"},
+			map[string]string{"MESHSDS_SDS_ADDRESS": "127.0.0.1:3333"},
+			func(t *testing.T, c *serveConfig) {
 				require.Equal(t, "127.0.0.1:4444", c.sdsAddress)
 				require.Equal(t, []string{"/flag"}, c.secretsDirs)
-			}},
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,8 +93,10 @@ func TestSettingsErrors(t *testing.T) {
 
 func TestValidateRefusesUnsafeAddresses(t *testing.T) {
 	base := func() *serveConfig {
-		return &serveConfig{auth: "dataplane-token", secretsDirs: []string{"/x"}, sdsAddress: "127.0.0.1:5677",
-			adminAddress: "127.0.0.1:5681", store: "sqlite", logLevel: "info", logFormat: "text"}
+		return &serveConfig{
+			auth: "dataplane-token", secretsDirs: []string{"/x"}, sdsAddress: "127.0.0.1:5677",
+			adminAddress: "127.0.0.1:5681", store: "sqlite", logLevel: "info", logFormat: "text",
+		}
 	}
 	require.NoError(t, base().validate())
 	for _, tc := range []struct {

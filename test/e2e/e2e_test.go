@@ -87,8 +87,10 @@ func freeAddr(t *testing.T) string {
 func start(t *testing.T, secretsDir string, extra ...string) *server {
 	t.Helper()
 	s := &server{sds: freeAddr(t), metrics: freeAddr(t), admin: freeAddr(t), dataDir: t.TempDir(), logs: &syncBuffer{}}
-	args := append([]string{"serve", "--secrets-dir", secretsDir, "--data-dir", s.dataDir,
-		"--sds-address", s.sds, "--metrics-address", s.metrics, "--admin-address", s.admin, "--log-level", "debug"}, extra...)
+	args := append([]string{
+		"serve", "--secrets-dir", secretsDir, "--data-dir", s.dataDir,
+		"--sds-address", s.sds, "--metrics-address", s.metrics, "--admin-address", s.admin, "--log-level", "debug",
+	}, extra...)
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	require.NoError(t, cmd.Start())
@@ -199,7 +201,6 @@ func secretsDir(t *testing.T) (string, map[string]*sdstest.CA) {
 type dataplane struct {
 	identity, bundle *sdstest.Stream
 	held             *sdstest.Workload
-	idSec, bundleSec []byte
 }
 
 func connect(t *testing.T, s *server, mesh, name, service string) *dataplane {
