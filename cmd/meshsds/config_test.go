@@ -107,7 +107,10 @@ func TestValidateRefusesUnsafeAddresses(t *testing.T) {
 		{"public sds without tls", func(c *serveConfig) { c.sdsAddress = "0.0.0.0:5677" }, "not a loopback address"},
 		{"public admin", func(c *serveConfig) { c.adminAddress = ":5681" }, "only allowed from this machine"},
 		{"half tls", func(c *serveConfig) { c.sdsTLSCert = "/c" }, "go together"},
-		{"no source", func(c *serveConfig) { c.secretsDirs = nil }, "no secret source"},
+		{"admin tls without client certs", func(c *serveConfig) {
+			c.adminTLSAddress, c.adminTLSCert, c.adminTLSKey = "0.0.0.0:5682", "/c", "/k"
+		}, "requires client certificates"},
+		{"admin tls files without address", func(c *serveConfig) { c.adminTLSCert = "/c" }, "need --admin-tls-address"},
 		{"bad auth", func(c *serveConfig) { c.auth = "x" }, "--auth"},
 		{"kubernetes", func(c *serveConfig) { c.kubernetes = true }, "not supported"},
 	} {
@@ -122,6 +125,7 @@ func TestValidateRefusesUnsafeAddresses(t *testing.T) {
 		func(c *serveConfig) { c.sdsAddress = "unix:///run/meshsds.sock" },
 		func(c *serveConfig) { c.sdsAddress = "[::1]:5677" },
 		func(c *serveConfig) { c.sdsAddress = "localhost:5677" },
+		func(c *serveConfig) { c.secretsDirs = nil }, // the admin API store is a source of its own
 	} {
 		c := base()
 		ok(c)

@@ -1,8 +1,21 @@
 package main
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,12 +25,13 @@ import (
 
 func newGenerateCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "generate", Short: "Generate tokens and certificates"}
-	cmd.AddCommand(newGenerateTokenCommand())
+	cmd.AddCommand(newGenerateTokenCommand(), newGenerateTLSCommand())
 	return cmd
 }
 
 func newGenerateTokenCommand() *cobra.Command {
 	var (
+		cc       clientConfig
 		dataDir  string
 		mesh     string
 		name     string
@@ -29,16 +43,14 @@ func newGenerateTokenCommand() *cobra.Command {
 		Short: "Generate a dataplane token (a JWT an Envoy presents to SDS)",
 		Long: `Generate a dataplane token for the data plane <mesh>.<name>.
 
-With --data-dir the token is signed offline with the key kept in that
-directory (the same --data-dir as "meshsds serve"), for provisioning scripts on
-the control-plane host. The token is printed on standard output.`,
-		Example: `  meshsds generate dataplane-token --data-dir ./meshsds-data --mesh default --name web-1 \
-    --tag kuma.io/service=web --valid-for 24h`,
+By default the admin API issues it (POST /tokens/dataplane). With --data-dir
+the token is signed offline with the key kept in that directory (the same
+--data-dir as "meshsds serve"), for provisioning scripts on the control-plane
+host. The token is printed on standard output.`,
+		Example: `  meshsds generate dataplane-token --mesh default --name web-1 --tag kuma.io/service=web --valid-for 24h
+  meshsds generate dataplane-token --data-dir ./meshsds-data --mesh default --name web-1 --tag kuma.io/service=web`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if dataDir == "" {
-				return errors.New("give --data-dir DIR (the server's data directory): issuing through the admin API is not available yet")
-			}
 			if mesh == "" || name == "" {
 				return errors.New("--mesh and --name are required")
 			}
@@ -46,23 +58,153 @@ the control-plane host. The token is printed on standard output.`,
 			if err != nil {
 				return err
 			}
-			key, err := token.LoadOrCreateSigningKey(dataDir)
+			var raw string
+			if dataDir != "" {
+				raw, err = offlineToken(cmd.Context(), dataDir, token.Claims{Mesh: mesh, Name: name, Tags: parsed}, validFor)
+			} else {
+				raw, err = onlineToken(cmd.Context(), &cc, mesh, name, parsed, validFor)
+			}
 			if err != nil {
 				return err
 			}
-			raw, err := token.NewIssuer(key).Issue(token.Claims{Mesh: mesh, Name: name, Tags: parsed}, validFor, time.Now())
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), raw)
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), strings.TrimSpace(raw))
 			return err
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dataDir, "data-dir", "", "sign offline with the key in this data directory")
+	f.StringVar(&dataDir, "data-dir", "", "sign offline with the key in this data directory instead of asking the admin API")
 	f.StringVarP(&mesh, "mesh", "m", "", "mesh of the data plane")
 	f.StringVar(&name, "name", "", "name of the data plane (its node id is <mesh>.<name>)")
 	f.StringArrayVar(&tags, "tag", nil, "tag key=value (repeatable), e.g. kuma.io/service=web")
 	f.DurationVar(&validFor, "valid-for", 365*24*time.Hour, "how long the token is valid")
+	addClientFlags(cmd, &cc)
 	return cmd
+}
+
+// offlineToken signs with the key of a data directory.
+func offlineToken(ctx context.Context, dataDir string, c token.Claims, validFor time.Duration) (string, error) {
+	key, closeFn, err := signingKeyFromDataDir(ctx, dataDir)
+	if err != nil {
+		return "", err
+	}
+	defer closeFn()
+	return token.NewIssuer(key).Issue(c, validFor, time.Now())
+}
+
+// onlineToken asks the admin API for a token.
+func onlineToken(ctx context.Context, cc *clientConfig, mesh, name string, tags map[string][]string, validFor time.Duration) (string, error) {
+	c, err := cc.client()
+	if err != nil {
+		return "", err
+	}
+	body, err := json.Marshal(map[string]any{"mesh": mesh, "name": name, "tags": tags, "validFor": validFor.String()})
+	if err != nil {
+		return "", err
+	}
+	var raw string
+	if _, err := c.do(ctx, http.MethodPost, "/tokens/dataplane", body, &raw); err != nil {
+		return "", err
+	}
+	return raw, nil
+}
+
+func newGenerateTLSCommand() *cobra.Command {
+	var (
+		kind      string
+		certFile  string
+		keyFile   string
+		hostnames []string
+		validFor  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "tls-certificate --type server|client --cert-file FILE --key-file FILE",
+		Short: "Generate a self-signed certificate, e.g. for remote access to the admin API",
+		Long: `Generate a self-signed ECDSA P-256 certificate and key.
+
+For remote admin access: a "server" certificate for "meshsds serve
+--admin-tls-cert/--admin-tls-key" (give every name clients use with
+--hostname), and a "client" certificate for the CLI's --client-cert-file /
+--client-key-file, whose certificate file you place, as a .pem file, in the
+server's --admin-client-certs-dir.`,
+		Example: `  meshsds generate tls-certificate --type server --hostname cp.example.com --cert-file admin.crt --key-file admin.key
+  meshsds generate tls-certificate --type client --cert-file alice.pem --key-file alice.key`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if certFile == "" || keyFile == "" {
+				return errors.New("--cert-file and --key-file are required")
+			}
+			certPEM, keyPEM, err := selfSigned(kind, hostnames, validFor, time.Now())
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+				return err
+			}
+			if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s certificate %s and key %s\n", kind, certFile, keyFile)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kind, "type", "", "server or client")
+	f.StringVar(&certFile, "cert-file", "", "where to write the certificate (PEM)")
+	f.StringVar(&keyFile, "key-file", "", "where to write the private key (PEM, mode 0600)")
+	f.StringArrayVar(&hostnames, "hostname", nil, "DNS name or IP of the server (repeatable; server type; default localhost and 127.0.0.1)")
+	f.DurationVar(&validFor, "valid-for", 365*24*time.Hour, "validity")
+	return cmd
+}
+
+// selfSigned makes a self-signed certificate for a TLS server or client.
+func selfSigned(kind string, hostnames []string, validFor time.Duration, now time.Time) (certPEM, keyPEM []byte, err error) {
+	tmpl := &x509.Certificate{
+		NotBefore:             now.Add(-time.Minute),
+		NotAfter:              now.Add(validFor),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		// Self-signed: the certificate is its own trust anchor, so it must
+		// be allowed to sign itself.
+		IsCA: true,
+	}
+	switch kind {
+	case "server":
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		if len(hostnames) == 0 {
+			hostnames = []string{"localhost", "127.0.0.1", "::1"}
+		}
+		tmpl.Subject = pkix.Name{CommonName: hostnames[0]}
+		for _, h := range hostnames {
+			if ip := net.ParseIP(h); ip != nil {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			} else {
+				tmpl.DNSNames = append(tmpl.DNSNames, h)
+			}
+		}
+	case "client":
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+		tmpl.Subject = pkix.Name{CommonName: "meshsds-admin-client"}
+	default:
+		return nil, nil, fmt.Errorf("--type must be server or client, not %q", kind)
+	}
+	if validFor <= 0 {
+		return nil, nil, errors.New("--valid-for must be positive")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tmpl.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127)); err != nil {
+		return nil, nil, err
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
 }

@@ -16,6 +16,7 @@ Run the daemon with "meshsds serve"; the other verbs are the CLI.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCommand(), newGenerateCommand())
+	root.AddCommand(newServeCommand(), newApplyCommand(), newGetCommand(), newDeleteCommand(),
+		newInspectCommand(), newGenerateCommand())
 	return root
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +31,7 @@ import (
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/sds"
 	"github.com/meshsds/meshsds/sds/token"
+	"github.com/meshsds/meshsds/secretsource/api"
 	"github.com/meshsds/meshsds/secretsource/file"
 )
 
@@ -91,7 +94,7 @@ environment, which wins over the file.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.configFile, "config", "", "YAML file with settings; keys are these flag names")
 	f.StringArrayVar(&cfg.secretsDirs, "secrets-dir", nil, "directory of Secret and Mesh manifests and raw secret files <dir>/<mesh>/<name>, watched for changes (repeatable; the first wins a conflict)")
-	f.StringVar(&cfg.dataDir, "data-dir", "./meshsds-data", "directory for meshsds' own state (the dataplane token signing key)")
+	f.StringVar(&cfg.dataDir, "data-dir", "./meshsds-data", "directory of the embedded store (meshsds.db: API resources, token signing key)")
 	f.StringVar(&cfg.sdsAddress, "sds-address", "127.0.0.1:5677", "SDS gRPC address: host:port or unix:///path")
 	f.StringVar(&cfg.adminAddress, "admin-address", "127.0.0.1:5681", "admin HTTP address (plain HTTP, loopback only)")
 	f.StringVar(&cfg.metricsAddress, "metrics-address", ":5680", "address of /metrics, /healthz and /readyz")
@@ -99,14 +102,14 @@ environment, which wins over the file.`,
 	f.StringVar(&cfg.sdsTLSCert, "sds-tls-cert", "", "PEM certificate chain the SDS server presents (enables TLS)")
 	f.StringVar(&cfg.sdsTLSKey, "sds-tls-key", "", "PEM private key of --sds-tls-cert")
 	f.BoolVar(&cfg.sdsInsecure, "sds-insecure", false, "allow plain-text SDS on a non-loopback TCP address")
-	f.StringVar(&cfg.adminTLSAddress, "admin-tls-address", "", "admin HTTPS address for remote access with client certificates (not yet supported)")
-	f.StringVar(&cfg.adminTLSCert, "admin-tls-cert", "", "PEM certificate of the admin HTTPS server (not yet supported)")
-	f.StringVar(&cfg.adminTLSKey, "admin-tls-key", "", "PEM key of the admin HTTPS server (not yet supported)")
-	f.StringVar(&cfg.adminClientCertsDir, "admin-client-certs-dir", "", "directory of *.pem CAs that admin clients' certificates must chain to (not yet supported)")
+	f.StringVar(&cfg.adminTLSAddress, "admin-tls-address", "", "admin HTTPS address for remote access; requires client certificates")
+	f.StringVar(&cfg.adminTLSCert, "admin-tls-cert", "", "PEM certificate chain of the admin HTTPS server")
+	f.StringVar(&cfg.adminTLSKey, "admin-tls-key", "", "PEM key of --admin-tls-cert")
+	f.StringVar(&cfg.adminClientCertsDir, "admin-client-certs-dir", "", "directory of *.pem CAs (or self-signed client certificates) that admin clients must present a certificate from")
 	f.BoolVar(&cfg.kubernetes, "kubernetes", false, "read Secrets and Meshes from Kubernetes (not yet supported)")
 	f.StringVar(&cfg.namespace, "namespace", "kuma-system", "Kubernetes namespace of the control plane's Secrets")
 	f.StringVar(&cfg.kubeconfig, "kubeconfig", "", "kubeconfig file; in-cluster configuration when empty")
-	f.StringVar(&cfg.store, "store", "sqlite", "durable store of the admin API: sqlite or postgres (not yet used)")
+	f.StringVar(&cfg.store, "store", "sqlite", "durable store of the admin API: sqlite (embedded in --data-dir) or postgres (not yet supported)")
 	f.StringVar(&cfg.postgresURL, "postgres-url", "", "PostgreSQL connection URL for --store postgres (not yet supported)")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
@@ -122,15 +125,11 @@ func (c *serveConfig) validate() error {
 	default:
 		return fmt.Errorf("--auth must be dataplane-token or none, not %q", c.auth)
 	}
-	if len(c.secretsDirs) == 0 {
-		return errors.New("no secret source: give --secrets-dir DIR (the admin API store and Kubernetes sources are not available yet)")
-	}
 	for _, unsupported := range []struct {
 		set  bool
 		flag string
 	}{
 		{c.kubernetes, "--kubernetes"},
-		{c.adminTLSAddress != "" || c.adminTLSCert != "" || c.adminTLSKey != "" || c.adminClientCertsDir != "", "--admin-tls-*"},
 		{c.store == "postgres" || c.postgresURL != "", "--store postgres"},
 	} {
 		if unsupported.set {
@@ -145,6 +144,12 @@ func (c *serveConfig) validate() error {
 	}
 	if c.sdsTLSCert == "" && !c.sdsInsecure && !strings.HasPrefix(c.sdsAddress, "unix://") && !isLoopback(c.sdsAddress) {
 		return fmt.Errorf("--sds-address %s is not a loopback address: give --sds-tls-cert and --sds-tls-key, or --sds-insecure to serve plain text anyway", c.sdsAddress)
+	}
+	if c.adminTLSAddress != "" && (c.adminTLSCert == "" || c.adminTLSKey == "" || c.adminClientCertsDir == "") {
+		return errors.New("--admin-tls-address needs --admin-tls-cert, --admin-tls-key and --admin-client-certs-dir: remote admin access requires client certificates")
+	}
+	if c.adminTLSAddress == "" && (c.adminTLSCert != "" || c.adminTLSKey != "" || c.adminClientCertsDir != "") {
+		return errors.New("--admin-tls-cert, --admin-tls-key and --admin-client-certs-dir need --admin-tls-address")
 	}
 	if c.adminAddress != "" && !isLoopback(c.adminAddress) {
 		return fmt.Errorf("--admin-address %s is not a loopback address: plain-HTTP admin access is only allowed from this machine", c.adminAddress)
@@ -203,16 +208,29 @@ func (s readySink) SetReady() {
 	s.health.SetServingStatus("envoy.service.secret.v3.SecretDiscoveryService", healthpb.HealthCheckResponse_SERVING)
 }
 
+// listener is one network endpoint of the daemon.
+type listener struct {
+	name string
+	lis  net.Listener
+	http *http.Server // nil for the gRPC server
+}
+
 // runServe builds every component and runs them until ctx ends or one fails.
-func runServe(ctx context.Context, cfg *serveConfig) error {
+func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 	log := newLogger(cfg)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	auth, err := newAuthenticator(cfg, log)
+	st, err := openStore(cfg.dataDir)
 	if err != nil {
 		return err
 	}
+	defer st.Close()
+	key, err := loadSigningKey(ctx, storeGlobalSecrets{st}, cfg.dataDir)
+	if err != nil {
+		return err
+	}
+	auth := newAuthenticator(cfg, key, log)
 	metrics, err := sds.NewMetrics(reg)
 	if err != nil {
 		return err
@@ -223,6 +241,8 @@ func runServe(ctx context.Context, cfg *serveConfig) error {
 		return err
 	}
 
+	// Sources in precedence order: a resource in two sources is served
+	// from the first (files in flag order, then the admin API's store).
 	var sources []reconcile.Source
 	for _, dir := range cfg.secretsDirs {
 		src, err := file.New(file.Config{Dir: dir, Logger: log, Registerer: reg})
@@ -231,6 +251,18 @@ func runServe(ctx context.Context, cfg *serveConfig) error {
 		}
 		sources = append(sources, src)
 	}
+	others := &lateOthers{}
+	adminAPI, err := api.New(api.Config{
+		Store: st, Logger: log, Registerer: reg,
+		Dataplanes: dataplanesFunc(func() any { return server.Dataplanes() }),
+		Tokens:     token.NewIssuer(key),
+		Others:     others,
+	})
+	if err != nil {
+		return err
+	}
+	sources = append(sources, adminAPI)
+
 	healthSrv := health.NewServer()
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthSrv.SetServingStatus("envoy.service.secret.v3.SecretDiscoveryService", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -238,47 +270,65 @@ func runServe(ctx context.Context, cfg *serveConfig) error {
 	if err != nil {
 		return err
 	}
+	others.set(rec.Others(adminAPI.Name()))
 
+	// Open every listener before serving anything, so that a taken port
+	// fails the start cleanly.
+	var listeners []listener
+	defer func() {
+		if err != nil {
+			for _, l := range listeners {
+				l.lis.Close()
+			}
+		}
+	}()
 	grpcSrv, sdsLis, err := newGRPCServer(cfg)
 	if err != nil {
 		return err
 	}
+	listeners = append(listeners, listener{name: "sds", lis: sdsLis})
 	server.Register(grpcSrv)
 	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
 	reflection.Register(grpcSrv)
 
 	metricsLis, err := net.Listen("tcp", cfg.metricsAddress)
 	if err != nil {
-		sdsLis.Close()
 		return fmt.Errorf("--metrics-address: %w", err)
 	}
-	metricsSrv := &http.Server{Handler: metricsHandler(reg, rec.Ready, cfg.pprof), ReadHeaderTimeout: 10 * time.Second}
+	listeners = append(listeners, listener{name: "metrics", lis: metricsLis,
+		http: &http.Server{Handler: metricsHandler(reg, rec.Ready, cfg.pprof), ReadHeaderTimeout: 10 * time.Second}})
 	adminLis, err := net.Listen("tcp", cfg.adminAddress)
 	if err != nil {
-		sdsLis.Close()
-		metricsLis.Close()
 		return fmt.Errorf("--admin-address: %w", err)
 	}
-	adminSrv := &http.Server{Handler: adminHandler(server), ReadHeaderTimeout: 10 * time.Second}
+	listeners = append(listeners, listener{name: "admin", lis: adminLis,
+		http: &http.Server{Handler: adminAPI.Handler(), ReadHeaderTimeout: 10 * time.Second}})
+	if cfg.adminTLSAddress != "" {
+		l, err := adminTLSListener(cfg, adminAPI.Handler(), log)
+		if err != nil {
+			return err
+		}
+		listeners = append(listeners, l)
+	}
 
-	log.Info("meshsds starting", "sds", sdsLis.Addr().String(), "metrics", metricsLis.Addr().String(),
-		"admin", adminLis.Addr().String(), "secrets_dirs", cfg.secretsDirs, "auth", cfg.auth)
+	attrs := []any{"secrets_dirs", cfg.secretsDirs, "auth", cfg.auth, "data_dir", cfg.dataDir}
+	for _, l := range listeners {
+		attrs = append(attrs, l.name, l.lis.Addr().String())
+	}
+	log.Info("meshsds starting", attrs...)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return rec.Run(gctx) })
-	g.Go(func() error {
-		if err := grpcSrv.Serve(sdsLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("sds server: %w", err)
-		}
-		return nil
-	})
-	for _, hs := range []struct {
-		srv *http.Server
-		lis net.Listener
-	}{{metricsSrv, metricsLis}, {adminSrv, adminLis}} {
+	for _, l := range listeners {
 		g.Go(func() error {
-			if err := hs.srv.Serve(hs.lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return err
+			if l.http == nil {
+				if err := grpcSrv.Serve(l.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+					return fmt.Errorf("sds server: %w", err)
+				}
+				return nil
+			}
+			if err := l.http.Serve(l.lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("%s server: %w", l.name, err)
 			}
 			return nil
 		})
@@ -289,23 +339,60 @@ func runServe(ctx context.Context, cfg *serveConfig) error {
 		stopGRPC(grpcSrv, cfg.shutdownTimeout)
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 		defer cancel()
-		_ = metricsSrv.Shutdown(sctx)
-		_ = adminSrv.Shutdown(sctx)
+		for _, l := range listeners {
+			if l.http != nil {
+				_ = l.http.Shutdown(sctx)
+			}
+		}
 		return nil
 	})
 	return g.Wait()
 }
 
-func newAuthenticator(cfg *serveConfig, log *slog.Logger) (sds.Authenticator, error) {
+// dataplanesFunc adapts the SDS server's status to the admin API.
+type dataplanesFunc func() any
+
+func (f dataplanesFunc) Dataplanes() any { return f() }
+
+// lateOthers lets the admin API, built before the reconciler, look at the
+// other sources once the reconciler exists.
+type lateOthers struct {
+	mu sync.Mutex
+	o  *reconcile.Others
+}
+
+func (l *lateOthers) set(o *reconcile.Others) {
+	l.mu.Lock()
+	l.o = o
+	l.mu.Unlock()
+}
+
+func (l *lateOthers) get() *reconcile.Others {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.o
+}
+
+func (l *lateOthers) Secret(mesh, name string) ([]byte, bool) {
+	if o := l.get(); o != nil {
+		return o.Secret(mesh, name)
+	}
+	return nil, false
+}
+
+func (l *lateOthers) Meshes() []*meshconfig.Mesh {
+	if o := l.get(); o != nil {
+		return o.Meshes()
+	}
+	return nil
+}
+
+func newAuthenticator(cfg *serveConfig, key *ecdsa.PrivateKey, log *slog.Logger) sds.Authenticator {
 	if cfg.auth == "none" {
 		log.Warn("SDS AUTHENTICATION IS DISABLED (--auth none): any process that can reach the SDS address gets any data plane's certificate. Use this for local development only.")
-		return sds.NoAuth{}, nil
+		return sds.NoAuth{}
 	}
-	key, err := token.LoadOrCreateSigningKey(cfg.dataDir)
-	if err != nil {
-		return nil, fmt.Errorf("dataplane token signing key: %w", err)
-	}
-	return &sds.TokenAuthenticator{Verifier: token.NewVerifier(&key.PublicKey), Now: time.Now}, nil
+	return &sds.TokenAuthenticator{Verifier: token.NewVerifier(&key.PublicKey), Now: time.Now}
 }
 
 // newGRPCServer builds the SDS gRPC server and its listener.
@@ -316,6 +403,9 @@ func newGRPCServer(cfg *serveConfig) (*grpc.Server, net.Listener, error) {
 		grpc.MaxConcurrentStreams(64),
 		grpc.MaxRecvMsgSize(1 << 20),
 	}
+	// Buffer and window sizes for tens of thousands of mostly idle
+	// connections (see sds.GRPCServerOptions).
+	opts = append(opts, sds.GRPCServerOptions()...)
 	if cfg.sdsTLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.sdsTLSCert, cfg.sdsTLSKey)
 		if err != nil {

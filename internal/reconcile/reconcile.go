@@ -223,3 +223,49 @@ func (r *Reconciler) reportMeshErrors(resolved map[string]*meshconfig.ResolvedMe
 		}
 	}
 }
+
+// Others looks up what every source but one holds, from their latest views.
+// The admin API uses it to validate a Mesh against secrets kept in files or
+// Kubernetes, and to refuse deleting a secret a Mesh elsewhere references.
+type Others struct {
+	r       *Reconciler
+	exclude string
+}
+
+// Others returns a lookup over every source except the one named exclude.
+func (r *Reconciler) Others(exclude string) *Others { return &Others{r: r, exclude: exclude} }
+
+// views returns the latest views of the other sources, in precedence order.
+func (o *Others) views() []*meshconfig.Resources {
+	o.r.mu.Lock()
+	defer o.r.mu.Unlock()
+	var out []*meshconfig.Resources
+	for i, v := range o.r.views {
+		if v != nil && o.r.cfg.Sources[i].Name() != o.exclude {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Secret returns the data of the Secret mesh/name, as the first source that
+// holds it has it.
+func (o *Others) Secret(mesh, name string) ([]byte, bool) {
+	for _, v := range o.views() {
+		if s, ok := v.Secrets[meshconfig.SecretKey{Mesh: mesh, Name: name}]; ok {
+			return s.Data, true
+		}
+	}
+	return nil, false
+}
+
+// Meshes returns every Mesh the other sources hold.
+func (o *Others) Meshes() []*meshconfig.Mesh {
+	var out []*meshconfig.Mesh
+	for _, v := range o.views() {
+		for _, m := range v.Meshes {
+			out = append(out, m)
+		}
+	}
+	return out
+}

@@ -175,3 +175,26 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 	_, err = New(Config{Sources: []Source{&fakeSource{}}})
 	require.ErrorContains(t, err, "sink")
 }
+
+func TestOthersSeesEverySourceButOne(t *testing.T) {
+	files := &fakeSource{name: "files", in: make(chan meshconfig.Resources)}
+	api := &fakeSource{name: "api", in: make(chan meshconfig.Resources)}
+	r, err := New(Config{Sources: []Source{files, api}, Sink: &recordingSink{}, Registerer: prometheus.NewRegistry()})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+
+	files.in <- view(t, "from-files")
+	api.in <- view(t, "from-api")
+	require.Eventually(t, r.Ready, 10*time.Second, 5*time.Millisecond)
+	others := r.Others("api")
+	_, ok := others.Secret("from-files", "ca-cert")
+	require.True(t, ok)
+	_, ok = others.Secret("from-api", "ca-cert")
+	require.False(t, ok, "the excluded source's own secrets are not others'")
+	meshes := others.Meshes()
+	require.Len(t, meshes, 1)
+	require.Equal(t, "from-files", meshes[0].Name)
+}

@@ -54,6 +54,16 @@ type server struct {
 	sds, metrics, admin string
 	dataDir             string
 	logs                *syncBuffer
+	proc                *os.Process
+	exited              chan error
+}
+
+// kill ends the server with SIGKILL, as a crash would.
+func (s *server) kill(t *testing.T) {
+	t.Helper()
+	require.NoError(t, s.proc.Kill())
+	err := <-s.exited
+	s.exited <- err // for the cleanup, which waits for the exit too
 }
 
 // syncBuffer collects a process's output while the test reads it.
@@ -84,17 +94,26 @@ func freeAddr(t *testing.T) string {
 }
 
 // start runs "meshsds serve" on free loopback ports and waits until ready.
+// A "--data-dir DIR" in extra replaces the fresh temporary one.
 func start(t *testing.T, secretsDir string, extra ...string) *server {
 	t.Helper()
-	s := &server{sds: freeAddr(t), metrics: freeAddr(t), admin: freeAddr(t), dataDir: t.TempDir(), logs: &syncBuffer{}}
-	args := append([]string{
-		"serve", "--secrets-dir", secretsDir, "--data-dir", s.dataDir,
-		"--sds-address", s.sds, "--metrics-address", s.metrics, "--admin-address", s.admin, "--log-level", "debug",
-	}, extra...)
-	cmd := exec.Command(binary, args...)
+	s := &server{sds: freeAddr(t), metrics: freeAddr(t), admin: freeAddr(t), logs: &syncBuffer{}, exited: make(chan error, 1)}
+	for i, a := range extra {
+		if a == "--data-dir" && i+1 < len(extra) {
+			s.dataDir = extra[i+1]
+		}
+	}
+	args := []string{"serve", "--secrets-dir", secretsDir,
+		"--sds-address", s.sds, "--metrics-address", s.metrics, "--admin-address", s.admin, "--log-level", "debug"}
+	if s.dataDir == "" {
+		s.dataDir = t.TempDir()
+		args = append(args, "--data-dir", s.dataDir)
+	}
+	cmd := exec.Command(binary, append(args, extra...)...)
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
+	s.proc = cmd.Process
+	exited := s.exited
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)

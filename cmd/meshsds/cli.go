@@ -1,0 +1,419 @@
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshsds/meshsds/meshconfig"
+)
+
+// resourceItem is a Mesh or Secret as the admin API returns it.
+type resourceItem struct {
+	Type             string          `json:"type"`
+	Mesh             string          `json:"mesh,omitempty"`
+	Name             string          `json:"name"`
+	CreationTime     time.Time       `json:"creationTime"`
+	ModificationTime time.Time       `json:"modificationTime"`
+	MTLS             json.RawMessage `json:"mtls,omitempty"`
+	Data             []byte          `json:"data,omitempty"`
+}
+
+type resourceList struct {
+	Total int               `json:"total"`
+	Items []json.RawMessage `json:"items"`
+}
+
+func newApplyCommand() *cobra.Command {
+	var (
+		cc   clientConfig
+		file string
+	)
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE|-",
+		Short: "Create or update Secrets and Meshes from YAML or JSON (several documents allowed)",
+		Example: `  echo "type: Secret
+  mesh: default
+  name: sample-secret
+  data: dGVzdAo=" | meshsds apply -f -`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("give -f FILE, or -f - for standard input")
+			}
+			var (
+				data []byte
+				err  error
+			)
+			if file == "-" {
+				data, err = io.ReadAll(cmd.InOrStdin())
+			} else {
+				data, err = os.ReadFile(file)
+			}
+			if err != nil {
+				return fmt.Errorf("reading %s: %w", file, err)
+			}
+			objs, err := meshconfig.Decode(data, meshconfig.DecodeOptions{})
+			if err != nil {
+				return fmt.Errorf("%s is not valid: %w", displayName(file), err)
+			}
+			if len(objs) == 0 {
+				return fmt.Errorf("%s holds no resource", displayName(file))
+			}
+			c, err := cc.client()
+			if err != nil {
+				return err
+			}
+			// Secrets first: a Mesh is validated against the secrets its
+			// CA backend references, whatever order the file has.
+			sort.SliceStable(objs, func(i, j int) bool { return objs[i].Secret != nil && objs[j].Secret == nil })
+			for _, o := range objs {
+				path, body, label, err := putRequest(o)
+				if err != nil {
+					return err
+				}
+				code, err := c.do(cmd.Context(), http.MethodPut, path, body, nil)
+				if err != nil {
+					return fmt.Errorf("%s: %w", label, err)
+				}
+				verb := "configured"
+				if code == http.StatusCreated {
+					verb = "created"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", label, verb)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "file to apply, or - for standard input")
+	addClientFlags(cmd, &cc)
+	return cmd
+}
+
+func displayName(file string) string {
+	if file == "-" {
+		return "standard input"
+	}
+	return file
+}
+
+// putRequest turns a decoded object into its PUT path and Universal body.
+func putRequest(o meshconfig.Object) (path string, body []byte, label string, err error) {
+	switch {
+	case o.Secret != nil && o.Secret.Global:
+		return "", nil, "", fmt.Errorf("global secret %q: global secrets are managed by meshsds itself", o.Secret.Name)
+	case o.Secret != nil:
+		s := o.Secret
+		body, err = json.Marshal(map[string]string{"type": meshconfig.KindSecret, "mesh": s.Mesh, "name": s.Name, "data": base64.StdEncoding.EncodeToString(s.Data)})
+		return "/meshes/" + url.PathEscape(s.Mesh) + "/secrets/" + url.PathEscape(s.Name), body, fmt.Sprintf("secret %q (mesh %q)", s.Name, s.Mesh), err
+	default:
+		m := o.Mesh
+		body, err = json.Marshal(struct {
+			Type string `json:"type"`
+			*meshconfig.Mesh
+		}{meshconfig.KindMesh, m})
+		return "/meshes/" + url.PathEscape(m.Name), body, fmt.Sprintf("mesh %q", m.Name), err
+	}
+}
+
+func newGetCommand() *cobra.Command {
+	var (
+		cc     clientConfig
+		mesh   string
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "get meshes|secrets|mesh NAME|secret NAME",
+		Short: "Show Meshes and Secrets",
+		Example: `  meshsds get meshes
+  meshsds get secrets -m default -o yaml
+  meshsds get secret ca-cert -m default -o yaml`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "table" && output != "yaml" && output != "json" {
+				return fmt.Errorf("-o must be table, yaml or json, not %q", output)
+			}
+			c, err := cc.client()
+			if err != nil {
+				return err
+			}
+			kind := args[0]
+			var path string
+			single := len(args) == 2
+			switch {
+			case (kind == "meshes" || kind == "mesh") && single:
+				path = "/meshes/" + url.PathEscape(args[1])
+			case kind == "meshes" || kind == "mesh":
+				path = "/meshes"
+			case (kind == "secrets" || kind == "secret") && single:
+				if mesh == "" {
+					mesh = meshconfig.DefaultMesh
+				}
+				path = "/meshes/" + url.PathEscape(mesh) + "/secrets/" + url.PathEscape(args[1])
+			case kind == "secrets" || kind == "secret":
+				path = "/secrets"
+				if mesh != "" {
+					path = "/meshes/" + url.PathEscape(mesh) + "/secrets"
+				}
+			default:
+				return fmt.Errorf("unknown resource type %q: use meshes or secrets", kind)
+			}
+			var raw json.RawMessage
+			if _, err := c.do(cmd.Context(), http.MethodGet, path, nil, &raw); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			switch output {
+			case "json":
+				_, err = fmt.Fprintln(out, string(raw))
+				return err
+			case "yaml":
+				y, err := yaml.JSONToYAML(raw)
+				if err != nil {
+					return err
+				}
+				_, err = out.Write(y)
+				return err
+			}
+			var items []resourceItem
+			if single {
+				var it resourceItem
+				if err := json.Unmarshal(raw, &it); err != nil {
+					return err
+				}
+				items = []resourceItem{it}
+			} else {
+				var list resourceList
+				if err := json.Unmarshal(raw, &list); err != nil {
+					return err
+				}
+				for _, r := range list.Items {
+					var it resourceItem
+					if err := json.Unmarshal(r, &it); err != nil {
+						return err
+					}
+					items = append(items, it)
+				}
+			}
+			return printTable(out, strings.HasPrefix(kind, "mesh"), items, time.Now())
+		},
+	}
+	cmd.Flags().StringVarP(&mesh, "mesh", "m", "", "mesh of the secrets (default: every mesh; for one secret: default)")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
+	addClientFlags(cmd, &cc)
+	return cmd
+}
+
+func printTable(out io.Writer, meshes bool, items []resourceItem, now time.Time) error {
+	tw := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
+	if meshes {
+		fmt.Fprintln(tw, "NAME\tMTLS\tAGE")
+		for _, it := range items {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", it.Name, mtlsSummary(it.MTLS), age(now.Sub(it.CreationTime)))
+		}
+	} else {
+		fmt.Fprintln(tw, "MESH\tNAME\tAGE")
+		for _, it := range items {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", it.Mesh, it.Name, age(now.Sub(it.CreationTime)))
+		}
+	}
+	return tw.Flush()
+}
+
+// mtlsSummary shows the enabled backend as "type/name", or "off".
+func mtlsSummary(raw json.RawMessage) string {
+	var m meshconfig.MTLS
+	if len(raw) == 0 || json.Unmarshal(raw, &m) != nil {
+		return "off"
+	}
+	b, _, ok := m.Enabled()
+	if !ok {
+		return "off"
+	}
+	return b.Type + "/" + b.Name
+}
+
+// age formats a duration the way kubectl does: 42s, 5m, 3h, 12d.
+func age(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	default:
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	}
+}
+
+func newDeleteCommand() *cobra.Command {
+	var (
+		cc   clientConfig
+		mesh string
+	)
+	cmd := &cobra.Command{
+		Use:   "delete secret NAME -m MESH | delete mesh NAME",
+		Short: "Delete a Secret or a Mesh",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cc.client()
+			if err != nil {
+				return err
+			}
+			var path, label string
+			switch args[0] {
+			case "secret", "secrets":
+				if mesh == "" {
+					mesh = meshconfig.DefaultMesh
+				}
+				path = "/meshes/" + url.PathEscape(mesh) + "/secrets/" + url.PathEscape(args[1])
+				label = fmt.Sprintf("secret %q (mesh %q)", args[1], mesh)
+			case "mesh", "meshes":
+				path = "/meshes/" + url.PathEscape(args[1])
+				label = fmt.Sprintf("mesh %q", args[1])
+			default:
+				return fmt.Errorf("unknown resource type %q: use secret or mesh", args[0])
+			}
+			if _, err := c.do(cmd.Context(), http.MethodDelete, path, nil, nil); err != nil {
+				var ae *apiError
+				if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+					return fmt.Errorf("%s not found", label)
+				}
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s deleted\n", label)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&mesh, "mesh", "m", "", "mesh of the secret (default \"default\")")
+	addClientFlags(cmd, &cc)
+	return cmd
+}
+
+// dataplaneList is the answer of GET /dataplanes.
+type dataplaneList struct {
+	Items []struct {
+		Mesh    string `json:"mesh"`
+		Name    string `json:"name"`
+		Streams []struct {
+			API             string    `json:"api"`
+			Resources       []string  `json:"resources"`
+			LastACK         time.Time `json:"lastAck"`
+			LastNACK        time.Time `json:"lastNack"`
+			LastNACKMessage string    `json:"lastNackMessage"`
+			CertSerial      string    `json:"certSerial"`
+			CertExpiry      time.Time `json:"certExpiry"`
+		} `json:"streams"`
+	} `json:"items"`
+}
+
+func newInspectCommand() *cobra.Command {
+	var (
+		cc     clientConfig
+		output string
+	)
+	cmd := &cobra.Command{Use: "inspect", Short: "Inspect live state"}
+	dps := &cobra.Command{
+		Use:   "dataplanes",
+		Short: "List the connected data planes, their streams, certificates and last ACK/NACK",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cc.client()
+			if err != nil {
+				return err
+			}
+			var raw json.RawMessage
+			if _, err := c.do(cmd.Context(), http.MethodGet, "/dataplanes", nil, &raw); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			switch output {
+			case "json":
+				_, err = fmt.Fprintln(out, string(raw))
+				return err
+			case "yaml":
+				y, err := yaml.JSONToYAML(raw)
+				if err == nil {
+					_, err = out.Write(y)
+				}
+				return err
+			case "table":
+			default:
+				return fmt.Errorf("-o must be table, yaml or json, not %q", output)
+			}
+			var list dataplaneList
+			if err := json.Unmarshal(raw, &list); err != nil {
+				return err
+			}
+			now := time.Now()
+			tw := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
+			fmt.Fprintln(tw, "MESH\tNAME\tSTREAMS\tCERT SERIAL\tCERT EXPIRES\tLAST ACK\tLAST NACK")
+			for _, dp := range list.Items {
+				var (
+					serial          string
+					expiry, ack, nk time.Time
+					nackMsg         string
+					apis            []string
+				)
+				for _, s := range dp.Streams {
+					apis = append(apis, s.API+"("+strings.Join(s.Resources, ",")+")")
+					if s.CertSerial != "" {
+						serial, expiry = s.CertSerial, s.CertExpiry
+					}
+					if s.LastACK.After(ack) {
+						ack = s.LastACK
+					}
+					if s.LastNACK.After(nk) {
+						nk, nackMsg = s.LastNACK, s.LastNACKMessage
+					}
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dp.Mesh, dp.Name, strings.Join(apis, " "), dash(serial),
+					when(expiry, now, "in "), when(ack, now, ""), nackText(nk, nackMsg, now))
+			}
+			return tw.Flush()
+		},
+	}
+	dps.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
+	cmd.AddCommand(dps)
+	addClientFlags(cmd, &cc)
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func when(t, now time.Time, prefix string) string {
+	if t.IsZero() {
+		return "-"
+	}
+	if t.After(now) {
+		return prefix + age(t.Sub(now))
+	}
+	return age(now.Sub(t)) + " ago"
+}
+
+func nackText(t time.Time, msg string, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return when(t, now, "") + ": " + msg
+}
