@@ -19,6 +19,12 @@ func (m *Mesh) SecretRefs() []SecretRef {
 	}
 	var refs []SecretRef
 	for i, b := range m.MTLS.Backends {
+		if b.Type == BackendBuiltin {
+			cert, key := BuiltinSecretNames(m.Name, b.Name)
+			field := indexField("mtls.backends", i)
+			refs = append(refs, SecretRef{Backend: b.Name, Field: field, Secret: cert}, SecretRef{Backend: b.Name, Field: field, Secret: key})
+			continue
+		}
 		if b.Type != BackendProvided {
 			continue
 		}

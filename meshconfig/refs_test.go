@@ -17,6 +17,8 @@ func TestSecretRefs(t *testing.T) {
 		{Backend: "ca-1", Field: "mtls.backends[0].config.cert.secret", Secret: "old-cert"},
 		{Backend: "ca-2", Field: "mtls.backends[1].config.cert.secret", Secret: "new-cert"},
 		{Backend: "ca-2", Field: "mtls.backends[1].config.key.secret", Secret: "new-key"},
+		{Backend: "ca-3", Field: "mtls.backends[2]", Secret: "default.ca-builtin-cert-ca-3"},
+		{Backend: "ca-3", Field: "mtls.backends[2]", Secret: "default.ca-builtin-key-ca-3"},
 	}, m.SecretRefs())
 	require.Empty(t, (&Mesh{Name: "x"}).SecretRefs())
 }

@@ -74,7 +74,23 @@ func resolveInto(rm *ResolvedMesh, m *Mesh, secrets map[SecretKey]*Secret, now t
 		rm.CA = ca
 		return nil
 	case BackendBuiltin:
-		return &ValidationError{Causes: []FieldError{{Field: JoinField(field, "type"), Message: "builtin backend is not supported yet"}}}
+		// The CA lives in two Secrets that meshsds generates (see
+		// reconcile's provisioning); until they exist the mesh waits.
+		certName, keyName := BuiltinSecretNames(m.Name, backend.Name)
+		cert, okCert := secrets[SecretKey{Mesh: m.Name, Name: certName}]
+		key, okKey := secrets[SecretKey{Mesh: m.Name, Name: keyName}]
+		if !okCert || !okKey {
+			return &ValidationError{Causes: []FieldError{{Field: JoinField(field, "type"),
+				Message: fmt.Sprintf("the builtin CA (secrets %q and %q) has not been generated yet", certName, keyName)}}}
+		}
+		ca, err := ParseCA(cert.Data, key.Data, now)
+		if err != nil {
+			var verr ValidationError
+			verr.AddError(JoinField(field, "type"), err)
+			return &verr
+		}
+		rm.CA = ca
+		return nil
 	default:
 		// Unreachable after Validate; kept so that a new type is not
 		// silently treated as mTLS off.

@@ -122,8 +122,8 @@ func TestResolveMesh(t *testing.T) {
 			wantErr: `mtls.backends[0].config.cert: certificate 1 (CN=old) expired at`,
 		},
 		{
-			name: "builtin unsupported", mesh: &Mesh{Name: "default", MTLS: &MTLS{Backends: []Backend{{Name: "ca-1", Type: BackendBuiltin}}}},
-			wantErr: "mtls.backends[0].type: builtin backend is not supported yet",
+			name: "builtin CA not generated yet", mesh: &Mesh{Name: "default", MTLS: &MTLS{Backends: []Backend{{Name: "ca-1", Type: BackendBuiltin}}}},
+			wantErr: "mtls.backends[0].type: the builtin CA (secrets \"default.ca-builtin-cert-ca-1\" and \"default.ca-builtin-key-ca-1\") has not been generated yet",
 		},
 		{name: "several backends, provided enabled", mesh: &Mesh{Name: "default", MTLS: &MTLS{EnabledBackend: "ca-2", Backends: []Backend{
 			{Name: "ca-1", Type: BackendBuiltin},
@@ -132,7 +132,7 @@ func TestResolveMesh(t *testing.T) {
 		{name: "several backends, builtin enabled", mesh: &Mesh{Name: "default", MTLS: &MTLS{EnabledBackend: "ca-1", Backends: []Backend{
 			{Name: "ca-1", Type: BackendBuiltin},
 			{Name: "ca-2", Type: BackendProvided, Config: json.RawMessage(secretsCfg)},
-		}}}, secrets: defaultSecrets, wantErr: "mtls.backends[0].type: builtin backend is not supported yet"},
+		}}}, secrets: defaultSecrets, wantErr: "mtls.backends[0].type: the builtin CA (secrets \"default.ca-builtin-cert-ca-1\" and \"default.ca-builtin-key-ca-1\") has not been generated yet"},
 		{name: "several backends without enabledBackend", mesh: &Mesh{Name: "default", MTLS: &MTLS{Backends: []Backend{
 			{Name: "ca-1", Type: BackendProvided, Config: json.RawMessage(secretsCfg)},
 			{Name: "ca-2", Type: BackendProvided, Config: json.RawMessage(secretsCfg)},

@@ -139,9 +139,8 @@ func (b *Backend) validate() error {
 			verr.AddError("config", err)
 		}
 	case BackendBuiltin:
-		// Accepted structurally; resolution reports that it is not built yet.
-		if !isNullOrEmpty(b.Config) && !isObject(b.Config) {
-			verr.Add("config", "must be an object")
+		if _, err := ParseBuiltinConfig(b.Config); err != nil {
+			verr.AddError("config", err)
 		}
 	default:
 		verr.Add("type", fmt.Sprintf("unsupported backend type %q: must be %q or %q", b.Type, BackendProvided, BackendBuiltin))

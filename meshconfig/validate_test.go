@@ -104,7 +104,19 @@ func TestMeshValidate(t *testing.T) {
 		{name: "builtin with config object", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b", Type: BackendBuiltin, Config: json.RawMessage(`{"caCert":{}}`)}}}}},
 		{
 			name: "builtin with config not an object", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b", Type: BackendBuiltin, Config: json.RawMessage(`"x"`)}}}},
-			wantErr: "mtls.backends[0].config: must be an object",
+			wantErr: "mtls.backends[0].config: must be an object, got string",
+		},
+		{
+			name: "builtin with a bad key size", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b", Type: BackendBuiltin, Config: json.RawMessage(`{"caCert":{"RSAbits":1024}}`)}}}},
+			wantErr: "mtls.backends[0].config.caCert.RSAbits: must be 2048, 3072 or 4096 (or unset for ECDSA P-256)",
+		},
+		{
+			name: "builtin with a short expiration", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b", Type: BackendBuiltin, Config: json.RawMessage(`{"caCert":{"expiration":"1h"}}`)}}}},
+			wantErr: "mtls.backends[0].config.caCert.expiration: must be at least 1d",
+		},
+		{
+			name: "builtin with an unknown key", mesh: Mesh{Name: "m", MTLS: &MTLS{Backends: []Backend{{Name: "b", Type: BackendBuiltin, Config: json.RawMessage(`{"caCertt":{}}`)}}}},
+			wantErr: "mtls.backends[0].config: unknown field \"caCertt\"",
 		},
 		{
 			name: "enabledBackend without backends", mesh: Mesh{Name: "m", MTLS: &MTLS{EnabledBackend: "x"}},

@@ -266,7 +266,9 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 	healthSrv := health.NewServer()
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthSrv.SetServingStatus("envoy.service.secret.v3.SecretDiscoveryService", healthpb.HealthCheckResponse_NOT_SERVING)
-	rec, err := reconcile.New(reconcile.Config{Sources: sources, Sink: readySink{cache, healthSrv}, Logger: log, Registerer: reg})
+	rec, err := reconcile.New(reconcile.Config{
+		Sources: sources, Sink: readySink{cache, healthSrv}, Provisioner: adminAPI, Logger: log, Registerer: reg,
+	})
 	if err != nil {
 		return err
 	}

@@ -36,8 +36,21 @@ type Sink interface {
 	SetReady()
 }
 
+// CAProvisioner generates the CA of a builtin backend into a writable store,
+// as the Secrets meshconfig.BuiltinSecretNames names. It is called from the
+// reconcile loop (one goroutine) for every builtin backend whose Secrets are
+// missing; it must be idempotent and agree across replicas (create-if-absent,
+// then read back). The new Secrets reach the reconciler through the store's
+// source like any other write.
+type CAProvisioner interface {
+	ProvisionBuiltinCA(ctx context.Context, mesh string, backend meshconfig.Backend) error
+}
+
 // Config configures a Reconciler.
 type Config struct {
+	// Provisioner generates builtin CAs; without one, builtin backends stay
+	// unresolved until their Secrets appear by other means.
+	Provisioner CAProvisioner
 	Sources    []Source // in precedence order: the first wins a conflict
 	Sink       Sink
 	Logger     *slog.Logger
@@ -149,13 +162,13 @@ func (r *Reconciler) loop(ctx context.Context) error {
 				continue
 			}
 		}
-		r.reconcile()
+		r.reconcile(ctx)
 	}
 }
 
 // reconcile merges, resolves and hands the result to the sink, once every
 // source has published.
-func (r *Reconciler) reconcile() {
+func (r *Reconciler) reconcile(ctx context.Context) {
 	r.mu.Lock()
 	views := make([]meshconfig.NamedView, 0, len(r.views))
 	for i, v := range r.views {
@@ -174,6 +187,7 @@ func (r *Reconciler) reconcile() {
 
 	merged, conflicts := meshconfig.Merge(views)
 	r.reportConflicts(conflicts)
+	r.provision(ctx, merged)
 	resolved := r.resolver.Resolve(merged, r.cfg.Now())
 	r.reportMeshErrors(resolved)
 	r.cfg.Sink.Update(resolved, changedAt)
@@ -182,6 +196,33 @@ func (r *Reconciler) reconcile() {
 		r.log.Info("all sources synced; serving", "meshes", len(resolved))
 	}
 	r.metrics.lastReconcile.SetToCurrentTime()
+}
+
+// provision asks for the CA of every builtin backend that has none yet.
+func (r *Reconciler) provision(ctx context.Context, res meshconfig.Resources) {
+	if r.cfg.Provisioner == nil {
+		return
+	}
+	for _, m := range res.Meshes {
+		if m.MTLS == nil {
+			continue
+		}
+		for _, b := range m.MTLS.Backends {
+			if b.Type != meshconfig.BackendBuiltin {
+				continue
+			}
+			cert, key := meshconfig.BuiltinSecretNames(m.Name, b.Name)
+			_, hasCert := res.Secrets[meshconfig.SecretKey{Mesh: m.Name, Name: cert}]
+			_, hasKey := res.Secrets[meshconfig.SecretKey{Mesh: m.Name, Name: key}]
+			if hasCert && hasKey {
+				continue
+			}
+			if err := r.cfg.Provisioner.ProvisionBuiltinCA(ctx, m.Name, b); err != nil {
+				r.metrics.errors.WithLabelValues(m.Name).Inc()
+				r.log.Error("generating the builtin CA failed; retrying on the next change", "mesh", m.Name, "backend", b.Name, "err", err)
+			}
+		}
+	}
 }
 
 func (r *Reconciler) reportConflicts(conflicts []meshconfig.Conflict) {

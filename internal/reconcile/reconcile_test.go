@@ -198,3 +198,39 @@ func TestOthersSeesEverySourceButOne(t *testing.T) {
 	require.Len(t, meshes, 1)
 	require.Equal(t, "from-files", meshes[0].Name)
 }
+
+// recordingProvisioner notes which builtin backends it was asked for.
+type recordingProvisioner struct {
+	mu    sync.Mutex
+	asked []string
+}
+
+func (p *recordingProvisioner) ProvisionBuiltinCA(_ context.Context, mesh string, b meshconfig.Backend) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.asked = append(p.asked, mesh+"/"+b.Name)
+	return nil
+}
+
+func TestBuiltinBackendsWithoutSecretsAreProvisioned(t *testing.T) {
+	src := &fakeSource{name: "files", in: make(chan meshconfig.Resources)}
+	prov := &recordingProvisioner{}
+	r, err := New(Config{Sources: []Source{src}, Sink: &recordingSink{}, Provisioner: prov, Registerer: prometheus.NewRegistry()})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+
+	v := view(t, "provided")
+	v.Meshes["fresh"] = &meshconfig.Mesh{Name: "fresh", MTLS: &meshconfig.MTLS{Backends: []meshconfig.Backend{{Name: "ca-1", Type: meshconfig.BackendBuiltin}}}}
+	v.Meshes["done"] = &meshconfig.Mesh{Name: "done", MTLS: &meshconfig.MTLS{Backends: []meshconfig.Backend{{Name: "ca-1", Type: meshconfig.BackendBuiltin}}}}
+	cert, key := meshconfig.BuiltinSecretNames("done", "ca-1")
+	v.Secrets[meshconfig.SecretKey{Mesh: "done", Name: cert}] = &meshconfig.Secret{Mesh: "done", Name: cert, Data: []byte("c")}
+	v.Secrets[meshconfig.SecretKey{Mesh: "done", Name: key}] = &meshconfig.Secret{Mesh: "done", Name: key, Data: []byte("k")}
+	src.in <- v
+	require.Eventually(t, r.Ready, 10*time.Second, 5*time.Millisecond)
+	prov.mu.Lock()
+	defer prov.mu.Unlock()
+	require.Equal(t, []string{"fresh/ca-1"}, prov.asked)
+}

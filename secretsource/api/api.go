@@ -409,6 +409,17 @@ func (a *API) putMesh(w http.ResponseWriter, r *http.Request) {
 	}
 	a.writeMu.Lock()
 	defer a.writeMu.Unlock()
+	// A builtin backend's CA is generated when the backend first appears.
+	if obj.Mesh.MTLS != nil {
+		for _, b := range obj.Mesh.MTLS.Backends {
+			if b.Type == meshconfig.BackendBuiltin {
+				if err := a.ProvisionBuiltinCA(r.Context(), mesh, b); err != nil {
+					a.storeError(w, "generate builtin CA", err)
+					return
+				}
+			}
+		}
+	}
 	// The CA must resolve now, against every secret meshsds knows, so that
 	// a broken Mesh is refused here rather than served as an error.
 	secrets, err := a.secretsFor(r.Context(), obj.Mesh)
@@ -480,9 +491,20 @@ func (a *API) deleteMesh(w http.ResponseWriter, r *http.Request) {
 	}
 	a.writeMu.Lock()
 	defer a.writeMu.Unlock()
+	rec, err := a.store.Get(r.Context(), store.Key{Kind: store.KindMesh, Name: mesh})
+	if err != nil {
+		a.storeError(w, "delete mesh", err)
+		return
+	}
 	if err := a.store.Delete(r.Context(), store.Key{Kind: store.KindMesh, Name: mesh}); err != nil {
 		a.storeError(w, "delete mesh", err)
 		return
+	}
+	// The CAs meshsds generated for the Mesh go with it.
+	if m, err := meshFromRecord(rec); err == nil {
+		if err := a.deleteBuiltinCAs(r.Context(), m); err != nil {
+			a.log.Error("deleting the builtin CAs of a deleted mesh", "mesh", mesh, "err", err)
+		}
 	}
 	a.notify()
 	a.log.Info("mesh deleted through the admin API", "mesh", mesh)

@@ -350,3 +350,68 @@ func TestSourcePublishesWrites(t *testing.T) {
 		return s != nil && string(s.Data) == "v2"
 	}, 10*time.Second, 5*time.Millisecond)
 }
+
+func TestBuiltinCAGeneratedOnceAndRemovedWithItsMesh(t *testing.T) {
+	f := newFixture(t)
+	mesh := "type: Mesh\nname: default\nmtls:\n  backends:\n  - name: ca-1\n    type: builtin\n    conf:\n      caCert:\n        RSAbits: 2048\n"
+	code, body := f.do("PUT", "/meshes/default", mesh)
+	require.Equal(t, http.StatusCreated, code, body)
+	certName, keyName := meshconfig.BuiltinSecretNames("default", "ca-1")
+	cert, err := f.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: certName})
+	require.NoError(t, err)
+	key, err := f.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: keyName})
+	require.NoError(t, err)
+	ca, err := meshconfig.ParseCA(cert.Data, key.Data, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, "spiffe://default", ca.Chain[0].URIs[0].String())
+
+	// Applying the Mesh again, or provisioning again, keeps the same CA.
+	code, _ = f.do("PUT", "/meshes/default", mesh)
+	require.Equal(t, http.StatusOK, code)
+	require.NoError(t, f.api.ProvisionBuiltinCA(context.Background(), "default", meshconfig.Backend{Name: "ca-1", Type: meshconfig.BackendBuiltin}))
+	again, err := f.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: certName})
+	require.NoError(t, err)
+	require.Equal(t, cert.Data, again.Data)
+
+	// The generated secrets are in use while the Mesh exists...
+	code, body = f.do("DELETE", "/meshes/default/secrets/"+keyName, "")
+	require.Equal(t, http.StatusBadRequest, code, body)
+	// ...and go with it.
+	code, _ = f.do("DELETE", "/meshes/default", "")
+	require.Equal(t, http.StatusOK, code)
+	_, err = f.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: keyName})
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+func TestBuiltinCAAgreedAcrossTwoServersSharingAStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "shared.db")
+	apis := make([]*API, 2)
+	for i := range apis {
+		st, err := sqlite.Open(sqlite.Config{Path: path})
+		require.NoError(t, err)
+		t.Cleanup(func() { st.Close() })
+		apis[i], err = New(Config{Store: st})
+		require.NoError(t, err)
+	}
+	var wg sync.WaitGroup
+	for _, a := range apis {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			require.NoError(t, a.ProvisionBuiltinCA(context.Background(), "default", meshconfig.Backend{Name: "ca-1", Type: meshconfig.BackendBuiltin}))
+		}()
+	}
+	wg.Wait()
+	certName, keyName := meshconfig.BuiltinSecretNames("default", "ca-1")
+	var certs [][]byte
+	for _, a := range apis {
+		c, err := a.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: certName})
+		require.NoError(t, err)
+		k, err := a.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: keyName})
+		require.NoError(t, err)
+		_, err = meshconfig.ParseCA(c.Data, k.Data, time.Now())
+		require.NoError(t, err, "certificate and key must match")
+		certs = append(certs, c.Data)
+	}
+	require.Equal(t, certs[0], certs[1], "one CA for one backend")
+}
