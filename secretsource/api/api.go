@@ -43,6 +43,13 @@ type TokenIssuer interface {
 	Issue(c token.Claims, validFor time.Duration, now time.Time) (string, error)
 }
 
+// MeshStatus reports the live state of a mesh (its CA rotation phase, CA
+// expiry warnings) for GET /meshes/{mesh}. It is called concurrently; nil
+// means the mesh is not being served.
+type MeshStatus interface {
+	MeshStatus(mesh string) any
+}
+
 // SecretLookup finds a Secret that another source holds (files, Kubernetes),
 // so that a Mesh PUT through the API can be validated against secrets the
 // API does not own. It is called concurrently.
@@ -69,6 +76,7 @@ type Config struct {
 	Dataplanes Dataplanes
 	Tokens     TokenIssuer
 	Others     SecretLookup
+	Status     MeshStatus
 	// Resync is how often the source checks the store's revision for
 	// writes made by other processes (another replica, an offline CLI).
 	// Default 5s.
@@ -324,6 +332,8 @@ type meshView struct {
 	CreationTime     time.Time        `json:"creationTime"`
 	ModificationTime time.Time        `json:"modificationTime"`
 	MTLS             *meshconfig.MTLS `json:"mtls,omitempty"`
+	// Status is what meshsds serves for the mesh now (GET of one mesh only).
+	Status any `json:"status,omitempty"`
 }
 
 // secretView is a Secret in Kuma's Universal JSON form.
@@ -389,6 +399,9 @@ func (a *API) getMesh(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		a.storeError(w, "get mesh", err)
 		return
+	}
+	if a.cfg.Status != nil {
+		v.Status = a.cfg.Status.MeshStatus(mesh)
 	}
 	writeJSON(w, http.StatusOK, v)
 }
