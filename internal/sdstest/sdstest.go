@@ -19,6 +19,7 @@ import (
 	"math/big"
 	"net"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -228,6 +229,8 @@ type Workload struct {
 	Cert  tls.Certificate
 	Leaf  *x509.Certificate
 	Roots *x509.CertPool
+	// BundlePEM is the trust bundle as served.
+	BundlePEM []byte
 }
 
 // WorkloadFrom builds a Workload from an identity secret and a bundle secret.
@@ -244,7 +247,7 @@ func WorkloadFrom(t testing.TB, identity, bundle *tlsv3.Secret) *Workload {
 	require.NotNil(t, vc, "bundle secret %q has no validation_context", bundle.GetName())
 	roots := x509.NewCertPool()
 	require.True(t, roots.AppendCertsFromPEM(vc.GetTrustedCa().GetInlineBytes()), "trust bundle holds no certificate")
-	return &Workload{Cert: cert, Leaf: leaf, Roots: roots}
+	return &Workload{Cert: cert, Leaf: leaf, Roots: roots, BundlePEM: vc.GetTrustedCa().GetInlineBytes()}
 }
 
 // config is a TLS config that presents w's certificate, trusts only w's
@@ -345,4 +348,143 @@ func Handshake(server, client *Workload, serverID, clientID string) error {
 // SPIFFE returns the SPIFFE id of service in mesh.
 func SPIFFE(mesh, service string) string {
 	return (&url.URL{Scheme: "spiffe", Host: mesh, Path: "/" + service}).String()
+}
+
+// Live is a data plane that follows its secrets as Envoy does: one stream
+// per secret, every push applied as it arrives and (unless told otherwise)
+// ACKed. Tests read what it currently holds at any moment.
+type Live struct {
+	t      testing.TB
+	mu     sync.Mutex
+	id     *tlsv3.Secret
+	bundle *tlsv3.Secret
+	pushes int
+	err    error
+}
+
+// Follow opens identity and bundle streams for nodeID on conn and applies
+// their pushes in the background until the test ends. With ack false the
+// data plane never acknowledges anything, like a stuck Envoy.
+func Follow(t testing.TB, conn *grpc.ClientConn, nodeID, identityName, bundleName string, ack bool) *Live {
+	t.Helper()
+	l := &Live{t: t}
+	for _, name := range []string{identityName, bundleName} {
+		s := OpenStream(t, conn, nodeID, false, name)
+		go func() {
+			for {
+				resp, err := s.Recv(time.Hour)
+				if err != nil {
+					l.mu.Lock()
+					if !IsTimeout(err) && l.err == nil {
+						l.err = err
+					}
+					l.mu.Unlock()
+					return
+				}
+				var sec tlsv3.Secret
+				if len(resp.GetResources()) != 1 || resp.GetResources()[0].UnmarshalTo(&sec) != nil {
+					l.mu.Lock()
+					l.err = fmt.Errorf("unexpected response for %s: %v", name, resp)
+					l.mu.Unlock()
+					return
+				}
+				l.mu.Lock()
+				if sec.GetName() == identityName {
+					l.id = &sec
+				} else {
+					l.bundle = &sec
+				}
+				l.pushes++
+				l.mu.Unlock()
+				if ack {
+					_ = s.Send(&discoveryv3.DiscoveryRequest{
+						Node: &corev3.Node{Id: nodeID}, TypeUrl: SecretTypeURL, ResourceNames: []string{name},
+						VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce(),
+					})
+				}
+			}
+		}()
+	}
+	return l
+}
+
+// Current returns what the data plane holds now, or nil before it has both
+// secrets.
+func (l *Live) Current() (*Workload, error) {
+	l.mu.Lock()
+	id, b, err := l.id, l.bundle, l.err
+	l.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if id == nil || b == nil {
+		return nil, nil
+	}
+	return workloadFrom(id, b)
+}
+
+// WaitFor waits (up to 30 s) until what the data plane holds satisfies ok.
+func (l *Live) WaitFor(what string, ok func(*Workload) bool) *Workload {
+	l.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		w, err := l.Current()
+		require.NoError(l.t, err)
+		if w != nil && ok(w) {
+			return w
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	require.Failf(l.t, "data plane never got there", "waiting for %s", what)
+	return nil
+}
+
+// workloadFrom is WorkloadFrom without a test to fail.
+func workloadFrom(identity, bundle *tlsv3.Secret) (*Workload, error) {
+	tc := identity.GetTlsCertificate()
+	cert, err := tls.X509KeyPair(tc.GetCertificateChain().GetInlineBytes(), tc.GetPrivateKey().GetInlineBytes())
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	cert.Leaf = leaf
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(bundle.GetValidationContext().GetTrustedCa().GetInlineBytes()) {
+		return nil, errors.New("trust bundle holds no certificate")
+	}
+	return &Workload{Cert: cert, Leaf: leaf, Roots: roots, BundlePEM: bundle.GetValidationContext().GetTrustedCa().GetInlineBytes()}, nil
+}
+
+// HandshakeLoop runs mutual TLS handshakes between two live data planes, in
+// both directions, with whatever each holds at that moment, until stop is
+// closed. It returns how many handshakes ran and every failure.
+func HandshakeLoop(a, b *Live, aID, bID string, stop <-chan struct{}) (int, []error) {
+	n := 0
+	var failures []error
+	for {
+		select {
+		case <-stop:
+			return n, failures
+		default:
+		}
+		wa, errA := a.Current()
+		wb, errB := b.Current()
+		if errA != nil || errB != nil {
+			return n, append(failures, errors.Join(errA, errB))
+		}
+		if wa == nil || wb == nil {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if err := Handshake(wa, wb, aID, bID); err != nil {
+			failures = append(failures, fmt.Errorf("handshake %d (%s serves, %s connects): %w", n, aID, bID, err))
+		}
+		if err := Handshake(wb, wa, bID, aID); err != nil {
+			failures = append(failures, fmt.Errorf("handshake %d (%s serves, %s connects): %w", n, bID, aID, err))
+		}
+		n++
+	}
 }
