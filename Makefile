@@ -5,7 +5,7 @@ GOFUMPT   := mvdan.cc/gofumpt@v0.12.0
 STATICCHK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME  ?= 20s
 
-.PHONY: all build test e2e tools fmt lint fuzz bench run example-ca token docker clean
+.PHONY: all build test e2e tools kube-tools fmt lint fuzz bench bench-go bench-load run example-ca token docker clean
 
 all: build
 
@@ -20,11 +20,23 @@ test: tools
 e2e: tools
 	$(GO) test -race -count=1 ./test/e2e/...
 
-## tools: test tools built from the Go module proxy into .tools (git-ignored).
-tools: .tools/grpcurl
+## tools: test tools built from the Go module proxy into .tools (git-ignored):
+## grpcurl, and kube-apiserver and etcd for the Kubernetes tests.
+tools: .tools/grpcurl kube-tools
 
 .tools/grpcurl:
 	GOBIN=$(CURDIR)/.tools $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+
+## kube-tools: kube-apiserver and etcd for the Kubernetes tests, built from
+## the modules in tools/kube into .tools/kube/bin; a no-op once built (the
+## first kube-apiserver build takes several minutes). See DEVELOPERS.md.
+kube-tools: .tools/kube/bin/kube-apiserver .tools/kube/bin/etcd
+
+.tools/kube/bin/kube-apiserver: tools/kube/apiserver/go.mod tools/kube/apiserver/go.sum tools/kube/apiserver/main.go
+	GO=$(GO) tools/kube/build.sh kube-apiserver
+
+.tools/kube/bin/etcd: tools/kube/etcd/go.mod tools/kube/etcd/go.sum tools/kube/etcd/main.go
+	GO=$(GO) tools/kube/build.sh etcd
 
 fmt:
 	$(GO) run $(GOFUMPT) -w $$(git ls-files '*.go')
@@ -42,9 +54,18 @@ fuzz:
 	  done; \
 	done
 
-## bench: Go benchmarks of the hot paths.
-bench:
+## bench: the Go benchmarks of the hot paths, then the load table.
+bench: bench-go bench-load
+
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## bench-load: a fresh server per fleet size and the load generator, each its
+## own process; prints the table of README.md "Performance" (about 3 minutes).
+BENCH_DATAPLANES ?= 1000,10000
+bench-load: build
+	$(GO) build -trimpath -o bin/meshsds-load ./cmd/meshsds-load
+	bin/meshsds-load bench --meshsds $(BIN) --dataplanes $(BENCH_DATAPLANES) $(BENCH_FLAGS)
 
 ## example-ca: generate the example mesh CA (not committed) into examples/secrets/default.
 example-ca:

@@ -33,6 +33,7 @@ func newGenerateTokenCommand() *cobra.Command {
 	var (
 		cc       clientConfig
 		dataDir  string
+		pgURL    string
 		mesh     string
 		name     string
 		tags     []string
@@ -59,8 +60,8 @@ host. The token is printed on standard output.`,
 				return err
 			}
 			var raw string
-			if dataDir != "" {
-				raw, err = offlineToken(cmd.Context(), dataDir, token.Claims{Mesh: mesh, Name: name, Tags: parsed}, validFor)
+			if dataDir != "" || pgURL != "" {
+				raw, err = offlineToken(cmd.Context(), dataDir, pgURL, token.Claims{Mesh: mesh, Name: name, Tags: parsed}, validFor)
 			} else {
 				raw, err = onlineToken(cmd.Context(), &cc, mesh, name, parsed, validFor)
 			}
@@ -73,6 +74,7 @@ host. The token is printed on standard output.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&dataDir, "data-dir", "", "sign offline with the key in this data directory instead of asking the admin API")
+	f.StringVar(&pgURL, "postgres-url", "", "sign offline with the key in this PostgreSQL store (servers run with --store postgres)")
 	f.StringVarP(&mesh, "mesh", "m", "", "mesh of the data plane")
 	f.StringVar(&name, "name", "", "name of the data plane (its node id is <mesh>.<name>)")
 	f.StringArrayVar(&tags, "tag", nil, "tag key=value (repeatable), e.g. kuma.io/service=web")
@@ -81,9 +83,9 @@ host. The token is printed on standard output.`,
 	return cmd
 }
 
-// offlineToken signs with the key of a data directory.
-func offlineToken(ctx context.Context, dataDir string, c token.Claims, validFor time.Duration) (string, error) {
-	key, closeFn, err := signingKeyFromDataDir(ctx, dataDir)
+// offlineToken signs with the key kept in a server's store.
+func offlineToken(ctx context.Context, dataDir, pgURL string, c token.Claims, validFor time.Duration) (string, error) {
+	key, closeFn, err := offlineSigningKey(ctx, dataDir, pgURL)
 	if err != nil {
 		return "", err
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/meshsds/meshsds/sds/token"
 	"github.com/meshsds/meshsds/secretsource/api"
 	"github.com/meshsds/meshsds/secretsource/file"
+	"github.com/meshsds/meshsds/secretsource/kube"
 )
 
 // serveConfig is everything "meshsds serve" is told, after flags,
@@ -55,6 +56,7 @@ type serveConfig struct {
 	kubernetes          bool
 	namespace           string
 	kubeconfig          string
+	webhook             webhookFlags
 	store               string
 	postgresURL         string
 	logLevel            string
@@ -106,11 +108,12 @@ environment, which wins over the file.`,
 	f.StringVar(&cfg.adminTLSCert, "admin-tls-cert", "", "PEM certificate chain of the admin HTTPS server")
 	f.StringVar(&cfg.adminTLSKey, "admin-tls-key", "", "PEM key of --admin-tls-cert")
 	f.StringVar(&cfg.adminClientCertsDir, "admin-client-certs-dir", "", "directory of *.pem CAs (or self-signed client certificates) that admin clients must present a certificate from")
-	f.BoolVar(&cfg.kubernetes, "kubernetes", false, "read Secrets and Meshes from Kubernetes (not yet supported)")
+	f.BoolVar(&cfg.kubernetes, "kubernetes", false, "read Kuma Secrets of --namespace and Mesh custom resources from Kubernetes, and keep the token signing key there")
 	f.StringVar(&cfg.namespace, "namespace", "kuma-system", "Kubernetes namespace of the control plane's Secrets")
 	f.StringVar(&cfg.kubeconfig, "kubeconfig", "", "kubeconfig file; in-cluster configuration when empty")
-	f.StringVar(&cfg.store, "store", "sqlite", "durable store of the admin API: sqlite (embedded in --data-dir) or postgres (not yet supported)")
-	f.StringVar(&cfg.postgresURL, "postgres-url", "", "PostgreSQL connection URL for --store postgres (not yet supported)")
+	addWebhookFlags(f, &cfg.webhook)
+	f.StringVar(&cfg.store, "store", "sqlite", "durable store of the admin API and of the token signing key: sqlite (embedded in --data-dir) or postgres (shared by several replicas)")
+	f.StringVar(&cfg.postgresURL, "postgres-url", "", "PostgreSQL connection URL for --store postgres, e.g. postgres://meshsds@db:5432/meshsds?sslmode=verify-full (give a password in MESHSDS_POSTGRES_URL, the config file, PGPASSWORD or ~/.pgpass rather than on the command line)")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	f.BoolVar(&cfg.pprof, "pprof", false, "serve /debug/pprof/ on the metrics address")
@@ -125,19 +128,17 @@ func (c *serveConfig) validate() error {
 	default:
 		return fmt.Errorf("--auth must be dataplane-token or none, not %q", c.auth)
 	}
-	for _, unsupported := range []struct {
-		set  bool
-		flag string
-	}{
-		{c.kubernetes, "--kubernetes"},
-		{c.store == "postgres" || c.postgresURL != "", "--store postgres"},
-	} {
-		if unsupported.set {
-			return fmt.Errorf("%s is not supported by this version of meshsds yet", unsupported.flag)
-		}
+	if err := c.webhook.validate(c.kubernetes); err != nil {
+		return err
 	}
 	if c.store != "sqlite" && c.store != "postgres" {
 		return fmt.Errorf("--store must be sqlite or postgres, not %q", c.store)
+	}
+	if c.store == "postgres" && c.postgresURL == "" {
+		return errors.New("--store postgres needs --postgres-url")
+	}
+	if c.store != "postgres" && c.postgresURL != "" {
+		return errors.New("--postgres-url is only used with --store postgres: add --store postgres, or drop --postgres-url")
 	}
 	if (c.sdsTLSCert == "") != (c.sdsTLSKey == "") {
 		return errors.New("--sds-tls-cert and --sds-tls-key go together")
@@ -221,12 +222,22 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	st, err := openStore(cfg.dataDir)
+	st, err := openServeStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	key, err := loadSigningKey(ctx, storeGlobalSecrets{st}, cfg.dataDir)
+	var (
+		kubeSrc *kube.Source
+		globals globalSecrets = storeGlobalSecrets{st}
+	)
+	if cfg.kubernetes {
+		if kubeSrc, err = newKubeSource(cfg, log, reg); err != nil {
+			return err
+		}
+		globals = kubeGlobalSecrets{src: kubeSrc, log: log, timeout: 2 * time.Minute}
+	}
+	key, err := loadSigningKey(ctx, globals, cfg.dataDir)
 	if err != nil {
 		return err
 	}
@@ -242,7 +253,8 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 	}
 
 	// Sources in precedence order: a resource in two sources is served
-	// from the first (files in flag order, then the admin API's store).
+	// from the first (files in flag order, then Kubernetes, then the admin
+	// API's store).
 	var sources []reconcile.Source
 	for _, dir := range cfg.secretsDirs {
 		src, err := file.New(file.Config{Dir: dir, Logger: log, Registerer: reg})
@@ -250,6 +262,11 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 			return fmt.Errorf("--secrets-dir %s: %w", dir, err)
 		}
 		sources = append(sources, src)
+	}
+	var provisioner reconcile.CAProvisioner
+	if kubeSrc != nil {
+		sources = append(sources, kubeSrc)
+		provisioner = kubeSrc // builtin CAs become Secrets that every replica sees
 	}
 	others := &lateOthers{}
 	adminAPI, err := api.New(api.Config{
@@ -262,12 +279,15 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 		return err
 	}
 	sources = append(sources, adminAPI)
+	if provisioner == nil {
+		provisioner = adminAPI
+	}
 
 	healthSrv := health.NewServer()
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthSrv.SetServingStatus("envoy.service.secret.v3.SecretDiscoveryService", healthpb.HealthCheckResponse_NOT_SERVING)
 	rec, err := reconcile.New(reconcile.Config{
-		Sources: sources, Sink: readySink{cache, healthSrv}, Provisioner: adminAPI, Logger: log, Registerer: reg,
+		Sources: sources, Sink: readySink{cache, healthSrv}, Provisioner: provisioner, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return err
@@ -305,6 +325,13 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 	}
 	listeners = append(listeners, listener{name: "admin", lis: adminLis,
 		http: &http.Server{Handler: adminAPI.Handler(), ReadHeaderTimeout: 10 * time.Second}})
+	if cfg.webhook.address != "" {
+		l, err := webhookListener(cfg, kubeSrc, log, reg)
+		if err != nil {
+			return err
+		}
+		listeners = append(listeners, l)
+	}
 	if cfg.adminTLSAddress != "" {
 		l, err := adminTLSListener(cfg, adminAPI.Handler(), log)
 		if err != nil {
@@ -313,7 +340,7 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 		listeners = append(listeners, l)
 	}
 
-	attrs := []any{"secrets_dirs", cfg.secretsDirs, "auth", cfg.auth, "data_dir", cfg.dataDir}
+	attrs := []any{"secrets_dirs", cfg.secretsDirs, "auth", cfg.auth, "store", cfg.store, "data_dir", cfg.dataDir}
 	for _, l := range listeners {
 		attrs = append(attrs, l.name, l.lis.Addr().String())
 	}

@@ -8,11 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/meshsds/meshsds/sds/token"
 	"github.com/meshsds/meshsds/secretsource/api/store"
+	"github.com/meshsds/meshsds/secretsource/api/store/postgres"
 	"github.com/meshsds/meshsds/secretsource/api/store/sqlite"
 )
 
@@ -68,6 +71,31 @@ func loadSigningKey(ctx context.Context, gs globalSecrets, dataDir string) (*ecd
 	return token.ParseSigningKey(data)
 }
 
+// storeOpenTimeout bounds connecting to PostgreSQL and migrating its schema
+// at start-up (which waits for another replica's migration), so that a
+// server that cannot be reached fails the start with a clear error.
+const storeOpenTimeout = time.Minute
+
+// openServeStore opens the store "meshsds serve" is configured with: the
+// embedded store of --data-dir, or the PostgreSQL database shared by
+// several replicas.
+func openServeStore(ctx context.Context, cfg *serveConfig, log *slog.Logger) (store.Store, error) {
+	if cfg.store != "postgres" {
+		s, err := openStore(cfg.dataDir)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, storeOpenTimeout)
+	defer cancel()
+	s, err := postgres.Open(ctx, postgres.Config{URL: cfg.postgresURL, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("opening the store (--store postgres): %w", err)
+	}
+	return s, nil
+}
+
 // openStore opens the embedded store of a data directory.
 func openStore(dataDir string) (*sqlite.Store, error) {
 	s, err := sqlite.Open(sqlite.Config{Path: filepath.Join(dataDir, storeFile)})
@@ -77,10 +105,15 @@ func openStore(dataDir string) (*sqlite.Store, error) {
 	return s, nil
 }
 
-// signingKeyFromDataDir reads (or creates) the signing key of a data
-// directory, for offline token generation next to a running server.
-func signingKeyFromDataDir(ctx context.Context, dataDir string) (*ecdsa.PrivateKey, func(), error) {
-	s, err := openStore(dataDir)
+// offlineSigningKey reads (or creates) the signing key of a server's store,
+// for offline token generation next to a running server: the embedded store
+// of dataDir, or the PostgreSQL database at postgresURL.
+func offlineSigningKey(ctx context.Context, dataDir, postgresURL string) (*ecdsa.PrivateKey, func(), error) {
+	cfg := &serveConfig{dataDir: dataDir, store: "sqlite"}
+	if postgresURL != "" {
+		cfg.store, cfg.postgresURL = "postgres", postgresURL
+	}
+	s, err := openServeStore(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return nil, nil, err
 	}

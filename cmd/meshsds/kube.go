@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/meshsds/meshsds/internal/reconcile"
+	"github.com/meshsds/meshsds/secretsource/kube"
+)
+
+// In Kubernetes mode the source keeps meshsds' global secrets and generates
+// builtin CAs as Secrets, so that every replica agrees on them.
+var (
+	_ globalSecrets           = (*kube.Source)(nil)
+	_ globalSecrets           = kubeGlobalSecrets{}
+	_ reconcile.CAProvisioner = (*kube.Source)(nil)
+	_ reconcile.Source        = (*kube.Source)(nil)
+)
+
+// webhookFlags configure the validating admission webhook (--kubernetes).
+type webhookFlags struct {
+	address string
+	tlsCert string
+	tlsKey  string
+}
+
+// addWebhookFlags defines the webhook's flags of "meshsds serve".
+func addWebhookFlags(f *pflag.FlagSet, w *webhookFlags) {
+	f.StringVar(&w.address, "webhook-address", "", "address of the validating admission webhook for Kuma Secrets and Meshes (HTTPS, path "+kube.WebhookPath+"; needs --kubernetes); off when empty")
+	f.StringVar(&w.tlsCert, "webhook-tls-cert", "", "PEM certificate chain of the webhook, for the name the API server calls (reloaded when the file changes)")
+	f.StringVar(&w.tlsKey, "webhook-tls-key", "", "PEM key of --webhook-tls-cert")
+}
+
+// validate checks the webhook flags against --kubernetes.
+func (w *webhookFlags) validate(kubernetes bool) error {
+	if w.address == "" {
+		if w.tlsCert != "" || w.tlsKey != "" {
+			return errors.New("--webhook-tls-cert and --webhook-tls-key need --webhook-address")
+		}
+		return nil
+	}
+	if !kubernetes {
+		return errors.New("--webhook-address needs --kubernetes: the webhook checks Kubernetes objects against what the Kubernetes source holds")
+	}
+	if w.tlsCert == "" || w.tlsKey == "" {
+		return errors.New("--webhook-address needs --webhook-tls-cert and --webhook-tls-key: the API server calls webhooks over HTTPS only")
+	}
+	return nil
+}
+
+// newKubeSource builds the Kubernetes source from --kubeconfig (in-cluster
+// configuration when empty) and --namespace. client-go's own logs (klog)
+// go to log.
+func newKubeSource(cfg *serveConfig, log *slog.Logger, reg prometheus.Registerer) (*kube.Source, error) {
+	restCfg, err := kubeRESTConfig(cfg.kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	klog.SetSlogLogger(log.With("component", "client-go"))
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return kube.New(kube.Config{Client: client, Dynamic: dyn, Namespace: cfg.namespace, Logger: log, Registerer: reg})
+}
+
+// kubeRESTConfig loads a kubeconfig file, or the in-cluster configuration
+// when path is empty.
+func kubeRESTConfig(path string) (*rest.Config, error) {
+	var (
+		c   *rest.Config
+		err error
+	)
+	if path == "" {
+		c, err = rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("--kubernetes without --kubeconfig needs to run in a Kubernetes pod: %w", err)
+		}
+	} else if c, err = clientcmd.BuildConfigFromFlags("", path); err != nil {
+		return nil, fmt.Errorf("--kubeconfig %s: %w", path, err)
+	}
+	c.UserAgent = "meshsds"
+	return c, nil
+}
+
+// kubeGlobalSecrets keeps global secrets in Kubernetes, retrying while the
+// API server cannot be reached (a pod may start before it is reachable), but
+// not on errors a retry cannot fix (access denied, a Secret of the wrong
+// type).
+type kubeGlobalSecrets struct {
+	src     *kube.Source
+	log     *slog.Logger
+	timeout time.Duration
+}
+
+func (k kubeGlobalSecrets) GetOrCreateGlobalSecret(ctx context.Context, name string, generate func() ([]byte, error)) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
+	defer cancel()
+	delay := 500 * time.Millisecond
+	for {
+		data, err := k.src.GetOrCreateGlobalSecret(ctx, name, generate)
+		if err == nil || !retriable(err) {
+			return data, err
+		}
+		k.log.Warn("cannot reach the Kubernetes API server; retrying", "secret", name, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("global secret %s: %w (last error: %w)", name, ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 10*time.Second)
+	}
+}
+
+// retriable reports whether err may go away by itself.
+func retriable(err error) bool {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
+			apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err)
+	}
+	// Transport errors (refused, reset, timed out) come as *url.Error,
+	// which is a net.Error.
+	var netErr net.Error
+	return errors.As(err, &netErr)
+}
+
+// webhookListener opens the webhook's HTTPS listener. The certificate is
+// read again when its files change, so that a rotated certificate (e.g. by
+// cert-manager) is served without a restart.
+func webhookListener(cfg *serveConfig, view kube.ResourceView, log *slog.Logger, reg prometheus.Registerer) (listener, error) {
+	certs := &certReloader{certFile: cfg.webhook.tlsCert, keyFile: cfg.webhook.tlsKey}
+	if _, err := certs.get(); err != nil {
+		return listener{}, fmt.Errorf("--webhook-tls-cert/--webhook-tls-key: %w", err)
+	}
+	wh, err := kube.NewWebhook(kube.WebhookConfig{View: view, Namespace: cfg.namespace, Logger: log, Registerer: reg})
+	if err != nil {
+		return listener{}, err
+	}
+	lis, err := net.Listen("tcp", cfg.webhook.address)
+	if err != nil {
+		return listener{}, fmt.Errorf("--webhook-address: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(kube.WebhookPath, wh)
+	tlsLis := tls.NewListener(lis, &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			c, err := certs.get()
+			if err != nil {
+				log.Error("webhook certificate cannot be loaded; serving the previous one", "err", err)
+			}
+			return c, nil
+		},
+	})
+	return listener{name: "webhook", lis: tlsLis, http: &http.Server{
+		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
+	}}, nil
+}
+
+// certReloader serves a certificate from files, reading them again when
+// their size or modification time changes.
+type certReloader struct {
+	certFile, keyFile string
+
+	mu       sync.Mutex
+	cert     *tls.Certificate
+	certStat [2]fileStamp
+}
+
+// fileStamp is what tells a changed file.
+type fileStamp struct {
+	size    int64
+	modTime time.Time
+}
+
+// get returns the current certificate; on a failed reload it returns the
+// previous one (if any) with the error.
+func (r *certReloader) get() (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var stamps [2]fileStamp
+	for i, f := range []string{r.certFile, r.keyFile} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return r.cert, err
+		}
+		stamps[i] = fileStamp{fi.Size(), fi.ModTime()}
+	}
+	if r.cert != nil && stamps == r.certStat {
+		return r.cert, nil
+	}
+	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		return r.cert, err
+	}
+	r.cert, r.certStat = &c, stamps
+	return r.cert, nil
+}

@@ -1,0 +1,12 @@
+package kubetest
+
+import (
+	"os/exec"
+	"syscall"
+)
+
+// setDeathSignal kills the child when the test process dies, so that a
+// crashed or killed test leaves no etcd or kube-apiserver behind.
+func setDeathSignal(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
