@@ -112,7 +112,6 @@ func TestValidateRefusesUnsafeAddresses(t *testing.T) {
 		}, "requires client certificates"},
 		{"admin tls files without address", func(c *serveConfig) { c.adminTLSCert = "/c" }, "need --admin-tls-address"},
 		{"bad auth", func(c *serveConfig) { c.auth = "x" }, "--auth"},
-		{"kubernetes", func(c *serveConfig) { c.kubernetes = true }, "not supported"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()
