@@ -2,8 +2,10 @@ package sds
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -42,9 +44,47 @@ type TokenVerifier interface {
 // TokenAuthenticator authenticates data planes by the dataplane token in the
 // gRPC metadata "authorization: Bearer <token>"; the node id must be the
 // token's "<mesh>.<name>".
+//
+// Envoy opens one stream per secret, each with the same token, and a fleet
+// reconnects all at once: the claims of recently verified tokens are kept
+// (by the token's SHA-256) so that a token's signature is checked once,
+// not once per stream. Its validity period is still checked every time.
 type TokenAuthenticator struct {
 	Verifier TokenVerifier
 	Now      func() time.Time
+
+	mu       sync.Mutex
+	verified map[[sha256.Size]byte]*token.Claims // current generation
+	previous map[[sha256.Size]byte]*token.Claims // the one before
+}
+
+// verifiedGeneration is how many tokens one generation of the verified
+// cache holds: at most twice this many are kept.
+const verifiedGeneration = 8192
+
+// verify checks raw, from the cache of verified tokens when it is there.
+func (a *TokenAuthenticator) verify(raw string, now time.Time) (*token.Claims, error) {
+	sum := sha256.Sum256([]byte(raw))
+	a.mu.Lock()
+	c := a.verified[sum]
+	if c == nil {
+		c = a.previous[sum]
+	}
+	a.mu.Unlock()
+	if c != nil && !now.Before(c.IssuedAt) && now.Before(c.ExpiresAt) {
+		return c, nil
+	}
+	c, err := a.Verifier.Verify(raw, now)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	if a.verified == nil || len(a.verified) >= verifiedGeneration {
+		a.previous, a.verified = a.verified, make(map[[sha256.Size]byte]*token.Claims)
+	}
+	a.verified[sum] = c
+	a.mu.Unlock()
+	return c, nil
 }
 
 var _ Authenticator = (*TokenAuthenticator)(nil)
@@ -60,7 +100,7 @@ func (a *TokenAuthenticator) Authenticate(ctx context.Context, node *corev3.Node
 	if !ok {
 		return nil, &AuthError{codes.Unauthenticated, "malformed", "authorization metadata must be \"Bearer <token>\""}
 	}
-	claims, err := a.Verifier.Verify(strings.TrimSpace(raw), a.Now())
+	claims, err := a.verify(strings.TrimSpace(raw), a.Now())
 	if err != nil {
 		return nil, &AuthError{codes.Unauthenticated, token.Reason(err), "invalid dataplane token: " + shortTokenError(err)}
 	}

@@ -1,16 +1,18 @@
 package sds
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"golang.org/x/sync/singleflight"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshsds/meshsds/meshconfig"
@@ -77,7 +79,7 @@ type meshState struct {
 	resolved  *meshconfig.ResolvedMesh
 	ca        *meshconfig.CA
 	validity  time.Duration
-	caVersion string // identifies CA and validity: a change re-issues
+	caVersion string // identifies what a workload certificate depends on: a change re-issues
 	bundleVer string
 	bundle    map[string]*anypb.Any // by resource name (mesh_ca, ROOTCA)
 	changedAt time.Time
@@ -85,13 +87,47 @@ type meshState struct {
 	watchers map[string]map[*watcher]struct{}
 }
 
-// certEntry is a cached workload certificate for one identity and CA.
+// certEntry is a cached workload certificate for one identity and CA. It
+// keeps the certificate only in its serialized form, the identity_cert
+// resource; the alias "default" is derived from it when first asked for.
 type certEntry struct {
 	caVersion string
-	cert      *WorkloadCert
+	serial    string
+	notAfter  time.Time
 	version   string
-	res       map[string]*anypb.Any // identity_cert, default
+	res       *anypb.Any // identity_cert
+	alias     atomic.Pointer[anypb.Any]
 	stop      func() bool
+}
+
+// resource returns the entry's resource called name (identity_cert or its
+// alias).
+func (e *certEntry) resource(name string) (*anypb.Any, error) {
+	if name == NameIdentityCert {
+		return e.res, nil
+	}
+	if a := e.alias.Load(); a != nil {
+		return a, nil
+	}
+	sec := &tlsv3.Secret{}
+	if err := e.res.UnmarshalTo(sec); err != nil {
+		return nil, fmt.Errorf("deriving %q: %w", name, err)
+	}
+	sec.Name = name
+	a, err := anypb.New(sec)
+	if err != nil {
+		return nil, fmt.Errorf("deriving %q: %w", name, err)
+	}
+	e.alias.CompareAndSwap(nil, a)
+	return e.alias.Load(), nil
+}
+
+// issueCall is an issuance in progress for one identity and CA; everyone
+// who needs that certificate waits for done.
+type issueCall struct {
+	done chan struct{}
+	e    *certEntry
+	err  error
 }
 
 // CacheConfig configures a Cache.
@@ -107,6 +143,10 @@ type CacheConfig struct {
 	// Jitter returns a fraction in [-1, 1] moving each renewal; default
 	// uniform random.
 	Jitter func() float64
+	// IssueWorkers bounds how many certificates are signed at once;
+	// default GOMAXPROCS. Issuing is pure CPU: more workers than cores
+	// only delay the pushes that need no issuing.
+	IssueWorkers int
 }
 
 // Cache holds the resolved meshes, issues and caches workload certificates,
@@ -120,10 +160,11 @@ type Cache struct {
 	readyOnce sync.Once
 	ready     chan struct{}
 
-	mu     sync.Mutex
-	meshes map[string]*meshState
-	certs  map[string]*certEntry // by identity key
-	flight singleflight.Group
+	mu       sync.Mutex
+	meshes   map[string]*meshState
+	certs    map[string]*certEntry // by identity key
+	inflight map[string]*issueCall // by identity key and CA version
+	pool     workPool
 }
 
 // NewCache returns an empty, not yet ready cache.
@@ -143,13 +184,56 @@ func NewCache(cfg CacheConfig) *Cache {
 	if cfg.Jitter == nil {
 		cfg.Jitter = func() float64 { return rand.Float64()*2 - 1 }
 	}
+	if cfg.IssueWorkers <= 0 {
+		cfg.IssueWorkers = runtime.GOMAXPROCS(0)
+	}
 	return &Cache{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		metrics: cfg.Metrics,
-		ready:   make(chan struct{}),
-		meshes:  map[string]*meshState{},
-		certs:   map[string]*certEntry{},
+		cfg:      cfg,
+		log:      cfg.Logger,
+		metrics:  cfg.Metrics,
+		ready:    make(chan struct{}),
+		meshes:   map[string]*meshState{},
+		certs:    map[string]*certEntry{},
+		inflight: map[string]*issueCall{},
+		pool:     workPool{max: cfg.IssueWorkers},
+	}
+}
+
+// workPool runs functions on at most max goroutines, in the order they were
+// submitted. Its goroutines exist only while there is work: an idle cache
+// holds none.
+type workPool struct {
+	max     int
+	mu      sync.Mutex
+	queue   []func()
+	head    int
+	running int
+}
+
+func (p *workPool) submit(f func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.queue = append(p.queue, f)
+	if p.running < p.max {
+		p.running++
+		go p.work()
+	}
+}
+
+func (p *workPool) work() {
+	for {
+		p.mu.Lock()
+		if p.head == len(p.queue) {
+			p.queue, p.head = p.queue[:0], 0
+			p.running--
+			p.mu.Unlock()
+			return
+		}
+		f := p.queue[p.head]
+		p.queue[p.head] = nil
+		p.head++
+		p.mu.Unlock()
+		f()
 	}
 }
 
@@ -201,13 +285,29 @@ func (c *Cache) Update(meshes map[string]*meshconfig.ResolvedMesh, changedAt tim
 		if !caChanged && !bundleChanged && !revocationsChanged {
 			continue
 		}
-		for _, set := range ms.watchers {
+		// Streams that need no new certificate are woken at once: a trust
+		// bundle goes out without waiting for thousands of signatures. The
+		// certificates of connected data planes are issued ahead, on the
+		// bounded pool, and each wakes its own streams when it is ready.
+		for key, set := range ms.watchers {
+			reissue := false
 			for w := range set {
 				in := w.interest.Load()
 				_, revoked := rm.RevokedTokenIDs[w.id.TokenID]
-				if (caChanged && in&wantIdentity != 0) || (bundleChanged && in&wantBundle != 0) ||
-					(revoked && w.id.TokenID != "") {
+				switch {
+				case revoked && w.id.TokenID != "":
 					w.notify(changedAt)
+				case caChanged && in&wantIdentity != 0 && ms.ca != nil:
+					w.since.CompareAndSwap(0, changedAt.UnixNano())
+					reissue = true
+				case bundleChanged && in&wantBundle != 0:
+					w.notify(changedAt)
+				}
+			}
+			if reissue {
+				for w := range set {
+					c.startIssueLocked(w.id, key, ms, true)
+					break
 				}
 			}
 		}
@@ -227,7 +327,12 @@ func (c *Cache) buildMeshState(rm *meshconfig.ResolvedMesh, old *meshState, chan
 	if ms.ca == nil {
 		return ms
 	}
-	ms.caVersion = fmt.Sprintf("%s/%d", ms.ca.Fingerprint, ms.validity)
+	// A workload certificate depends on the signing CA (its key matches
+	// it), the intermediates sent after it and the validity, not on the
+	// root: a root re-issued with the same key (a longer validity, say)
+	// changes the trust bundle only, and is pushed to the bundle streams
+	// only.
+	ms.caVersion = fmt.Sprintf("%s/%d", contentVersion(ms.ca.Chain[0].Raw, ms.ca.IssuedChainPEM), ms.validity)
 	ms.bundleVer = contentVersion(ms.ca.TrustBundlePEM)
 	if old != nil && old.bundleVer == ms.bundleVer {
 		ms.bundle = old.bundle
@@ -348,65 +453,109 @@ func (c *Cache) bundle(mesh, name string) (*anypb.Any, string, bool) {
 
 // identityCert returns the workload certificate resource called name for
 // w's identity, issuing one when none is cached for the mesh's current CA.
-// ok is false while the mesh has no CA.
+// ok is false while the mesh has no CA. It waits for the issuance, which
+// runs on the cache's pool, never on the caller's goroutine.
 func (c *Cache) identityCert(w *watcher, name string) (res *anypb.Any, e *certEntry, ok bool, err error) {
-	c.mu.Lock()
-	ms := c.meshes[w.id.Mesh]
-	if ms == nil || ms.ca == nil {
+	for {
+		c.mu.Lock()
+		ms := c.meshes[w.id.Mesh]
+		if ms == nil || ms.ca == nil {
+			c.mu.Unlock()
+			return nil, nil, false, nil
+		}
+		if e := c.certs[w.idKey]; e != nil && e.caVersion == ms.caVersion {
+			c.mu.Unlock()
+			res, err := e.resource(name)
+			return res, e, err == nil, err
+		}
+		call := c.startIssueLocked(w.id, w.idKey, ms, false)
 		c.mu.Unlock()
-		return nil, nil, false, nil
-	}
-	if e := c.certs[w.idKey]; e != nil && e.caVersion == ms.caVersion {
-		c.mu.Unlock()
-		return e.res[name], e, true, nil
-	}
-	ca, validity, caVersion := ms.ca, ms.validity, ms.caVersion
-	c.mu.Unlock()
 
-	v, err, _ := c.flight.Do(w.idKey+"\x00"+caVersion, func() (any, error) {
-		return c.issue(w, ca, validity, caVersion)
-	})
-	if err != nil {
-		return nil, nil, false, err
+		<-call.done
+		if errors.Is(call.err, errCAChanged) {
+			continue // issue under the CA that replaced it
+		}
+		if call.err != nil {
+			return nil, nil, false, call.err
+		}
+		res, err = call.e.resource(name)
+		return res, call.e, err == nil, err
 	}
-	e = v.(*certEntry)
-	return e.res[name], e, true, nil
 }
 
-// issue signs a certificate for w's identity and caches it with a renewal
-// timer. Only one issue per identity and CA runs at a time (singleflight).
-func (c *Cache) issue(w *watcher, ca *meshconfig.CA, validity time.Duration, caVersion string) (*certEntry, error) {
+// errCAChanged ends an issuance that had not started when its CA was
+// replaced.
+var errCAChanged = errors.New("the CA changed before issuing")
+
+// startIssueLocked returns the issuance of the certificate of id (whose key
+// is key) under ms's current CA, starting it on the pool unless it runs
+// already. When wake is set, the streams of id are woken once it is done.
+// c.mu must be held.
+func (c *Cache) startIssueLocked(id *Identity, key string, ms *meshState, wake bool) *issueCall {
+	flightKey := key + "\x00" + ms.caVersion
+	if call := c.inflight[flightKey]; call != nil {
+		return call
+	}
+	call := &issueCall{done: make(chan struct{})}
+	c.inflight[flightKey] = call
+	ca, validity, caVersion := ms.ca, ms.validity, ms.caVersion
+	c.pool.submit(func() {
+		c.mu.Lock()
+		stale := c.meshes[id.Mesh] == nil || c.meshes[id.Mesh].caVersion != caVersion
+		c.mu.Unlock()
+		if stale {
+			// Queued behind a CA that is gone (two changes in a row): the
+			// new CA's own issuance is queued, and wakes the streams.
+			call.err = errCAChanged
+			wake = false
+		} else {
+			call.e, call.err = c.issue(id, key, ca, validity, caVersion)
+		}
+		c.mu.Lock()
+		delete(c.inflight, flightKey)
+		close(call.done)
+		var woken []*watcher
+		if ms := c.meshes[id.Mesh]; wake && ms != nil {
+			for w := range ms.watchers[key] {
+				if w.interest.Load()&wantIdentity != 0 {
+					woken = append(woken, w)
+				}
+			}
+		}
+		c.mu.Unlock()
+		now := c.cfg.Now()
+		for _, w := range woken {
+			w.notify(now)
+		}
+	})
+	return call
+}
+
+// issue signs a certificate for id (whose key is key) and caches it with a
+// renewal timer. Only one issue per identity and CA runs at a time.
+func (c *Cache) issue(id *Identity, key string, ca *meshconfig.CA, validity time.Duration, caVersion string) (*certEntry, error) {
 	c.mu.Lock()
-	if e := c.certs[w.idKey]; e != nil && e.caVersion == caVersion {
+	if e := c.certs[key]; e != nil && e.caVersion == caVersion {
 		c.mu.Unlock()
 		return e, nil
 	}
 	c.mu.Unlock()
 
 	start := c.cfg.Now()
-	cert, err := IssueWorkloadCert(ca, w.id, validity, c.cfg.KeyType, start)
+	cert, err := IssueWorkloadCert(ca, id, validity, c.cfg.KeyType, start)
 	if err != nil {
 		return nil, err
 	}
 	c.metrics.issued.Inc()
 	c.metrics.issueSeconds.Observe(c.cfg.Now().Sub(start).Seconds())
-	c.metrics.workloadExpiry.WithLabelValues(w.id.Mesh).Set(float64(cert.NotAfter.Unix()))
-	e := &certEntry{caVersion: caVersion, cert: cert, version: contentVersion(cert.ChainPEM), res: map[string]*anypb.Any{}}
-	for _, name := range []string{NameIdentityCert, AliasIdentity} {
-		a, err := anypb.New(&tlsv3.Secret{
-			Name: name,
-			Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
-				CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cert.ChainPEM}},
-				PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cert.KeyPEM}},
-			}},
-		})
-		if err != nil {
-			return nil, fmt.Errorf("serializing workload certificate: %w", err)
-		}
-		e.res[name] = a
+	c.metrics.workloadExpiry.WithLabelValues(id.Mesh).Set(float64(cert.NotAfter.Unix()))
+	res, err := identityResource(NameIdentityCert, cert)
+	if err != nil {
+		return nil, err
 	}
+	e := &certEntry{caVersion: caVersion, serial: cert.Serial, notAfter: cert.NotAfter, version: contentVersion(cert.ChainPEM), res: res}
 	renewAt := RenewalTime(cert.NotBefore, cert.NotAfter, c.cfg.Jitter())
-	key, mesh := w.idKey, w.id.Mesh
+	mesh := id.Mesh
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -423,6 +572,22 @@ func (c *Cache) issue(w *watcher, ca *meshconfig.CA, validity time.Duration, caV
 	e.stop = c.cfg.AfterFunc(renewAt.Sub(c.cfg.Now()), func() { c.renew(mesh, key, e) })
 	c.certs[key] = e
 	return e, nil
+}
+
+// identityResource serializes cert as the Secret called name.
+func identityResource(name string, cert *WorkloadCert) (*anypb.Any, error) {
+	a := &anypb.Any{}
+	err := anypb.MarshalFrom(a, &tlsv3.Secret{
+		Name: name,
+		Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cert.ChainPEM}},
+			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cert.KeyPEM}},
+		}},
+	}, proto.MarshalOptions{Deterministic: true})
+	if err != nil {
+		return nil, fmt.Errorf("serializing workload certificate: %w", err)
+	}
+	return a, nil
 }
 
 // renew evicts e, the certificate of identity key, and wakes the streams

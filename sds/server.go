@@ -320,10 +320,11 @@ func (s *Server) serveSotW(stream grpc.BidiStreamingServer[discoveryv3.Discovery
 	if err := handle(first); err != nil {
 		return err
 	}
+	requests := s.metrics.requests.WithLabelValues(api) // looked up once, counted per ACK
 	for {
 		select {
 		case req := <-reqs:
-			s.metrics.requests.WithLabelValues(api).Inc()
+			requests.Inc()
 			if err := handle(req); err != nil {
 				return err
 			}
@@ -457,10 +458,11 @@ func (s *Server) serveDelta(stream grpc.BidiStreamingServer[discoveryv3.DeltaDis
 	if err := handle(first); err != nil {
 		return err
 	}
+	requests := s.metrics.requests.WithLabelValues(api) // looked up once, counted per ACK
 	for {
 		select {
 		case req := <-reqs:
-			s.metrics.requests.WithLabelValues(api).Inc()
+			requests.Inc()
 			if err := handle(req); err != nil {
 				return err
 			}
@@ -489,7 +491,7 @@ func (s *Server) resource(w *watcher, name string, info *streamInfo) (*anypb.Any
 			return nil, "", false, err
 		}
 		if info != nil {
-			info.setCert(e.cert.Serial, e.cert.NotAfter)
+			info.setCert(e.serial, e.notAfter)
 		}
 		return res, e.version, res != nil, nil
 	case kindBundle:
@@ -552,7 +554,11 @@ func (s *Server) recordAck(info *streamInfo, api, version string, detail *rpcsta
 		s.log.Warn("data plane rejected secrets", keyMesh, info.id.Mesh, keyDataplane, info.id.Name, keyAPI, api, "message", detail.GetMessage())
 		return
 	}
-	s.metrics.acks.WithLabelValues(api).Inc()
+	if info.acks != nil {
+		info.acks.Inc()
+	} else {
+		s.metrics.acks.WithLabelValues(api).Inc()
+	}
 	info.lastACK = now
 	info.lastACKVersion = version
 }
@@ -577,8 +583,17 @@ func (s *Server) countUnknown(names []string, info *streamInfo) {
 	}
 }
 
-// canonNames sorts and de-duplicates requested names.
+// canonNames sorts and de-duplicates requested names. Names that are
+// already (every ACK repeats the names of the last request) are returned
+// as they are.
 func canonNames(names []string) []string {
+	strict := true
+	for i := 1; i < len(names) && strict; i++ {
+		strict = names[i-1] < names[i]
+	}
+	if strict {
+		return names
+	}
 	out := slices.Clone(names)
 	sort.Strings(out)
 	return slices.Compact(out)
@@ -599,15 +614,14 @@ func interestOf(names []string) uint32 {
 
 // GRPCServerOptions are the gRPC server options SDS needs to carry tens of
 // thousands of connections that are idle nearly all the time: small read
-// buffers (taken from a pool only while a read is pending), small write
-// buffers shared through a pool between flushes instead of 32 KiB held by
-// every connection, and fixed flow-control windows, which also turns off the
+// and write buffers (both taken from pools only while a read is pending or
+// a write is being flushed, instead of 32 KiB each held by every
+// connection), and fixed flow-control windows, which also turns off the
 // bandwidth-delay pings gRPC otherwise sends on every connection.
 func GRPCServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ReadBufferSize(8 << 10),
 		grpc.WriteBufferSize(16 << 10),
-		grpc.SharedWriteBuffer(true),
 		grpc.InitialWindowSize(64 << 10),
 		grpc.InitialConnWindowSize(64 << 10),
 	}

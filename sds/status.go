@@ -5,6 +5,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // streamInfo is the live status of one stream, shown in /dataplanes.
@@ -12,6 +14,7 @@ type streamInfo struct {
 	id        *Identity
 	api       string
 	connected time.Time
+	acks      prometheus.Counter // of api
 
 	mu              sync.Mutex
 	names           []string
@@ -38,7 +41,7 @@ func (i *streamInfo) setCert(serial string, notAfter time.Time) {
 
 // track registers an open stream of id.
 func (s *Server) track(id *Identity, api string) *streamInfo {
-	info := &streamInfo{id: id, api: api, connected: s.now()}
+	info := &streamInfo{id: id, api: api, connected: s.now(), acks: s.metrics.acks.WithLabelValues(api)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.streams[info] = struct{}{}

@@ -1,0 +1,279 @@
+package loadgen
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"time"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+)
+
+// CA is a certificate authority the load generator makes.
+type CA struct {
+	Cert    *x509.Certificate
+	CertPEM []byte
+	KeyPEM  []byte
+	key     *ecdsa.PrivateKey
+}
+
+// newCA makes an ECDSA P-256 CA valid from an hour before now for 30 days,
+// signed by parent (self-signed when nil). A non-nil key is reused.
+func newCA(cn string, parent *CA, key *ecdsa.PrivateKey, now time.Time) (*CA, error) {
+	if key == nil {
+		var err error
+		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			return nil, fmt.Errorf("generating CA key: %w", err)
+		}
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("generating serial: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(30 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	issuer, signer := tmpl, key
+	if parent != nil {
+		issuer, signer = parent.Cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
+	if err != nil {
+		return nil, fmt.Errorf("signing CA: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{
+		Cert:    cert,
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		key:     key,
+	}, nil
+}
+
+// MeshCA is a mesh's provided CA as the load generator lays it out: a root,
+// which is the trust bundle, and an intermediate, which signs the workload
+// certificates.
+type MeshCA struct {
+	Root, Intermediate *CA
+}
+
+// NewMeshCA makes a new root and intermediate, both with new keys.
+func NewMeshCA(name string, now time.Time) (*MeshCA, error) {
+	root, err := newCA(name+" root", nil, nil, now)
+	if err != nil {
+		return nil, err
+	}
+	inter, err := newCA(name+" intermediate", root, nil, now)
+	if err != nil {
+		return nil, err
+	}
+	return &MeshCA{Root: root, Intermediate: inter}, nil
+}
+
+// ReissueRoot returns m with its root certificate re-issued: the same key
+// and name, a new serial and validity. The intermediate stays valid, so
+// workload certificates do not change; only the trust bundle does.
+func (m *MeshCA) ReissueRoot(now time.Time) (*MeshCA, error) {
+	root, err := newCA(m.Root.Cert.Subject.CommonName, nil, m.Root.key, now.Add(time.Second))
+	if err != nil {
+		return nil, err
+	}
+	return &MeshCA{Root: root, Intermediate: m.Intermediate}, nil
+}
+
+// CertPEM is the content of the ca-cert secret: the intermediate, then the
+// root.
+func (m *MeshCA) CertPEM() []byte {
+	return append(append([]byte{}, m.Intermediate.CertPEM...), m.Root.CertPEM...)
+}
+
+// KeyPEM is the content of the ca-key secret.
+func (m *MeshCA) KeyPEM() []byte { return m.Intermediate.KeyPEM }
+
+// stateDir is where, inside a mesh directory, the load generator keeps the
+// keys of the CA it installed, for the next change. Hidden: meshsds ignores
+// it.
+const stateDir = ".meshsds-load"
+
+var stateFiles = [4]string{"root.pem", "root-key.pem", "intermediate.pem", "intermediate-key.pem"}
+
+// save keeps m in meshDir's state directory.
+func (m *MeshCA) save(meshDir string) error {
+	dir := filepath.Join(meshDir, stateDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for i, data := range [][]byte{m.Root.CertPEM, m.Root.KeyPEM, m.Intermediate.CertPEM, m.Intermediate.KeyPEM} {
+		if err := writeAtomic(filepath.Join(dir, stateFiles[i]), data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// LoadMeshCA reads the CA the load generator installed in meshDir (see
+// WriteSecretsDir).
+func LoadMeshCA(meshDir string) (*MeshCA, error) {
+	var data [4][]byte
+	for i, name := range stateFiles {
+		b, err := os.ReadFile(filepath.Join(meshDir, stateDir, name))
+		if err != nil {
+			return nil, fmt.Errorf("%s was not laid out by meshsds-load setup: %w", meshDir, err)
+		}
+		data[i] = b
+	}
+	root, err := parseCA(data[0], data[1])
+	if err != nil {
+		return nil, err
+	}
+	inter, err := parseCA(data[2], data[3])
+	if err != nil {
+		return nil, err
+	}
+	return &MeshCA{Root: root, Intermediate: inter}, nil
+}
+
+func parseCA(certPEM, keyPEM []byte) (*CA, error) {
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, errors.New("CA state: no PEM block")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	key, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, errors.New("CA state: not an ECDSA key")
+	}
+	return &CA{Cert: cert, CertPEM: certPEM, KeyPEM: keyPEM, key: key}, nil
+}
+
+// MeshManifest is a Mesh using the provided CA in the raw secret files
+// ca-cert and ca-key of its directory.
+func MeshManifest(mesh string) []byte {
+	return fmt.Appendf(nil, `type: Mesh
+name: %s
+mtls:
+  enabledBackend: ca-1
+  backends:
+  - name: ca-1
+    type: provided
+    dpCert:
+      rotation:
+        expiration: 24h
+    config:
+      cert: { secret: ca-cert }
+      key: { secret: ca-key }
+`, mesh)
+}
+
+// WriteSecretsDir lays out a --secrets-dir serving mesh with ca.
+func WriteSecretsDir(dir, mesh string, ca *MeshCA) error {
+	if err := os.MkdirAll(filepath.Join(dir, mesh), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "mesh-"+mesh+".yaml"), MeshManifest(mesh), 0o600); err != nil {
+		return err
+	}
+	_, err := ReplaceFiles(filepath.Join(dir, mesh), nil, ca)
+	return err
+}
+
+// ReplaceFiles replaces the files of meshDir that differ between from (nil:
+// none exist yet) and to: ca-cert, then ca-key, each by writing a temporary
+// file and renaming it over the old one. It returns when the last rename
+// was done. Between two renames the certificate and key do not match, which
+// meshsds refuses, keeping the previous CA: the change is complete, and can
+// be pushed, only from the returned time on.
+func ReplaceFiles(meshDir string, from, to *MeshCA) (time.Time, error) {
+	for _, f := range []struct {
+		name     string
+		old, new []byte
+	}{{"ca-cert", nil, to.CertPEM()}, {"ca-key", nil, to.KeyPEM()}} {
+		if from != nil {
+			if f.name == "ca-cert" {
+				f.old = from.CertPEM()
+			} else {
+				f.old = from.KeyPEM()
+			}
+		}
+		if bytes.Equal(f.old, f.new) {
+			continue
+		}
+		if err := writeAtomic(filepath.Join(meshDir, f.name), f.new); err != nil {
+			return time.Time{}, err
+		}
+	}
+	at := time.Now()
+	return at, to.save(meshDir)
+}
+
+func writeAtomic(path string, data []byte) error {
+	// A hidden temporary name: the file source ignores it.
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".new-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) //nolint:errcheck // gone after the rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close() //nolint:errcheck,gosec // already failing
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// HeldBy returns a check that a secret comes from ca: a trust bundle that is
+// exactly its root, or an identity whose leaf its intermediate signed.
+func HeldBy(ca *MeshCA) func(Kind, *tlsv3.Secret) error {
+	return func(k Kind, sec *tlsv3.Secret) error {
+		if k == KindBundle {
+			if !bytes.Equal(sec.GetValidationContext().GetTrustedCa().GetInlineBytes(), ca.Root.CertPEM) {
+				return errors.New("trust bundle is not the expected root")
+			}
+			return nil
+		}
+		block, _ := pem.Decode(sec.GetTlsCertificate().GetCertificateChain().GetInlineBytes())
+		if block == nil {
+			return errors.New("certificate chain holds no PEM block")
+		}
+		leaf, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return fmt.Errorf("parsing leaf: %w", err)
+		}
+		if err := leaf.CheckSignatureFrom(ca.Intermediate.Cert); err != nil {
+			return fmt.Errorf("leaf not signed by the expected CA: %w", err)
+		}
+		return nil
+	}
+}

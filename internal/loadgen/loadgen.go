@@ -1,0 +1,666 @@
+// Package loadgen simulates a fleet of Envoy data planes against an SDS
+// server: each data plane is its own gRPC connection with one stream per
+// secret (what Envoy does without ADS), or one ADS stream, or delta streams.
+// It measures how long it takes until every stream is served (the connection
+// storm) and, after a change such as a CA rotation, how long until every
+// stream holds the new secrets (the fan-out). It also carries the benchmark
+// driver behind "make bench" (see Bench).
+//
+// The streams behave like Envoy's: they ACK what they accept and NACK what
+// they cannot use, without ever resending the same request in a loop.
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// SecretTypeURL is the xDS type of SDS secrets.
+const SecretTypeURL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+// The secrets every simulated data plane asks for.
+const (
+	NameIdentity = "identity_cert"
+	NameBundle   = "mesh_ca"
+)
+
+// API is how the simulated data planes talk to the server.
+type API string
+
+// Supported APIs.
+const (
+	// APISotW opens one SDS StreamSecrets stream per secret, as Envoy does
+	// for SDS without ADS: two streams per data plane.
+	APISotW API = "sotw"
+	// APIDelta opens one DeltaSecrets stream per secret.
+	APIDelta API = "delta"
+	// APIADS opens one ADS state-of-the-world stream asking for both.
+	APIADS API = "ads"
+	// APIADSDelta opens one ADS delta stream subscribing to both.
+	APIADSDelta API = "ads-delta"
+)
+
+// ParseAPI checks s names a supported API.
+func ParseAPI(s string) (API, error) {
+	switch a := API(s); a {
+	case APISotW, APIDelta, APIADS, APIADSDelta:
+		return a, nil
+	}
+	return "", fmt.Errorf("api must be sotw, delta, ads or ads-delta, not %q", s)
+}
+
+// Kind says what a secret is.
+type Kind int
+
+// Kinds of secrets.
+const (
+	KindIdentity Kind = iota
+	KindBundle
+)
+
+func (k Kind) String() string {
+	if k == KindBundle {
+		return NameBundle
+	}
+	return NameIdentity
+}
+
+// Config configures a Fleet.
+type Config struct {
+	// Addr is the SDS server's host:port.
+	Addr string
+	// DataPlanes is how many Envoys to simulate.
+	DataPlanes int
+	// Mesh the data planes belong to; names are Prefix + index.
+	Mesh   string
+	Prefix string
+	// API of the streams; default APISotW.
+	API API
+	// Token returns the dataplane token of data plane i (node id
+	// "<mesh>.<prefix><i>"), or "" to send none (server with --auth none).
+	// Nil sends none.
+	Token func(i int) string
+	// Concurrency bounds how many data planes connect at once; default 2000.
+	Concurrency int
+	// Client is the gRPC client implementation: ClientH2 (default) or
+	// ClientGRPCGo.
+	Client string
+}
+
+// Clients.
+const (
+	// ClientH2 speaks gRPC over golang.org/x/net/http2 directly (see h2.go).
+	ClientH2 = "h2"
+	// ClientGRPCGo uses a grpc-go ClientConn per data plane.
+	ClientGRPCGo = "grpc-go"
+)
+
+// Fleet is a running set of simulated data planes.
+type Fleet struct {
+	cfg   Config
+	conns []io.Closer
+	slots []*slot
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	phase    atomic.Pointer[phase]
+	errs     atomic.Int64
+	nacks    atomic.Int64
+	errMu    sync.Mutex
+	firstErr error
+}
+
+// slot is one secret held by one stream: its latest version and content and,
+// for the current phase, when it first changed.
+type slot struct {
+	dp   int
+	kind Kind
+	name string
+
+	mu        sync.Mutex
+	version   uint64 // a hash of the content; 0 before the first
+	secret    *tlsv3.Secret
+	base      uint64 // version at the start of the phase
+	counted   *phase
+	arrivedAt time.Time // when it changed in the counted phase
+}
+
+// phase is one measurement: the storm or one change. It is done when every
+// slot of the kinds it watches received a version other than its base.
+type phase struct {
+	watch      [2]bool // by Kind
+	pending    atomic.Int64
+	done       chan struct{}
+	unexpected atomic.Int64 // changes of slots it does not watch
+}
+
+func newPhase(slots []*slot, kinds ...Kind) *phase {
+	p := &phase{done: make(chan struct{})}
+	for _, k := range kinds {
+		p.watch[k] = true
+	}
+	n := 0
+	for _, sl := range slots {
+		if p.watch[sl.kind] {
+			n++
+		}
+	}
+	p.pending.Store(int64(n))
+	if n == 0 {
+		close(p.done)
+	}
+	return p
+}
+
+// Start connects every data plane and opens its streams, at most
+// cfg.Concurrency at a time, and returns once all are opened (not yet
+// served: see WaitServed). ctx bounds the whole life of the fleet; Close
+// ends it.
+func Start(ctx context.Context, cfg Config) (*Fleet, time.Time, error) {
+	if cfg.DataPlanes <= 0 {
+		return nil, time.Time{}, errors.New("dataplanes must be positive")
+	}
+	if cfg.API == "" {
+		cfg.API = APISotW
+	}
+	if _, err := ParseAPI(string(cfg.API)); err != nil {
+		return nil, time.Time{}, err
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 2000
+	}
+	switch cfg.Client {
+	case "":
+		cfg.Client = ClientH2
+	case ClientH2, ClientGRPCGo:
+	default:
+		return nil, time.Time{}, fmt.Errorf("client must be %s or %s, not %q", ClientH2, ClientGRPCGo, cfg.Client)
+	}
+	if cfg.Mesh == "" {
+		cfg.Mesh = "default"
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "dp-"
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	f := &Fleet{cfg: cfg, conns: make([]io.Closer, cfg.DataPlanes), ctx: fctx, cancel: cancel}
+	for i := range cfg.DataPlanes {
+		f.slots = append(f.slots, &slot{dp: i, kind: KindIdentity, name: NameIdentity}, &slot{dp: i, kind: KindBundle, name: NameBundle})
+	}
+	f.phase.Store(newPhase(f.slots, KindIdentity, KindBundle))
+
+	start := time.Now()
+	sem := make(chan struct{}, cfg.Concurrency)
+	var wg sync.WaitGroup
+	var dialErr atomic.Pointer[error]
+	for i := range cfg.DataPlanes {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := f.connect(i); err != nil {
+				dialErr.CompareAndSwap(nil, &err)
+			}
+		}()
+	}
+	wg.Wait()
+	if p := dialErr.Load(); p != nil {
+		f.Close()
+		return nil, time.Time{}, *p
+	}
+	return f, start, nil
+}
+
+// tokenCreds sends a dataplane token with every call, as Envoy's
+// initial_metadata does.
+type tokenCreds string
+
+func (t tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+func (tokenCreds) RequireTransportSecurity() bool { return false }
+
+// gRPC methods the simulated data planes call.
+const (
+	methodSotW     = "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets"
+	methodDelta    = "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets"
+	methodADS      = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+	methodADSDelta = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+)
+
+type (
+	sotwStream interface {
+		Send(*discoveryv3.DiscoveryRequest) error
+		Recv() (*discoveryv3.DiscoveryResponse, error)
+	}
+	deltaStream interface {
+		Send(*discoveryv3.DeltaDiscoveryRequest) error
+		Recv() (*discoveryv3.DeltaDiscoveryResponse, error)
+	}
+)
+
+// connect dials data plane i and opens its streams.
+func (f *Fleet) connect(i int) error {
+	token := ""
+	if f.cfg.Token != nil {
+		token = f.cfg.Token(i)
+	}
+	node := &corev3.Node{Id: f.cfg.Mesh + "." + f.cfg.Prefix + strconv.Itoa(i), Cluster: f.cfg.Prefix + strconv.Itoa(i)}
+	id, bundle := f.slots[2*i], f.slots[2*i+1]
+	var (
+		sotw  func(method string) (sotwStream, error)
+		delta func(method string) (deltaStream, error)
+	)
+	if f.cfg.Client == ClientGRPCGo {
+		conn, err := f.dialGRPC(token)
+		if err != nil {
+			return err
+		}
+		f.conns[i] = conn
+		sotw = func(method string) (sotwStream, error) {
+			if method == methodADS {
+				return discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(f.ctx)
+			}
+			return secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(f.ctx)
+		}
+		delta = func(method string) (deltaStream, error) {
+			if method == methodADSDelta {
+				return discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(f.ctx)
+			}
+			return secretv3.NewSecretDiscoveryServiceClient(conn).DeltaSecrets(f.ctx)
+		}
+	} else {
+		conn, err := dialH2(f.ctx, f.cfg.Addr, token)
+		if err != nil {
+			return fmt.Errorf("dialing %s: %w", f.cfg.Addr, err)
+		}
+		f.conns[i] = conn
+		sotw = func(method string) (sotwStream, error) {
+			return newH2Stream[*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse](f.ctx, conn, method), nil
+		}
+		delta = func(method string) (deltaStream, error) {
+			return newH2Stream[*discoveryv3.DeltaDiscoveryRequest, *discoveryv3.DeltaDiscoveryResponse](f.ctx, conn, method), nil
+		}
+	}
+	type open struct {
+		method string
+		slots  []*slot
+	}
+	var opens []open
+	switch f.cfg.API {
+	case APISotW:
+		opens = []open{{methodSotW, []*slot{id}}, {methodSotW, []*slot{bundle}}}
+	case APIADS:
+		opens = []open{{methodADS, []*slot{id, bundle}}}
+	case APIDelta:
+		opens = []open{{methodDelta, []*slot{id}}, {methodDelta, []*slot{bundle}}}
+	default:
+		opens = []open{{methodADSDelta, []*slot{id, bundle}}}
+	}
+	for _, o := range opens {
+		var err error
+		if o.method == methodSotW || o.method == methodADS {
+			var st sotwStream
+			if st, err = sotw(o.method); err == nil {
+				err = f.runSotW(st, node, o.slots)
+			}
+		} else {
+			var st deltaStream
+			if st, err = delta(o.method); err == nil {
+				err = f.runDelta(st, node, o.slots)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("opening stream: %w", err)
+		}
+	}
+	return nil
+}
+
+// dialGRPC makes a grpc-go ClientConn for one data plane.
+func (f *Fleet) dialGRPC(token string) (*grpc.ClientConn, error) {
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Thousands of connections in one process: keep their buffers
+		// small, like a real Envoy's are per connection.
+		grpc.WithReadBufferSize(4 << 10),
+		grpc.WithWriteBufferSize(4 << 10),
+	}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds(token)))
+	}
+	conn, err := grpc.NewClient("passthrough:///"+f.cfg.Addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dialing %s: %w", f.cfg.Addr, err)
+	}
+	return conn, nil
+}
+
+func namesOf(slots []*slot) []string {
+	names := make([]string, len(slots))
+	for i, s := range slots {
+		names[i] = s.name
+	}
+	return names
+}
+
+// runSotW sends the first request of a state-of-the-world stream for
+// slots and runs its receive loop in a goroutine: every response is checked
+// like Envoy checks secrets, then ACKed or NACKed.
+func (f *Fleet) runSotW(s sotwStream, node *corev3.Node, slots []*slot) error {
+	names := namesOf(slots)
+	if err := s.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNames: names}); err != nil {
+		return fmt.Errorf("sending first request: %w", err)
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		acked := ""
+		for {
+			resp, err := s.Recv()
+			if err != nil {
+				f.streamEnded(err)
+				return
+			}
+			now := time.Now()
+			secrets, err := decode(resp.GetResources(), slots)
+			req := &discoveryv3.DiscoveryRequest{TypeUrl: SecretTypeURL, ResourceNames: names, ResponseNonce: resp.GetNonce()}
+			if err != nil {
+				f.nacks.Add(1)
+				req.VersionInfo = acked
+				req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+			} else {
+				acked = resp.GetVersionInfo()
+				req.VersionInfo = acked
+				for _, sl := range slots {
+					if h, ok := secrets[sl.name]; ok {
+						f.observe(sl, h, now)
+					}
+				}
+			}
+			if err := s.Send(req); err != nil {
+				f.streamEnded(err)
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+// runDelta sends the first request of an incremental stream subscribing
+// to slots and runs its receive loop in a goroutine.
+func (f *Fleet) runDelta(s deltaStream, node *corev3.Node, slots []*slot) error {
+	if err := s.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNamesSubscribe: namesOf(slots)}); err != nil {
+		return fmt.Errorf("sending first request: %w", err)
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		for {
+			resp, err := s.Recv()
+			if err != nil {
+				f.streamEnded(err)
+				return
+			}
+			now := time.Now()
+			anys := make([]*anypb.Any, 0, len(resp.GetResources()))
+			for _, r := range resp.GetResources() {
+				anys = append(anys, r.GetResource())
+			}
+			secrets, err := decode(anys, slots)
+			req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: SecretTypeURL, ResponseNonce: resp.GetNonce()}
+			if err != nil {
+				f.nacks.Add(1)
+				req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+			} else {
+				for _, sl := range slots {
+					if h, ok := secrets[sl.name]; ok {
+						f.observe(sl, h, now)
+					}
+				}
+			}
+			if err := s.Send(req); err != nil {
+				f.streamEnded(err)
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+// held is a secret as received, with a hash of its content: a version
+// independent of how the API versions responses.
+type held struct {
+	secret *tlsv3.Secret
+	sum    uint64
+}
+
+var contentSeed = maphash.MakeSeed()
+
+// decode unpacks secrets and applies the checks Envoy makes before using
+// them: a known, requested name, the right type for it, and content.
+func decode(anys []*anypb.Any, slots []*slot) (map[string]held, error) {
+	out := make(map[string]held, len(anys))
+	for _, a := range anys {
+		sec := &tlsv3.Secret{}
+		if err := a.UnmarshalTo(sec); err != nil {
+			return nil, fmt.Errorf("decoding secret: %w", err)
+		}
+		var want *slot
+		for _, sl := range slots {
+			if sl.name == sec.GetName() {
+				want = sl
+			}
+		}
+		if want == nil {
+			return nil, fmt.Errorf("secret %q was not requested", sec.GetName())
+		}
+		switch want.kind {
+		case KindIdentity:
+			tc := sec.GetTlsCertificate()
+			if len(tc.GetCertificateChain().GetInlineBytes()) == 0 || len(tc.GetPrivateKey().GetInlineBytes()) == 0 {
+				return nil, fmt.Errorf("secret %q has no certificate chain and key", sec.GetName())
+			}
+		case KindBundle:
+			if len(sec.GetValidationContext().GetTrustedCa().GetInlineBytes()) == 0 {
+				return nil, fmt.Errorf("secret %q has no trusted CA", sec.GetName())
+			}
+		}
+		out[sec.GetName()] = held{secret: sec, sum: maphash.Bytes(contentSeed, a.GetValue()) | 1}
+	}
+	return out, nil
+}
+
+// observe records that sl now holds h, and counts it towards the current
+// phase when it differs from the slot's base.
+func (f *Fleet) observe(sl *slot, h held, now time.Time) {
+	ph := f.phase.Load()
+	sl.mu.Lock()
+	changed := h.sum != sl.version
+	sl.version, sl.secret = h.sum, h.secret
+	count := sl.counted != ph && h.sum != sl.base && ph.watch[sl.kind]
+	if count {
+		sl.counted, sl.arrivedAt = ph, now
+	}
+	sl.mu.Unlock()
+	if changed && !ph.watch[sl.kind] {
+		ph.unexpected.Add(1)
+	}
+	if count && ph.pending.Add(-1) == 0 {
+		close(ph.done)
+	}
+}
+
+// streamEnded counts a stream that ended other than by Close.
+func (f *Fleet) streamEnded(err error) {
+	if f.ctx.Err() != nil || status.Code(err) == codes.Canceled {
+		return
+	}
+	if errors.Is(err, io.EOF) {
+		err = errors.New("server closed the stream")
+	}
+	f.errs.Add(1)
+	f.errMu.Lock()
+	if f.firstErr == nil {
+		f.firstErr = err
+	}
+	f.errMu.Unlock()
+}
+
+// Mark starts a new phase: from now on Wait waits until every secret of
+// kinds holds a version other than the one it holds now, and counts changes
+// of other secrets as unexpected. Call it before the change is made.
+func (f *Fleet) Mark(kinds ...Kind) {
+	ph := newPhase(f.slots, kinds...)
+	for _, sl := range f.slots {
+		sl.mu.Lock()
+		sl.base = sl.version
+		sl.mu.Unlock()
+	}
+	f.phase.Store(ph)
+}
+
+// Latencies are the per-secret delays of one phase, measured from its start.
+type Latencies struct {
+	Count int     `json:"count"`
+	Min   float64 `json:"min"`
+	P50   float64 `json:"p50"`
+	P99   float64 `json:"p99"`
+	Max   float64 `json:"max"`
+}
+
+// PhaseResult is the outcome of waiting for a phase.
+type PhaseResult struct {
+	// All covers every secret; Identity and Bundle each kind.
+	All      Latencies `json:"all"`
+	Identity Latencies `json:"identity"`
+	Bundle   Latencies `json:"bundle"`
+	// Missing is how many secrets had not changed when the wait ended.
+	Missing int `json:"missing"`
+	// Unexpected is how many secrets of other kinds changed meanwhile.
+	Unexpected int `json:"unexpected"`
+}
+
+// Wait waits until every secret changed in the current phase (or served at
+// all, for the storm), or ctx ends, and reports the delays measured from
+// start.
+func (f *Fleet) Wait(ctx context.Context, start time.Time) PhaseResult {
+	ph := f.phase.Load()
+	select {
+	case <-ph.done:
+	case <-ctx.Done():
+	}
+	var all, id, bundle []time.Duration
+	missing := 0
+	for _, sl := range f.slots {
+		if !ph.watch[sl.kind] {
+			continue
+		}
+		sl.mu.Lock()
+		counted, at := sl.counted == ph, sl.arrivedAt
+		sl.mu.Unlock()
+		if !counted {
+			missing++
+			continue
+		}
+		d := at.Sub(start)
+		all = append(all, d)
+		if sl.kind == KindBundle {
+			bundle = append(bundle, d)
+		} else {
+			id = append(id, d)
+		}
+	}
+	return PhaseResult{All: summarize(all), Identity: summarize(id), Bundle: summarize(bundle), Missing: missing, Unexpected: int(ph.unexpected.Load())}
+}
+
+// summarize computes nearest-rank percentiles.
+func summarize(ds []time.Duration) Latencies {
+	if len(ds) == 0 {
+		return Latencies{}
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	rank := func(p float64) float64 {
+		i := int(p*float64(len(ds)) + 0.999999)
+		i = min(max(i, 1), len(ds))
+		return ds[i-1].Seconds()
+	}
+	return Latencies{Count: len(ds), Min: ds[0].Seconds(), P50: rank(0.50), P99: rank(0.99), Max: ds[len(ds)-1].Seconds()}
+}
+
+// Check runs fn on every secret the fleet holds and returns how many it
+// refused, with the first refusal.
+func (f *Fleet) Check(fn func(Kind, *tlsv3.Secret) error) (int, error) {
+	bad := 0
+	var first error
+	for _, sl := range f.slots {
+		sl.mu.Lock()
+		sec := sl.secret
+		sl.mu.Unlock()
+		var err error
+		if sec == nil {
+			err = fmt.Errorf("data plane %d holds no %s", sl.dp, sl.name)
+		} else {
+			err = fn(sl.kind, sec)
+		}
+		if err != nil {
+			bad++
+			if first == nil {
+				first = fmt.Errorf("data plane %d %s: %w", sl.dp, sl.name, err)
+			}
+		}
+	}
+	return bad, first
+}
+
+// Errors is how many streams ended unexpectedly, with the first reason.
+func (f *Fleet) Errors() (int, error) {
+	f.errMu.Lock()
+	defer f.errMu.Unlock()
+	return int(f.errs.Load()), f.firstErr
+}
+
+// NACKs is how many responses the fleet rejected.
+func (f *Fleet) NACKs() int { return int(f.nacks.Load()) }
+
+// Streams is how many streams the fleet holds open.
+func (f *Fleet) Streams() int {
+	switch f.cfg.API {
+	case APISotW, APIDelta:
+		return 2 * f.cfg.DataPlanes
+	}
+	return f.cfg.DataPlanes
+}
+
+// Close ends every stream and connection and waits for the receive loops.
+func (f *Fleet) Close() {
+	f.cancel()
+	for _, c := range f.conns {
+		if c != nil {
+			_ = c.Close()
+		}
+	}
+	f.wg.Wait()
+}

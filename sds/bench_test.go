@@ -1,0 +1,185 @@
+package sds
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshsds/meshsds/internal/sdstest"
+	"github.com/meshsds/meshsds/meshconfig"
+)
+
+// benchCA is a parsed test CA for benchmarks.
+func benchCA(b *testing.B) *meshconfig.CA {
+	b.Helper()
+	root := sdstest.NewRootCA(b, "bench root")
+	ca, err := meshconfig.ParseCA(root.CertPEM, root.KeyPEM, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ca
+}
+
+func benchIdentity(i int) *Identity {
+	name := fmt.Sprintf("web-%d", i)
+	return &Identity{Mesh: "default", Name: name, Tags: map[string][]string{ServiceTag: {"web"}, "version": {"v1"}}}
+}
+
+// BenchmarkIssueWorkloadCert is the cost of one workload certificate: key
+// generation, signing and PEM encoding.
+func BenchmarkIssueWorkloadCert(b *testing.B) {
+	ca := benchCA(b)
+	id := benchIdentity(0)
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := IssueWorkloadCert(ca, id, 24*time.Hour, KeyECDSA, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkIssueWorkloadCertParallel is issuing on every core at once, as a
+// CA rotation does.
+func BenchmarkIssueWorkloadCertParallel(b *testing.B) {
+	ca := benchCA(b)
+	now := time.Now()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		id := benchIdentity(0)
+		for pb.Next() {
+			if _, err := IssueWorkloadCert(ca, id, 24*time.Hour, KeyECDSA, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkBuildAndMarshalResponse is what a push costs a stream once the
+// secrets exist: collecting the shared resources and serializing the
+// response as gRPC does.
+func BenchmarkBuildAndMarshalResponse(b *testing.B) {
+	for _, names := range [][]string{{NameMeshCA}, {NameIdentityCert}, {NameIdentityCert, NameMeshCA}} {
+		b.Run(fmt.Sprint(names), func(b *testing.B) {
+			cache := NewCache(CacheConfig{})
+			cache.Update(map[string]*meshconfig.ResolvedMesh{"default": {Name: "default", CA: benchCA(b), DPCertValidity: time.Hour}}, time.Now())
+			cache.SetReady()
+			srv, err := NewServer(ServerConfig{Cache: cache, Auth: NoAuth{}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			id := benchIdentity(0)
+			w := &watcher{id: id, idKey: id.key()}
+			if _, _, ready, err := srv.collect(w, names, nil); err != nil || !ready {
+				b.Fatal(err, ready)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				res, version, _, err := srv.collect(w, names, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				resp := &discoveryv3.DiscoveryResponse{VersionInfo: version, Resources: res, TypeUrl: SecretTypeURL, Nonce: "1"}
+				if _, err := proto.Marshal(resp); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPushToWatchers pushes one CA change to N data planes over real
+// gRPC streams on loopback (an identity_cert and a mesh_ca stream each) and
+// waits until every stream received it. It includes issuing N certificates.
+func BenchmarkPushToWatchers(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("dataplanes=%d", n), func(b *testing.B) {
+			benchPush(b, n)
+		})
+	}
+}
+
+func benchPush(b *testing.B, n int) {
+	cache := NewCache(CacheConfig{})
+	root := sdstest.NewRootCA(b, "bench root")
+	mesh := func(ca *sdstest.CA) map[string]*meshconfig.ResolvedMesh {
+		c, err := meshconfig.ParseCA(ca.CertPEM, ca.KeyPEM, time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return map[string]*meshconfig.ResolvedMesh{"default": {Name: "default", CA: c, DPCertValidity: time.Hour}}
+	}
+	cache.Update(mesh(root), time.Now())
+	cache.SetReady()
+	srv, err := NewServer(ServerConfig{Cache: cache, Auth: NoAuth{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	gs := grpc.NewServer(GRPCServerOptions()...)
+	srv.Register(gs)
+	lis := listenLoopback(b)
+	go func() { _ = gs.Serve(lis) }()
+	b.Cleanup(gs.Stop)
+
+	// Plain streams that ACK everything, counted on one channel.
+	got := make(chan struct{}, 2*n)
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	for i := range n {
+		conn := sdstest.Dial(b, lis.Addr().String(), "")
+		for _, name := range []string{NameIdentityCert, NameMeshCA} {
+			s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(metadata.NewOutgoingContext(ctx, nil))
+			if err != nil {
+				b.Fatal(err)
+			}
+			node := &corev3.Node{Id: fmt.Sprintf("default.dp-%d", i)}
+			if err := s.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNames: []string{name}}); err != nil {
+				b.Fatal(err)
+			}
+			go ackLoop(s, []string{name}, got)
+		}
+	}
+	for range 2 * n {
+		<-got
+	}
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		next := mesh(sdstest.NewRootCA(b, fmt.Sprint("bench root ", i)))
+		b.StartTimer()
+		cache.Update(next, time.Now())
+		for range 2 * n {
+			<-got
+		}
+	}
+}
+
+func ackLoop(s grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse], names []string, got chan<- struct{}) {
+	for {
+		resp, err := s.Recv()
+		if err != nil {
+			return
+		}
+		got <- struct{}{}
+		if err := s.Send(&discoveryv3.DiscoveryRequest{TypeUrl: SecretTypeURL, ResourceNames: names, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
+			return
+		}
+	}
+}
+
+func listenLoopback(b *testing.B) net.Listener {
+	b.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return lis
+}

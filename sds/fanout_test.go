@@ -1,0 +1,120 @@
+package sds
+
+import (
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshsds/meshsds/internal/sdstest"
+	"github.com/meshsds/meshsds/meshconfig"
+)
+
+// reissue makes a new certificate for ca's subject and key, as an operator
+// does to extend a root's validity without changing its key.
+func reissue(t *testing.T, ca *sdstest.CA) *sdstest.CA {
+	t.Helper()
+	tmpl := *ca.Cert
+	tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
+	tmpl.NotAfter = ca.Cert.NotAfter.Add(24 * time.Hour)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, ca.Key.Public(), ca.Key)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return &sdstest.CA{Cert: cert, Key: ca.Key, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), KeyPEM: ca.KeyPEM}
+}
+
+func chained(t *testing.T, inter, root *sdstest.CA) *meshconfig.ResolvedMesh {
+	t.Helper()
+	ca, err := meshconfig.ParseCA(append(append([]byte{}, inter.CertPEM...), root.CertPEM...), inter.KeyPEM, time.Now())
+	require.NoError(t, err)
+	return &meshconfig.ResolvedMesh{Name: "default", CA: ca, DPCertValidity: time.Hour}
+}
+
+func TestRootReissueIsABundleOnlyChange(t *testing.T) {
+	h := newHarness(t)
+	root := sdstest.NewRootCA(t, "root")
+	inter := sdstest.NewIntermediateCA(t, "intermediate", root)
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": chained(t, inter, root)}, time.Now())
+	h.cache.SetReady()
+	web := h.connect("default", "web-1", "web")
+	serial := web.held.Leaf.SerialNumber
+
+	// The same root key, a new root certificate: the workload
+	// certificates (leaf and intermediate) stay valid and are not
+	// re-issued; only the trust bundle changes.
+	root2 := reissue(t, root)
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": chained(t, inter, root2)}, time.Now())
+	web.refresh(t, false, true)
+	require.Equal(t, string(root2.CertPEM), string(web.bundleSecret.GetValidationContext().GetTrustedCa().GetInlineBytes()))
+	web.identity.ExpectNothing(quiet)
+	require.Equal(t, serial, web.held.Leaf.SerialNumber)
+	require.InDelta(t, 1, testutil.ToFloat64(h.metrics.issued), 0)
+
+	// A new intermediate under the same root is the opposite: new
+	// certificates, the same bundle.
+	inter2 := sdstest.NewIntermediateCA(t, "intermediate 2", root)
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": chained(t, inter2, root2)}, time.Now())
+	web.refresh(t, true, false)
+	web.bundle.ExpectNothing(quiet)
+	require.NotEqual(t, serial, web.held.Leaf.SerialNumber)
+	require.NoError(t, web.held.Leaf.CheckSignatureFrom(inter2.Cert))
+}
+
+// TestCAChangeIssuesOncePerDataplane checks the eager issuing on a CA change:
+// every data plane gets exactly one new certificate, shared by its streams,
+// however the wake-ups and requests interleave.
+func TestCAChangeIssuesOncePerDataplane(t *testing.T) {
+	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.IssueWorkers = 1 })
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca1"))}, time.Now())
+	h.cache.SetReady()
+	const n = 20
+	var wls []*workload
+	for i := range n {
+		wls = append(wls, h.connect("default", "dp-"+string(rune('a'+i)), "web"))
+		// A second identity_cert stream of the same data plane shares the
+		// certificate.
+	}
+	require.InDelta(t, n, testutil.ToFloat64(h.metrics.issued), 0)
+
+	ca2 := sdstest.NewRootCA(t, "ca2")
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", ca2)}, time.Now())
+	for _, w := range wls {
+		w.refresh(t, true, true)
+		require.NoError(t, w.held.Leaf.CheckSignatureFrom(ca2.Cert))
+	}
+	require.InDelta(t, 2*n, testutil.ToFloat64(h.metrics.issued), 0)
+	for _, w := range wls {
+		w.identity.ExpectNothing(10 * time.Millisecond)
+	}
+}
+
+// TestTwoCAChangesInARowSkipTheStaleIssuing checks that certificates still
+// queued for a CA that was replaced before they were signed are not signed:
+// every data plane ends with the last CA's certificate, and the work done is
+// about one certificate per data plane and CA that was served.
+func TestTwoCAChangesInARowSkipTheStaleIssuing(t *testing.T) {
+	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.IssueWorkers = 1 })
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca1"))}, time.Now())
+	h.cache.SetReady()
+	const n = 30
+	var wls []*workload
+	for i := range n {
+		wls = append(wls, h.connect("default", "dp-"+string(rune('a'+i)), "web"))
+	}
+	ca2, ca3 := resolved(t, "default", sdstest.NewRootCA(t, "ca2")), sdstest.NewRootCA(t, "ca3")
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": ca2}, time.Now())
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", ca3)}, time.Now())
+	for _, w := range wls {
+		for w.refresh(t, true, false); w.held.Leaf.CheckSignatureFrom(ca3.Cert) != nil; w.refresh(t, true, false) {
+		}
+	}
+	// ca1 and ca3 for everyone; of ca2, at most what the one worker
+	// started before ca3 arrived.
+	require.Less(t, testutil.ToFloat64(h.metrics.issued), float64(2*n+n/2))
+}
