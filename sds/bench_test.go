@@ -78,12 +78,12 @@ func BenchmarkBuildAndMarshalResponse(b *testing.B) {
 			}
 			id := benchIdentity(0)
 			w := &watcher{id: id, idKey: id.key()}
-			if _, _, ready, err := srv.collect(w, names, nil); err != nil || !ready {
+			if _, _, _, ready, err := srv.collect(w, names, nil); err != nil || !ready {
 				b.Fatal(err, ready)
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				res, version, _, err := srv.collect(w, names, nil)
+				res, version, _, _, err := srv.collect(w, names, nil)
 				if err != nil {
 					b.Fatal(err)
 				}

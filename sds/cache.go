@@ -63,6 +63,9 @@ type watcher struct {
 	interest atomic.Uint32
 	// since is the earliest unserved change (unix nanos), for push latency.
 	since atomic.Int64
+	// acked is what the data plane last acknowledged on this stream; CA
+	// changes wait on it. Guarded by the cache's mutex.
+	acked ackTag
 }
 
 func (w *watcher) notify(changedAt time.Time) {
@@ -76,8 +79,15 @@ func (w *watcher) notify(changedAt time.Time) {
 // meshState is what the cache serves for one mesh. Its bundle resources are
 // built and serialized once per change and shared by every stream.
 type meshState struct {
-	resolved  *meshconfig.ResolvedMesh
-	ca        *meshconfig.CA
+	resolved *meshconfig.ResolvedMesh
+	// ca signs workload certificates; during a CA change it is the old CA
+	// until every data plane trusts the new one (see rotation.go).
+	ca *meshconfig.CA
+	// target is the CA the mesh resolves to now.
+	target *meshconfig.CA
+	// trusted are the CAs in the trust bundle.
+	trusted []*meshconfig.CA
+	rotation
 	validity  time.Duration
 	caVersion string // identifies what a workload certificate depends on: a change re-issues
 	bundleVer string
@@ -143,6 +153,9 @@ type CacheConfig struct {
 	// Jitter returns a fraction in [-1, 1] moving each renewal; default
 	// uniform random.
 	Jitter func() float64
+	// RotationTimeout bounds each phase of a CA change: data planes that
+	// have not ACKed by then are not waited for any longer. Default 1m.
+	RotationTimeout time.Duration
 	// IssueWorkers bounds how many certificates are signed at once;
 	// default GOMAXPROCS. Issuing is pure CPU: more workers than cores
 	// only delay the pushes that need no issuing.
@@ -183,6 +196,9 @@ func NewCache(cfg CacheConfig) *Cache {
 	}
 	if cfg.Jitter == nil {
 		cfg.Jitter = func() float64 { return rand.Float64()*2 - 1 }
+	}
+	if cfg.RotationTimeout <= 0 {
+		cfg.RotationTimeout = time.Minute
 	}
 	if cfg.IssueWorkers <= 0 {
 		cfg.IssueWorkers = runtime.GOMAXPROCS(0)
@@ -261,6 +277,11 @@ func (c *Cache) Update(meshes map[string]*meshconfig.ResolvedMesh, changedAt tim
 			// secret, so its streams keep what they hold and stay registered
 			// in case the mesh comes back.
 			c.metrics.caExpiry.DeleteLabelValues(name)
+			c.metrics.rotationPhase.DeleteLabelValues(name)
+			c.metrics.caExpiresSoon.DeleteLabelValues(name)
+			if ms.stopTimer != nil {
+				ms.stopTimer()
+			}
 			c.dropCerts(name, "")
 			if len(ms.watchers) == 0 {
 				delete(c.meshes, name)
@@ -273,6 +294,7 @@ func (c *Cache) Update(meshes map[string]*meshconfig.ResolvedMesh, changedAt tim
 		old := c.meshes[name]
 		ms := c.buildMeshState(rm, old, changedAt)
 		c.meshes[name] = ms
+		c.rotationUpdatedLocked(name, old, ms)
 		if ms.ca != nil {
 			c.metrics.caExpiry.WithLabelValues(name).Set(float64(ms.ca.Chain[0].NotAfter.Unix()))
 		}
@@ -314,48 +336,75 @@ func (c *Cache) Update(meshes map[string]*meshconfig.ResolvedMesh, changedAt tim
 	}
 }
 
-// buildMeshState derives the served state of a mesh, reusing the previous
-// serialized bundle when the trust bundle did not change.
+// buildMeshState derives the served state of a mesh: which CA signs and
+// which are trusted (moving through a CA change, see rotation.go), reusing
+// the previous serialized bundle when the trust bundle did not change.
 func (c *Cache) buildMeshState(rm *meshconfig.ResolvedMesh, old *meshState, changedAt time.Time) *meshState {
-	ms := &meshState{resolved: rm, ca: rm.CA, validity: rm.DPCertValidity, changedAt: changedAt, watchers: map[string]map[*watcher]struct{}{}}
-	if old != nil {
-		ms.watchers = old.watchers
-	}
+	ms := &meshState{resolved: rm, target: rm.CA, validity: rm.DPCertValidity, changedAt: changedAt, watchers: map[string]map[*watcher]struct{}{}}
 	if ms.validity <= 0 {
 		ms.validity = meshconfig.DefaultDPCertValidity
 	}
+	var (
+		prev       rotationStep
+		prevTarget *meshconfig.CA
+	)
+	if old != nil {
+		ms.watchers = old.watchers
+		prev = rotationStep{issuing: old.ca, trusted: old.trusted, phase: old.phase}
+		prevTarget = old.target
+		ms.rotation = old.rotation
+	}
+	step := nextStep(prev, prevTarget, rm.CA, c.cfg.Now())
+	ms.ca, ms.trusted, ms.phase = step.issuing, step.trusted, step.phase
 	if ms.ca == nil {
 		return ms
 	}
-	// A workload certificate depends on the signing CA (its key matches
-	// it), the intermediates sent after it and the validity, not on the
-	// root: a root re-issued with the same key (a longer validity, say)
-	// changes the trust bundle only, and is pushed to the bundle streams
-	// only.
-	ms.caVersion = fmt.Sprintf("%s/%d", contentVersion(ms.ca.Chain[0].Raw, ms.ca.IssuedChainPEM), ms.validity)
-	ms.bundleVer = contentVersion(ms.ca.TrustBundlePEM)
-	if old != nil && old.bundleVer == ms.bundleVer {
-		ms.bundle = old.bundle
-		ms.changedAt = old.changedAt
+	ms.caVersion = caVersionOf(ms.ca, ms.validity)
+	if old != nil {
+		ms.bundleVer, ms.bundle = old.bundleVer, old.bundle
+	}
+	if c.setBundle(ms) || old == nil {
 		return ms
 	}
+	ms.changedAt = old.changedAt
+	return ms
+}
+
+// caVersionOf identifies what a workload certificate depends on: the
+// signing CA (its key matches it), the intermediates sent after it and the
+// validity, not the root: a root re-issued with the same key (a longer
+// validity, say) changes the trust bundle only, and is pushed to the bundle
+// streams only.
+func caVersionOf(ca *meshconfig.CA, validity time.Duration) string {
+	return fmt.Sprintf("%s/%d", contentVersion(ca.Chain[0].Raw, ca.IssuedChainPEM), validity)
+}
+
+// setBundle serializes the trust bundle of ms.trusted, once per change, for
+// every stream to share. It reports whether the bundle changed.
+func (c *Cache) setBundle(ms *meshState) bool {
+	pem := bundlePEM(ms.trusted)
+	ver := contentVersion(pem)
+	if ver == ms.bundleVer && ms.bundle != nil {
+		return false
+	}
+	ms.bundleVer = ver
 	ms.bundle = map[string]*anypb.Any{}
 	for _, name := range []string{NameMeshCA, AliasMeshCA} {
 		a, err := anypb.New(&tlsv3.Secret{
 			Name: name,
 			Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: ms.ca.TrustBundlePEM}},
+				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: pem}},
 			}},
 		})
 		if err != nil {
 			// Marshalling a well-formed message cannot fail; keep serving
 			// the rest rather than crash.
-			c.log.Error("serializing trust bundle", keyMesh, rm.Name, keyErr, err)
+			c.log.Error("serializing trust bundle", keyMesh, ms.resolved.Name, keyErr, err)
 			continue
 		}
 		ms.bundle[name] = a
 	}
-	return ms
+	return true
 }
 
 // dropCerts forgets the cached certificates of mesh issued by any CA other

@@ -9,20 +9,23 @@ import (
 // Metrics are the SDS server's Prometheus metrics. Labels are bounded: API
 // kind, resource kind, reason and mesh, never a data plane.
 type Metrics struct {
-	activeStreams   *prometheus.GaugeVec
-	dataplanes      prometheus.Gauge
-	requests        *prometheus.CounterVec
-	acks            *prometheus.CounterVec
-	nacks           *prometheus.CounterVec
-	responses       *prometheus.CounterVec
-	unknownNames    prometheus.Counter
-	pushLatency     prometheus.Histogram
-	issued          prometheus.Counter
-	issueSeconds    prometheus.Histogram
-	authFailures    *prometheus.CounterVec
-	caExpiry        *prometheus.GaugeVec
-	workloadExpiry  *prometheus.GaugeVec
-	revokedClosures prometheus.Counter
+	activeStreams    *prometheus.GaugeVec
+	dataplanes       prometheus.Gauge
+	requests         *prometheus.CounterVec
+	acks             *prometheus.CounterVec
+	nacks            *prometheus.CounterVec
+	responses        *prometheus.CounterVec
+	unknownNames     prometheus.Counter
+	pushLatency      prometheus.Histogram
+	issued           prometheus.Counter
+	issueSeconds     prometheus.Histogram
+	authFailures     *prometheus.CounterVec
+	caExpiry         *prometheus.GaugeVec
+	workloadExpiry   *prometheus.GaugeVec
+	revokedClosures  prometheus.Counter
+	rotationPhase    *prometheus.GaugeVec
+	rotationTimeouts *prometheus.CounterVec
+	caExpiresSoon    *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them with reg, which may be
@@ -71,6 +74,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		workloadExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meshsds_workload_cert_expiry_timestamp_seconds", Help: "Expiry of the most recently issued workload certificate, by mesh.",
 		}, []string{"mesh"}),
+		rotationPhase: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshsds_ca_rotation_phase", Help: "Phase of a mesh's CA change: 0 steady, 1 new CA trusted (old CA signs), 2 new CA signs (both trusted).",
+		}, []string{"mesh"}),
+		rotationTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshsds_ca_rotation_timeouts_total", Help: "CA change phases that ended by timeout because data planes did not ACK.",
+		}, []string{"mesh"}),
+		caExpiresSoon: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshsds_ca_expires_within_workload_validity", Help: "1 when a mesh's signing CA expires before a certificate issued now would.",
+		}, []string{"mesh"}),
 		revokedClosures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshsds_sds_revoked_streams_closed_total", Help: "Streams closed because their dataplane token was revoked.",
 		}),
@@ -79,6 +91,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		for _, c := range []prometheus.Collector{
 			m.activeStreams, m.dataplanes, m.requests, m.acks, m.nacks, m.responses, m.unknownNames,
 			m.pushLatency, m.issued, m.issueSeconds, m.authFailures, m.caExpiry, m.workloadExpiry, m.revokedClosures,
+			m.rotationPhase, m.rotationTimeouts, m.caExpiresSoon,
 		} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("registering sds metrics: %w", err)

@@ -142,7 +142,7 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 	w := &watcher{id: id, idKey: id.key()}
 	names := canonNames(req.GetResourceNames())
 	s.countUnknown(names, nil)
-	resources, version, ready, err := s.collect(w, names, nil)
+	resources, version, _, ready, err := s.collect(w, names, nil)
 	if err != nil {
 		return nil, status.Error(codes.Internal, "issuing workload certificate failed")
 	}
@@ -270,14 +270,22 @@ func (s *Server) serveSotW(stream grpc.BidiStreamingServer[discoveryv3.Discovery
 		nonce       int
 		lastNonce   string
 		lastVersion = first.GetVersionInfo() // a reconnecting Envoy may hold it already
+		sentTag     ackTag                   // what the last response carried, for CA changes
 	)
 	push := func() error {
-		resources, version, ready, err := s.collect(w, names, info)
+		resources, version, tag, ready, err := s.collect(w, names, info)
 		if err != nil {
 			s.log.Error("building response", keyMesh, id.Mesh, keyDataplane, id.Name, keyErr, err)
 			return nil // retried on the next change; the stream stays up
 		}
-		if !ready || len(resources) == 0 || version == lastVersion {
+		if !ready || len(resources) == 0 {
+			return nil
+		}
+		if version == lastVersion {
+			if lastNonce == "" {
+				// The data plane came with exactly this: it holds it.
+				s.cache.acked(w, tag)
+			}
 			return nil
 		}
 		nonce++
@@ -286,7 +294,7 @@ func (s *Server) serveSotW(stream grpc.BidiStreamingServer[discoveryv3.Discovery
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
-		lastVersion = version
+		lastVersion, sentTag = version, tag
 		s.sent(w, names)
 		return nil
 	}
@@ -306,6 +314,9 @@ func (s *Server) serveSotW(stream grpc.BidiStreamingServer[discoveryv3.Discovery
 				return nil // answers an older response: superseded
 			}
 			s.recordAck(info, api, req.GetVersionInfo(), req.GetErrorDetail())
+			if req.GetErrorDetail() == nil {
+				s.cache.acked(w, sentTag)
+			}
 		}
 		newNames := canonNames(req.GetResourceNames())
 		if slices.Equal(newNames, names) {
@@ -373,6 +384,7 @@ func (s *Server) serveDelta(stream grpc.BidiStreamingServer[discoveryv3.DeltaDis
 	var (
 		nonce     int
 		lastNonce string
+		sentTag   ackTag
 	)
 	push := func() error {
 		names := make([]string, 0, len(subscribed))
@@ -380,19 +392,30 @@ func (s *Server) serveDelta(stream grpc.BidiStreamingServer[discoveryv3.DeltaDis
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		var out []*discoveryv3.Resource
+		var (
+			out      []*discoveryv3.Resource
+			tag, had ackTag
+		)
 		for _, name := range names {
-			res, version, ok, err := s.resource(w, name, info)
+			res, version, t, ok, err := s.resource(w, name, info)
 			if err != nil {
 				s.log.Error("building response", keyMesh, id.Mesh, keyDataplane, id.Name, keyErr, err)
 				return nil
 			}
-			if !ok || sent[name] == version {
+			if !ok {
 				continue
 			}
+			if sent[name] == version {
+				had = had.with(t)
+				continue
+			}
+			tag = tag.with(t)
 			out = append(out, &discoveryv3.Resource{Name: name, Version: version, Resource: res})
 		}
 		if len(out) == 0 {
+			if lastNonce == "" && had != (ackTag{}) {
+				s.cache.acked(w, had) // announced in initial_resource_versions
+			}
 			return nil
 		}
 		nonce++
@@ -401,6 +424,7 @@ func (s *Server) serveDelta(stream grpc.BidiStreamingServer[discoveryv3.DeltaDis
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
+		sentTag = tag
 		sentNames := make([]string, 0, len(out))
 		for _, r := range out {
 			sent[r.Name] = r.Version
@@ -422,6 +446,9 @@ func (s *Server) serveDelta(stream grpc.BidiStreamingServer[discoveryv3.DeltaDis
 		}
 		if n := req.GetResponseNonce(); n != "" && n == lastNonce {
 			s.recordAck(info, api, "", req.GetErrorDetail())
+			if req.GetErrorDetail() == nil {
+				s.cache.acked(w, sentTag)
+			}
 		}
 		changed := false
 		for _, name := range req.GetResourceNamesUnsubscribe() {
@@ -483,47 +510,48 @@ func (s *Server) serveDelta(stream grpc.BidiStreamingServer[discoveryv3.DeltaDis
 
 // resource returns the current resource called name for w's data plane and
 // its version; ok is false for unknown names and while the mesh has no CA.
-func (s *Server) resource(w *watcher, name string, info *streamInfo) (*anypb.Any, string, bool, error) {
+func (s *Server) resource(w *watcher, name string, info *streamInfo) (*anypb.Any, string, ackTag, bool, error) {
 	switch kindOf(name) {
 	case kindIdentity:
 		res, e, ok, err := s.cache.identityCert(w, name)
 		if err != nil || !ok {
-			return nil, "", false, err
+			return nil, "", ackTag{}, false, err
 		}
 		if info != nil {
 			info.setCert(e.serial, e.notAfter)
 		}
-		return res, e.version, res != nil, nil
+		return res, e.version, ackTag{ca: e.caVersion}, res != nil, nil
 	case kindBundle:
 		res, version, ok := s.cache.bundle(w.id.Mesh, name)
-		return res, version, ok, nil
+		return res, version, ackTag{bundle: version}, ok, nil
 	}
-	return nil, "", false, nil
+	return nil, "", ackTag{}, false, nil
 }
 
 // collect builds a state-of-the-world answer for names: the known ones, in
 // order, and one version over all of them. ready is false while any known
 // name cannot be served yet, so that a reply is never partial.
-func (s *Server) collect(w *watcher, names []string, info *streamInfo) (resources []*anypb.Any, version string, ready bool, err error) {
+func (s *Server) collect(w *watcher, names []string, info *streamInfo) (resources []*anypb.Any, version string, tag ackTag, ready bool, err error) {
 	versions := make([][]byte, 0, len(names))
 	for _, name := range names {
 		if kindOf(name) == kindUnknown {
 			continue
 		}
-		res, v, ok, err := s.resource(w, name, info)
+		res, v, t, ok, err := s.resource(w, name, info)
 		if err != nil {
-			return nil, "", false, err
+			return nil, "", ackTag{}, false, err
 		}
 		if !ok {
-			return nil, "", false, nil
+			return nil, "", ackTag{}, false, nil
 		}
 		resources = append(resources, res)
 		versions = append(versions, []byte(name), []byte(v))
+		tag = tag.with(t)
 	}
 	if len(resources) == 0 {
-		return nil, "", true, nil
+		return nil, "", ackTag{}, true, nil
 	}
-	return resources, contentVersion(versions...), true, nil
+	return resources, contentVersion(versions...), tag, true, nil
 }
 
 // sent counts a response carrying names and observes its push latency.

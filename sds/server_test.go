@@ -60,6 +60,22 @@ func (w *workload) refresh(t *testing.T, identity, bundle bool) {
 	w.held = sdstest.WorkloadFrom(t, w.idSecret, w.bundleSecret)
 }
 
+// rotate receives, on every workload and ACKing like Envoy, the pushes of a
+// CA change: the bundle with both CAs, then the certificate of the new CA,
+// then the bundle of the new CA alone.
+func rotate(t *testing.T, wls ...*workload) {
+	t.Helper()
+	for _, w := range wls {
+		w.refresh(t, false, true)
+	}
+	for _, w := range wls {
+		w.refresh(t, true, false)
+	}
+	for _, w := range wls {
+		w.refresh(t, false, true)
+	}
+}
+
 func TestTwoDataplanesHandshakeAndOtherMeshFails(t *testing.T) {
 	h := newHarness(t)
 	caA, caB := sdstest.NewRootCA(t, "mesh a"), sdstest.NewRootCA(t, "mesh b")
@@ -215,14 +231,26 @@ func TestFetchAndDelta(t *testing.T) {
 	require.NoError(t, ds.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: SecretTypeURL, ResponseNonce: d.GetNonce()}))
 	require.Eventually(t, func() bool { return testutil.ToFloat64(h.metrics.acks.WithLabelValues(apiDelta)) == 1 }, 10*time.Second, 10*time.Millisecond)
 
-	// A CA change reaches the delta stream with both secrets' new versions.
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca2"))}, time.Now())
-	d2, err := ds.Recv()
-	require.NoError(t, err)
-	require.Len(t, d2.GetResources(), 2)
-	for _, r := range d2.GetResources() {
-		require.NotEqual(t, versions[r.GetName()], r.GetVersion())
+	// A CA change reaches the delta stream in its phases: each push carries
+	// only what changed, and the stream ends with both secrets new.
+	newCA := sdstest.NewRootCA(t, "ca2")
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", newCA)}, time.Now())
+	got := map[string]*tlsv3.Secret{}
+	var order []string
+	for len(order) < 3 {
+		d2, err := ds.Recv()
+		require.NoError(t, err)
+		for _, r := range d2.GetResources() {
+			require.NotEqual(t, versions[r.GetName()], r.GetVersion())
+			sec := &tlsv3.Secret{}
+			require.NoError(t, r.GetResource().UnmarshalTo(sec))
+			got[r.GetName()] = sec
+			order = append(order, r.GetName())
+		}
+		require.NoError(t, ds.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: SecretTypeURL, ResponseNonce: d2.GetNonce()}))
 	}
+	require.Equal(t, []string{NameMeshCA, NameIdentityCert, NameMeshCA}, order)
+	require.Equal(t, string(newCA.CertPEM), string(got[NameMeshCA].GetValidationContext().GetTrustedCa().GetInlineBytes()))
 }
 
 func TestRotationReachesOnlyItsMesh(t *testing.T) {
@@ -243,8 +271,7 @@ func TestRotationReachesOnlyItsMesh(t *testing.T) {
 	h.cache.mu.Unlock()
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"a": resolved(t, "a", sdstest.NewRootCA(t, "a2")), "b": bState}, time.Now())
 
-	web.refresh(t, true, true)
-	backend.refresh(t, true, true)
+	rotate(t, web, backend)
 	require.NotEqual(t, oldSerial, web.held.Leaf.SerialNumber)
 	require.NoError(t, sdstest.Handshake(backend.held, web.held, sdstest.SPIFFE("a", "backend"), sdstest.SPIFFE("a", "web")))
 	other.identity.ExpectNothing(quiet)

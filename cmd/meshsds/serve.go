@@ -63,6 +63,7 @@ type serveConfig struct {
 	logFormat           string
 	pprof               bool
 	shutdownTimeout     time.Duration
+	caRotationTimeout   time.Duration
 }
 
 func newServeCommand() *cobra.Command {
@@ -117,6 +118,7 @@ environment, which wins over the file.`,
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	f.BoolVar(&cfg.pprof, "pprof", false, "serve /debug/pprof/ on the metrics address")
+	f.DurationVar(&cfg.caRotationTimeout, "ca-rotation-timeout", time.Minute, "how long each phase of a CA change waits for every connected data plane to ACK before going on without the laggards")
 	f.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to let streams and requests finish on shutdown")
 	return cmd, cfg
 }
@@ -246,7 +248,7 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 	if err != nil {
 		return err
 	}
-	cache := sds.NewCache(sds.CacheConfig{Logger: log, Metrics: metrics})
+	cache := sds.NewCache(sds.CacheConfig{Logger: log, Metrics: metrics, RotationTimeout: cfg.caRotationTimeout})
 	server, err := sds.NewServer(sds.ServerConfig{Cache: cache, Auth: auth, Logger: log, Metrics: metrics})
 	if err != nil {
 		return err
@@ -274,6 +276,7 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 		Dataplanes: dataplanesFunc(func() any { return server.Dataplanes() }),
 		Tokens:     token.NewIssuer(key),
 		Others:     others,
+		Status:     cache,
 	})
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@
 package loadgen
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -149,10 +150,14 @@ type slot struct {
 // phase is one measurement: the storm or one change. It is done when every
 // slot of the kinds it watches received a version other than its base.
 type phase struct {
-	watch      [2]bool // by Kind
-	pending    atomic.Int64
-	done       chan struct{}
-	unexpected atomic.Int64 // changes of slots it does not watch
+	watch [2]bool // by Kind
+	// finalBundle, when set, is the trust bundle a bundle slot must hold to
+	// count: a CA change first adds the new CA to the bundle and only at
+	// its end drops the old one.
+	finalBundle []byte
+	pending     atomic.Int64
+	done        chan struct{}
+	unexpected  atomic.Int64 // changes of slots it does not watch
 }
 
 func newPhase(slots []*slot, kinds ...Kind) *phase {
@@ -500,7 +505,9 @@ func (f *Fleet) observe(sl *slot, h held, now time.Time) {
 	sl.mu.Lock()
 	changed := h.sum != sl.version
 	sl.version, sl.secret = h.sum, h.secret
-	count := sl.counted != ph && h.sum != sl.base && ph.watch[sl.kind]
+	count := sl.counted != ph && h.sum != sl.base && ph.watch[sl.kind] &&
+		(sl.kind != KindBundle || ph.finalBundle == nil ||
+			bytes.Equal(h.secret.GetValidationContext().GetTrustedCa().GetInlineBytes(), ph.finalBundle))
 	if count {
 		sl.counted, sl.arrivedAt = ph, now
 	}
@@ -530,10 +537,12 @@ func (f *Fleet) streamEnded(err error) {
 }
 
 // Mark starts a new phase: from now on Wait waits until every secret of
-// kinds holds a version other than the one it holds now, and counts changes
-// of other secrets as unexpected. Call it before the change is made.
-func (f *Fleet) Mark(kinds ...Kind) {
+// kinds holds a version other than the one it holds now (and, for trust
+// bundles, exactly finalBundle when it is not nil), and counts changes of
+// other secrets as unexpected. Call it before the change is made.
+func (f *Fleet) Mark(finalBundle []byte, kinds ...Kind) {
 	ph := newPhase(f.slots, kinds...)
+	ph.finalBundle = finalBundle
 	for _, sl := range f.slots {
 		sl.mu.Lock()
 		sl.base = sl.version

@@ -142,7 +142,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 			if err != nil {
 				return r, err
 			}
-			fleet.Mark(watch...)
+			fleet.Mark(next.Root.CertPEM, watch...)
 			at, err := ReplaceFiles(cfg.MeshDir, current, next)
 			if err != nil {
 				return r, fmt.Errorf("changing the CA: %w", err)

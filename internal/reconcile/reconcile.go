@@ -51,10 +51,10 @@ type Config struct {
 	// Provisioner generates builtin CAs; without one, builtin backends stay
 	// unresolved until their Secrets appear by other means.
 	Provisioner CAProvisioner
-	Sources    []Source // in precedence order: the first wins a conflict
-	Sink       Sink
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	Sources     []Source // in precedence order: the first wins a conflict
+	Sink        Sink
+	Logger      *slog.Logger
+	Registerer  prometheus.Registerer
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Resync re-resolves the meshes this often even without a change, so

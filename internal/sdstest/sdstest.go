@@ -488,3 +488,18 @@ func HandshakeLoop(a, b *Live, aID, bID string, stop <-chan struct{}) (int, []er
 		n++
 	}
 }
+
+// Pushes counts the responses the data plane received so far.
+func (l *Live) Pushes() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pushes
+}
+
+// SignedBy is a WaitFor condition: the certificate is signed by ca and the
+// trust bundle is ca alone, as at the end of a CA change to ca.
+func SignedBy(ca *CA) func(*Workload) bool {
+	return func(w *Workload) bool {
+		return w.Leaf.CheckSignatureFrom(ca.Cert) == nil && string(w.BundlePEM) == string(ca.CertPEM)
+	}
+}

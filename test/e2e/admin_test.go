@@ -113,19 +113,13 @@ func TestAPIWriteRotatesConnectedDataplanes(t *testing.T) {
 
 	// Tokens from the admin API (online), not from the data dir.
 	tok := strings.TrimSpace(s.mustCLI(t, "", "generate", "dataplane-token", "--mesh", "default", "--name", "web-1", "--tag", "kuma.io/service=web"))
-	conn := sdstest.Dial(t, s.sds, tok)
-	dp := &dataplane{
-		identity: sdstest.OpenStream(t, conn, "default.web-1", false, "identity_cert"),
-		bundle:   sdstest.OpenStream(t, conn, "default.web-1", false, "mesh_ca"),
-	}
-	dp.next(t)
+	dp := followConn(t, sdstest.Dial(t, s.sds, tok), "default.web-1")
 	stranger := connect(t, s, "other", "web-1", "web")
 
 	second := sdstest.NewRootCA(t, "second")
 	s.mustCLI(t, caManifests("default", second), "apply", "-f", "-")
-	dp.next(t)
-	require.NoError(t, dp.held.Leaf.CheckSignatureFrom(second.Cert))
-	stranger.identity.ExpectNothing(300 * time.Millisecond)
+	dp.rotatedTo(t, second)
+	stranger.quiet(t, 300*time.Millisecond)
 
 	out := s.mustCLI(t, "", "inspect", "dataplanes")
 	require.Contains(t, out, "web-1")

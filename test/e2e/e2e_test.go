@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -216,31 +217,37 @@ func secretsDir(t *testing.T) (string, map[string]*sdstest.CA) {
 	return dir, cas
 }
 
-// dataplane is a simulated Envoy: one connection, one stream per secret.
+// dataplane is a simulated Envoy: one connection, one stream per secret,
+// every push applied and ACKed as it arrives.
 type dataplane struct {
-	identity, bundle *sdstest.Stream
-	held             *sdstest.Workload
+	live *sdstest.Live
+	held *sdstest.Workload
 }
 
 func connect(t *testing.T, s *server, mesh, name, service string) *dataplane {
 	t.Helper()
-	conn := sdstest.Dial(t, s.sds, s.token(t, mesh, name, service))
-	dp := &dataplane{
-		identity: sdstest.OpenStream(t, conn, mesh+"."+name, false, "identity_cert"),
-		bundle:   sdstest.OpenStream(t, conn, mesh+"."+name, false, "mesh_ca"),
-	}
-	idSecs, _ := dp.identity.Expect()
-	bSecs, _ := dp.bundle.Expect()
-	dp.held = sdstest.WorkloadFrom(t, idSecs["identity_cert"], bSecs["mesh_ca"])
-	return dp
+	return followConn(t, sdstest.Dial(t, s.sds, s.token(t, mesh, name, service)), mesh+"."+name)
 }
 
-// next waits for the next identity and bundle pushes.
-func (dp *dataplane) next(t *testing.T) {
+func followConn(t *testing.T, conn *grpc.ClientConn, nodeID string) *dataplane {
 	t.Helper()
-	idSecs, _ := dp.identity.Expect()
-	bSecs, _ := dp.bundle.Expect()
-	dp.held = sdstest.WorkloadFrom(t, idSecs["identity_cert"], bSecs["mesh_ca"])
+	live := sdstest.Follow(t, conn, nodeID, "identity_cert", "mesh_ca", true)
+	return &dataplane{live: live, held: live.WaitFor("its first certificate", func(*sdstest.Workload) bool { return true })}
+}
+
+// rotatedTo waits until the data plane holds a certificate of ca and trusts
+// ca alone: the end of a CA change, through its phases.
+func (dp *dataplane) rotatedTo(t *testing.T, ca *sdstest.CA) {
+	t.Helper()
+	dp.held = dp.live.WaitFor("the end of the CA change", sdstest.SignedBy(ca))
+}
+
+// quiet fails if the data plane receives anything within d.
+func (dp *dataplane) quiet(t *testing.T, d time.Duration) {
+	t.Helper()
+	before := dp.live.Pushes()
+	time.Sleep(d)
+	require.Equal(t, before, dp.live.Pushes(), "a data plane of an untouched mesh received a push")
 }
 
 func TestTwoDataplanesHandshakeThenRotate(t *testing.T) {
@@ -261,14 +268,13 @@ func TestTwoDataplanesHandshakeThenRotate(t *testing.T) {
 	writeAtomic(t, filepath.Join(dir, "default", "ca-key"), newCA.KeyPEM)
 	writeAtomic(t, filepath.Join(dir, "default", "ca-cert"), newCA.CertPEM)
 
-	web.next(t)
-	backend.next(t)
+	web.rotatedTo(t, newCA)
+	backend.rotatedTo(t, newCA)
 	require.NotEqual(t, oldSerial, web.held.Leaf.SerialNumber)
 	require.NoError(t, web.held.Leaf.CheckSignatureFrom(newCA.Cert))
 	require.NoError(t, sdstest.Handshake(backend.held, web.held, sdstest.SPIFFE("default", "backend"), sdstest.SPIFFE("default", "web")))
 	require.NoError(t, sdstest.Handshake(web.held, backend.held, sdstest.SPIFFE("default", "web"), sdstest.SPIFFE("default", "backend")))
-	stranger.identity.ExpectNothing(500 * time.Millisecond)
-	stranger.bundle.ExpectNothing(100 * time.Millisecond)
+	stranger.quiet(t, 500*time.Millisecond)
 
 	metrics := s.scrape(t)
 	for _, name := range []string{
@@ -291,7 +297,7 @@ func TestBrokenMeshHarmsOnlyItself(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return strings.Contains(s.scrape(t), `meshsds_mesh_resolution_failing{mesh="other"} 1`)
 	}, 10*time.Second, 50*time.Millisecond)
-	stranger.identity.ExpectNothing(300 * time.Millisecond) // keeps its last good CA
+	stranger.quiet(t, 300*time.Millisecond) // keeps its last good CA
 	require.Contains(t, s.logs.String(), "mesh cannot be resolved")
 	require.NotContains(t, s.logs.String(), "PRIVATE KEY", "key material must never be logged")
 
@@ -299,8 +305,7 @@ func TestBrokenMeshHarmsOnlyItself(t *testing.T) {
 	newCA := sdstest.NewRootCA(t, "default CA 2")
 	writeAtomic(t, filepath.Join(dir, "default", "ca-key"), newCA.KeyPEM)
 	writeAtomic(t, filepath.Join(dir, "default", "ca-cert"), newCA.CertPEM)
-	web.next(t)
-	require.NoError(t, web.held.Leaf.CheckSignatureFrom(newCA.Cert))
+	web.rotatedTo(t, newCA)
 
 	// A new data plane of the broken mesh is still served its last good CA.
 	late := connect(t, s, "other", "web-2", "web")

@@ -1,0 +1,401 @@
+package sds
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	"github.com/meshsds/meshsds/meshconfig"
+)
+
+// Phase is where a mesh is in a change of its CA. A change never breaks a
+// handshake: the new CA is trusted everywhere before anything it signed is
+// served, and the old one is trusted until nothing it signed is served.
+type Phase int
+
+// The phases of a CA change.
+const (
+	// PhaseSteady: one CA signs certificates and is the whole bundle.
+	PhaseSteady Phase = iota
+	// PhaseTrustNew: the bundle carries the old and the new CA; certificates
+	// still come from the old one. Ends when every connected data plane has
+	// ACKed that bundle, or after the rotation timeout.
+	PhaseTrustNew
+	// PhaseReissue: certificates come from the new CA; the bundle still
+	// carries both. Ends when every connected data plane has ACKed a
+	// certificate of the new CA, or after the rotation timeout; then the old
+	// CA leaves the bundle.
+	PhaseReissue
+)
+
+// String names the phase in status, metrics and logs.
+func (p Phase) String() string {
+	switch p {
+	case PhaseTrustNew:
+		return "trust-new-ca"
+	case PhaseReissue:
+		return "reissue"
+	default:
+		return "steady"
+	}
+}
+
+// rotationStep is the CA state of a mesh: who signs, who is trusted.
+type rotationStep struct {
+	issuing *meshconfig.CA
+	trusted []*meshconfig.CA
+	phase   Phase
+}
+
+// sameCA reports whether a and b are the same CA (by chain fingerprint).
+func sameCA(a, b *meshconfig.CA) bool {
+	return a != nil && b != nil && a.Fingerprint == b.Fingerprint
+}
+
+// nextStep decides how a mesh moves from prev (its state, whose target was
+// prevTarget) to target, the CA it resolves to now. It is a pure function.
+func nextStep(prev rotationStep, prevTarget, target *meshconfig.CA, now time.Time) rotationStep {
+	switch {
+	case target == nil:
+		return rotationStep{phase: PhaseSteady}
+	case prev.issuing == nil:
+		// The first CA, or mTLS turned on: nothing to stay compatible with.
+		return rotationStep{issuing: target, trusted: []*meshconfig.CA{target}}
+	case sameCA(target, prevTarget):
+		return prev // no news: carry on with the change in progress, if any
+	case sameCA(target, prev.issuing):
+		// Back to the CA that still signs everything: the aborted target
+		// signed nothing yet, so it can leave the bundle at once.
+		return rotationStep{issuing: prev.issuing, trusted: []*meshconfig.CA{prev.issuing}}
+	case prev.phase == PhaseSteady && compatibleCA(prev.issuing, target):
+		// The same names and keys (a root or intermediate re-issued to
+		// extend it): what either signs verifies under the other, so the
+		// change needs no phases.
+		return rotationStep{issuing: target, trusted: []*meshconfig.CA{target}}
+	case !prev.issuing.Chain[0].NotAfter.After(now):
+		// The signing CA has expired: what it signed is dead already, so
+		// there is nothing to keep working.
+		return rotationStep{issuing: target, trusted: []*meshconfig.CA{target}}
+	}
+	trusted := append([]*meshconfig.CA(nil), prev.trusted...)
+	if !containsCA(trusted, target) {
+		trusted = append(trusted, target)
+	}
+	return rotationStep{issuing: prev.issuing, trusted: trusted, phase: PhaseTrustNew}
+}
+
+// compatibleCA reports whether a and b chain the same subjects with the
+// same keys, level by level: a certificate signed under one then verifies
+// under the other's trust anchor.
+func compatibleCA(a, b *meshconfig.CA) bool {
+	if len(a.Chain) != len(b.Chain) {
+		return false
+	}
+	for i := range a.Chain {
+		x, y := a.Chain[i], b.Chain[i]
+		if !bytes.Equal(x.RawSubject, y.RawSubject) || !bytes.Equal(x.RawSubjectPublicKeyInfo, y.RawSubjectPublicKeyInfo) {
+			return false
+		}
+	}
+	return true
+}
+
+func containsCA(list []*meshconfig.CA, ca *meshconfig.CA) bool {
+	for _, c := range list {
+		if sameCA(c, ca) {
+			return true
+		}
+	}
+	return false
+}
+
+// bundlePEM joins the trust anchors of cas, each once, in order.
+func bundlePEM(cas []*meshconfig.CA) []byte {
+	var out []byte
+	var seen [][]byte
+	for _, ca := range cas {
+		dup := false
+		for _, s := range seen {
+			if bytes.Equal(s, ca.TrustBundlePEM) {
+				dup = true
+				break
+			}
+		}
+		if dup {
+			continue
+		}
+		seen = append(seen, ca.TrustBundlePEM)
+		out = append(out, ca.TrustBundlePEM...)
+		if len(out) > 0 && out[len(out)-1] != '\n' {
+			out = append(out, '\n')
+		}
+	}
+	return out
+}
+
+// ackTag is what a response carried that a CA change waits on: the version
+// of the trust bundle and the CA version of the workload certificate. Empty
+// fields were not part of it.
+type ackTag struct {
+	bundle string
+	ca     string
+}
+
+// with merges o's fields into t.
+func (t ackTag) with(o ackTag) ackTag {
+	if o.bundle != "" {
+		t.bundle = o.bundle
+	}
+	if o.ca != "" {
+		t.ca = o.ca
+	}
+	return t
+}
+
+// rotation is the progress of a mesh's CA change, carried from one
+// meshState to the next.
+type rotation struct {
+	phase Phase
+	since time.Time
+	// gen numbers phases, so that a timer of an earlier phase does nothing.
+	gen        int
+	stopTimer  func() bool
+	checkTimer bool   // a check of the waiting data planes is scheduled
+	warnedFor  string // CA fingerprint the expiry warning was logged for
+	warning    string
+}
+
+// rotationCheckDelay batches the ACKs of a fleet before counting who still
+// has to ACK: only during a CA change, never when idle.
+const rotationCheckDelay = 20 * time.Millisecond
+
+// acked records what w's data plane acknowledged and, during a CA change,
+// schedules a look at whether the change can go on.
+func (c *Cache) acked(w *watcher, t ackTag) {
+	if t == (ackTag{}) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w.acked = w.acked.with(t)
+	if ms := c.meshes[w.id.Mesh]; ms != nil {
+		c.scheduleCheckLocked(w.id.Mesh, ms)
+	}
+}
+
+// scheduleCheckLocked schedules checkRotation for a mesh in a CA change.
+func (c *Cache) scheduleCheckLocked(mesh string, ms *meshState) {
+	if ms.phase == PhaseSteady || ms.checkTimer {
+		return
+	}
+	ms.checkTimer = true
+	c.cfg.AfterFunc(rotationCheckDelay, func() { c.checkRotation(mesh) })
+}
+
+// checkRotation moves a CA change to its next phase once no connected data
+// plane has to ACK anything more for the current one.
+func (c *Cache) checkRotation(mesh string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ms := c.meshes[mesh]
+	if ms == nil {
+		return
+	}
+	ms.checkTimer = false
+	if ms.phase != PhaseSteady && c.waitingLocked(ms) == 0 {
+		c.advanceLocked(mesh, ms, false)
+	}
+}
+
+// phaseTimedOut moves a CA change on when its phase took too long: data
+// planes that never ACK must not hold a mesh's CA change forever.
+func (c *Cache) phaseTimedOut(mesh string, gen int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ms := c.meshes[mesh]
+	if ms == nil || ms.phase == PhaseSteady || ms.gen != gen {
+		return
+	}
+	c.advanceLocked(mesh, ms, true)
+}
+
+// waitingLocked counts the streams that have not ACKed what the current
+// phase waits for: the trust bundle with the new CA, then a certificate of
+// the new CA.
+func (c *Cache) waitingLocked(ms *meshState) int {
+	n := 0
+	for _, set := range ms.watchers {
+		for w := range set {
+			in := w.interest.Load()
+			switch ms.phase {
+			case PhaseTrustNew:
+				if in&wantBundle != 0 && w.acked.bundle != ms.bundleVer {
+					n++
+				}
+			case PhaseReissue:
+				if in&wantIdentity != 0 && w.acked.ca != ms.caVersion {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
+
+// startPhaseLocked enters phase p: a fresh timeout, a check for meshes
+// with nobody to wait for, the metric and a log line.
+func (c *Cache) startPhaseLocked(mesh string, ms *meshState, p Phase) {
+	if ms.stopTimer != nil {
+		ms.stopTimer()
+		ms.stopTimer = nil
+	}
+	ms.phase, ms.since = p, c.cfg.Now()
+	ms.gen++
+	c.metrics.rotationPhase.WithLabelValues(mesh).Set(float64(p))
+	if p == PhaseSteady {
+		return
+	}
+	gen := ms.gen
+	ms.stopTimer = c.cfg.AfterFunc(c.cfg.RotationTimeout, func() { c.phaseTimedOut(mesh, gen) })
+	c.scheduleCheckLocked(mesh, ms)
+	c.log.Info("CA change: entering phase", keyMesh, mesh, "phase", p.String(), "waiting", c.waitingLocked(ms))
+}
+
+// advanceLocked ends the current phase of a CA change.
+func (c *Cache) advanceLocked(mesh string, ms *meshState, timedOut bool) {
+	if timedOut {
+		c.metrics.rotationTimeouts.WithLabelValues(mesh).Inc()
+		c.log.Warn("CA change: data planes did not ACK in time; going on without them", keyMesh, mesh,
+			"phase", ms.phase.String(), "waiting", c.waitingLocked(ms), "timeout", c.cfg.RotationTimeout)
+	}
+	now := c.cfg.Now()
+	switch ms.phase {
+	case PhaseTrustNew:
+		// Everyone trusts the new CA: sign with it.
+		ms.ca = ms.target
+		ms.caVersion = caVersionOf(ms.ca, ms.validity)
+		c.dropCerts(mesh, ms.caVersion)
+		c.startPhaseLocked(mesh, ms, PhaseReissue)
+		c.reissueLocked(ms, now)
+	case PhaseReissue:
+		// Nothing served chains to the old CA any more: drop it.
+		ms.trusted = []*meshconfig.CA{ms.target}
+		c.startPhaseLocked(mesh, ms, PhaseSteady)
+		if c.setBundle(ms) {
+			c.wakeLocked(ms, wantBundle, now)
+		}
+		c.log.Info("CA change complete", keyMesh, mesh)
+	}
+}
+
+// reissueLocked issues, ahead and on the pool, the certificates of every
+// connected identity of ms; each wakes its streams when ready.
+func (c *Cache) reissueLocked(ms *meshState, now time.Time) {
+	for key, set := range ms.watchers {
+		for w := range set {
+			if w.interest.Load()&wantIdentity != 0 {
+				w.since.CompareAndSwap(0, now.UnixNano())
+				c.startIssueLocked(w.id, key, ms, true)
+				break
+			}
+		}
+	}
+}
+
+// wakeLocked wakes the streams of ms that want what changed.
+func (c *Cache) wakeLocked(ms *meshState, want uint32, now time.Time) {
+	for _, set := range ms.watchers {
+		for w := range set {
+			if w.interest.Load()&want != 0 {
+				w.notify(now)
+			}
+		}
+	}
+}
+
+// rotationUpdatedLocked follows a mesh's new state after an Update: it
+// starts or ends CA change phases and reports a CA that expires before the
+// certificates it signs would.
+func (c *Cache) rotationUpdatedLocked(mesh string, old, ms *meshState) {
+	oldPhase, oldTrusted := PhaseSteady, []*meshconfig.CA(nil)
+	if old != nil {
+		oldPhase, oldTrusted = old.phase, old.trusted
+	}
+	newChange := ms.phase == PhaseTrustNew && (oldPhase != PhaseTrustNew || len(oldTrusted) != len(ms.trusted))
+	switch {
+	case newChange:
+		if ms.target != nil {
+			c.log.Info("CA change started: the new CA is trusted first, then signs", keyMesh, mesh,
+				"from", ms.ca.Chain[0].Subject.String(), "to", ms.target.Chain[0].Subject.String())
+		}
+		ms.phase = PhaseSteady // entered afresh below
+		c.startPhaseLocked(mesh, ms, PhaseTrustNew)
+	case ms.phase == PhaseSteady && oldPhase != PhaseSteady:
+		c.startPhaseLocked(mesh, ms, PhaseSteady) // aborted, or mTLS turned off
+	default:
+		c.metrics.rotationPhase.WithLabelValues(mesh).Set(float64(ms.phase))
+	}
+
+	ms.warning = ""
+	expiring := 0.0
+	if ms.ca != nil {
+		end := ms.ca.Chain[0].NotAfter
+		if end.Before(c.cfg.Now().Add(ms.validity)) {
+			expiring = 1
+			ms.warning = fmt.Sprintf("the CA expires at %s, within the %s validity of the certificates it signs: they are cut short to its expiry; replace the CA",
+				end.UTC().Format(time.RFC3339), ms.validity)
+			if ms.warnedFor != ms.ca.Fingerprint {
+				ms.warnedFor = ms.ca.Fingerprint
+				c.log.Warn("CA expires soon", keyMesh, mesh, "expires", end.UTC().Format(time.RFC3339), "workload_validity", ms.validity)
+			}
+		}
+	}
+	c.metrics.caExpiresSoon.WithLabelValues(mesh).Set(expiring)
+}
+
+// MeshStatus is what a mesh's CA looks like now, for the admin API.
+type MeshStatus struct {
+	// Phase of a CA change: steady, trust-new-ca or reissue.
+	Phase string    `json:"phase"`
+	Since time.Time `json:"since,omitzero"`
+	// Waiting counts the streams the current phase still waits for.
+	Waiting   int       `json:"waiting,omitempty"`
+	SigningCA string    `json:"signingCA,omitempty"`
+	TrustedCA []string  `json:"trustedCAs,omitempty"`
+	CAExpiry  time.Time `json:"caExpiry,omitzero"`
+	Warning   string    `json:"warning,omitempty"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// MeshStatus reports the CA state of mesh, or nil when it is not served.
+func (c *Cache) MeshStatus(mesh string) any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ms := c.meshes[mesh]
+	if ms == nil || ms.resolved == nil {
+		return nil
+	}
+	st := &MeshStatus{Phase: ms.phase.String(), Since: ms.since, Warning: ms.warning}
+	if ms.phase != PhaseSteady {
+		st.Waiting = c.waitingLocked(ms)
+	}
+	if ms.resolved.Err != nil {
+		st.Error = ms.resolved.Err.Error()
+	}
+	if ms.ca != nil {
+		st.SigningCA = describeCA(ms.ca)
+		st.CAExpiry = ms.ca.Chain[0].NotAfter
+	}
+	for _, ca := range ms.trusted {
+		st.TrustedCA = append(st.TrustedCA, describeCA(ca))
+	}
+	return st
+}
+
+func describeCA(ca *meshconfig.CA) string {
+	fp := ca.Fingerprint
+	if len(fp) > 16 {
+		fp = fp[:16]
+	}
+	return ca.Chain[0].Subject.String() + " (sha256 " + fp + ")"
+}

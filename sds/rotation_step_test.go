@@ -1,0 +1,67 @@
+package sds
+
+import (
+	"crypto/x509"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshsds/meshsds/meshconfig"
+)
+
+func TestNextStep(t *testing.T) {
+	now := time.Now()
+	ca := func(fp string, expired bool) *meshconfig.CA {
+		c := resolvedCAForStep(fp, now, expired)
+		return c
+	}
+	a, b, c := ca("a", false), ca("b", false), ca("c", false)
+	dead := ca("dead", true)
+	reissuedA := &meshconfig.CA{Fingerprint: "a-reissued", Chain: []*x509.Certificate{{NotAfter: now.Add(2 * time.Hour), RawSubject: []byte("a")}}}
+	steadyA := rotationStep{issuing: a, trusted: []*meshconfig.CA{a}}
+
+	tests := []struct {
+		name       string
+		prev       rotationStep
+		prevTarget *meshconfig.CA
+		target     *meshconfig.CA
+		want       rotationStep
+	}{
+		{"first CA", rotationStep{}, nil, a, steadyA},
+		{"mTLS off", steadyA, a, nil, rotationStep{}},
+		{"unchanged", steadyA, a, a, steadyA},
+		{"new CA: trust both, keep signing with the old", steadyA, a, b,
+			rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseTrustNew}},
+		{"change in progress carries on", rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseReissue}, b, b,
+			rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseReissue}},
+		{"another CA mid-change: trust all three again", rotationStep{issuing: b, trusted: []*meshconfig.CA{a, b}, phase: PhaseReissue}, b, c,
+			rotationStep{issuing: b, trusted: []*meshconfig.CA{a, b, c}, phase: PhaseTrustNew}},
+		{"back to the signing CA: the aborted one leaves", rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseTrustNew}, b, a, steadyA},
+		{"same names and keys, re-issued: switch at once", steadyA, a, reissuedA,
+			rotationStep{issuing: reissuedA, trusted: []*meshconfig.CA{reissuedA}}},
+		{"the signing CA expired: switch at once", rotationStep{issuing: dead, trusted: []*meshconfig.CA{dead}}, dead, b,
+			rotationStep{issuing: b, trusted: []*meshconfig.CA{b}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, nextStep(tc.prev, tc.prevTarget, tc.target, now))
+		})
+	}
+}
+
+func TestBundlePEMJoinsEachAnchorOnce(t *testing.T) {
+	a := &meshconfig.CA{Fingerprint: "a", TrustBundlePEM: []byte("A\n")}
+	sameRoot := &meshconfig.CA{Fingerprint: "a2", TrustBundlePEM: []byte("A\n")} // another intermediate, same root
+	b := &meshconfig.CA{Fingerprint: "b", TrustBundlePEM: []byte("B")}
+	require.Equal(t, "A\nB\n", string(bundlePEM([]*meshconfig.CA{a, sameRoot, b})))
+}
+
+// resolvedCAForStep is a CA with just what nextStep reads.
+func resolvedCAForStep(fp string, now time.Time, expired bool) *meshconfig.CA {
+	end := now.Add(time.Hour)
+	if expired {
+		end = now.Add(-time.Hour)
+	}
+	return &meshconfig.CA{Fingerprint: fp, Chain: []*x509.Certificate{{NotAfter: end, RawSubject: []byte(fp)}}, TrustBundlePEM: []byte(fp)}
+}

@@ -1,0 +1,105 @@
+package sds
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshsds/meshsds/internal/sdstest"
+	"github.com/meshsds/meshsds/meshconfig"
+)
+
+// follow connects a live data plane of mesh "default".
+func (h *harness) follow(name, svc string, ack bool) *sdstest.Live {
+	h.t.Helper()
+	return sdstest.Follow(h.t, h.dial("default", name, svc), "default."+name, NameIdentityCert, NameMeshCA, ack)
+}
+
+func signedBy(ca *sdstest.CA) func(*sdstest.Workload) bool {
+	return func(w *sdstest.Workload) bool { return w.Leaf.CheckSignatureFrom(ca.Cert) == nil }
+}
+
+func bundleIs(cas ...*sdstest.CA) func(*sdstest.Workload) bool {
+	var want []byte
+	for _, ca := range cas {
+		want = append(want, ca.CertPEM...)
+	}
+	return func(w *sdstest.Workload) bool { return string(w.BundlePEM) == string(want) }
+}
+
+func TestCAChangeWithoutAFailedHandshake(t *testing.T) {
+	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.RotationTimeout = time.Minute })
+	oldCA, newCA := sdstest.NewRootCA(t, "old"), sdstest.NewRootCA(t, "new")
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", oldCA)}, time.Now())
+	h.cache.SetReady()
+	web := h.follow("web-1", "web", true)
+	backend := h.follow("backend-1", "backend", true)
+	web.WaitFor("a certificate", signedBy(oldCA))
+	backend.WaitFor("a certificate", signedBy(oldCA))
+
+	stop := make(chan struct{})
+	type result struct {
+		n        int
+		failures []error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, f := sdstest.HandshakeLoop(web, backend, sdstest.SPIFFE("default", "web"), sdstest.SPIFFE("default", "backend"), stop)
+		done <- result{n, f}
+	}()
+
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", newCA)}, time.Now())
+	// Phase 1: both CAs trusted, certificates still from the old one.
+	web.WaitFor("a bundle with both CAs", bundleIs(oldCA, newCA))
+	// Phase 2, then 3: new certificates, then the old CA leaves.
+	web.WaitFor("a certificate of the new CA", signedBy(newCA))
+	backend.WaitFor("a certificate of the new CA", signedBy(newCA))
+	web.WaitFor("a bundle of the new CA only", bundleIs(newCA))
+	backend.WaitFor("a bundle of the new CA only", bundleIs(newCA))
+	require.Eventually(t, func() bool { return h.cache.MeshStatus("default").(*MeshStatus).Phase == PhaseSteady.String() },
+		10*time.Second, 5*time.Millisecond)
+	// A few more rounds with the final state.
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	r := <-done
+	require.Empty(t, r.failures, "no handshake may fail during a CA change")
+	require.Greater(t, r.n, 3, "the loop must really have run through the change")
+	require.InDelta(t, 0, testutil.ToFloat64(h.metrics.rotationTimeouts.WithLabelValues("default")), 0)
+}
+
+func TestCAChangeGoesOnAfterTheTimeoutWhenADataPlaneNeverACKs(t *testing.T) {
+	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.RotationTimeout = 300 * time.Millisecond })
+	oldCA, newCA := sdstest.NewRootCA(t, "old"), sdstest.NewRootCA(t, "new")
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", oldCA)}, time.Now())
+	h.cache.SetReady()
+	good := h.follow("web-1", "web", true)
+	stuck := h.follow("stuck-1", "stuck", false)
+	good.WaitFor("a certificate", signedBy(oldCA))
+	stuck.WaitFor("a certificate", signedBy(oldCA))
+
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", newCA)}, time.Now())
+	status := h.cache.MeshStatus("default").(*MeshStatus)
+	require.Equal(t, PhaseTrustNew.String(), status.Phase)
+	require.Equal(t, 2, status.Waiting, "both data planes still have to ACK the new bundle")
+
+	// The stuck data plane never ACKs: after the timeout the change goes on,
+	// for both, and the timeout is reported.
+	good.WaitFor("a certificate of the new CA", signedBy(newCA))
+	stuck.WaitFor("a certificate of the new CA", signedBy(newCA))
+	good.WaitFor("a bundle of the new CA only", bundleIs(newCA))
+	require.InDelta(t, 2, testutil.ToFloat64(h.metrics.rotationTimeouts.WithLabelValues("default")), 0)
+	require.Equal(t, PhaseSteady.String(), h.cache.MeshStatus("default").(*MeshStatus).Phase)
+}
+
+func TestCAExpiringBeforeItsCertificatesIsReported(t *testing.T) {
+	h := newHarness(t)
+	rm := resolved(t, "default", sdstest.NewRootCA(t, "ca")) // valid for a year
+	rm.DPCertValidity = 2 * 365 * 24 * time.Hour
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": rm}, time.Now())
+	status := h.cache.MeshStatus("default").(*MeshStatus)
+	require.Contains(t, status.Warning, "expires")
+	require.InDelta(t, 1, testutil.ToFloat64(h.metrics.caExpiresSoon.WithLabelValues("default")), 0)
+	require.InDelta(t, float64(rm.CA.Chain[0].NotAfter.Unix()), testutil.ToFloat64(h.metrics.caExpiry.WithLabelValues("default")), 0)
+}
