@@ -8,9 +8,11 @@
 package meshconfig
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/x509"
 	"encoding/json"
+	"reflect"
 	"time"
 )
 
@@ -146,4 +148,27 @@ type ResolvedMesh struct {
 	RevokedTokenIDs map[string]struct{}
 	// Err is why the current Mesh could not be resolved, or nil.
 	Err error
+}
+
+// Equal reports whether r and o hold the same resources, by content.
+func (r Resources) Equal(o Resources) bool {
+	if len(r.Meshes) != len(o.Meshes) || len(r.Secrets) != len(o.Secrets) {
+		return false
+	}
+	for k, a := range r.Meshes {
+		b, ok := o.Meshes[k]
+		if !ok || (a != b && !reflect.DeepEqual(a, b)) {
+			return false
+		}
+	}
+	for k, a := range r.Secrets {
+		b, ok := o.Secrets[k]
+		if !ok {
+			return false
+		}
+		if a != b && (a.Mesh != b.Mesh || a.Name != b.Name || a.Global != b.Global || !bytes.Equal(a.Data, b.Data)) {
+			return false
+		}
+	}
+	return true
 }

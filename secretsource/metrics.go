@@ -46,13 +46,13 @@ func NewMetrics(reg prometheus.Registerer, source string) (*Metrics, error) {
 	}, []string{"source", "reason"})
 	if reg != nil {
 		var err error
-		if syncErrors, err = register(reg, syncErrors); err != nil {
+		if syncErrors, err = Register(reg, syncErrors); err != nil {
 			return nil, err
 		}
-		if lastSync, err = register(reg, lastSync); err != nil {
+		if lastSync, err = Register(reg, lastSync); err != nil {
 			return nil, err
 		}
-		if rescans, err = register(reg, rescans); err != nil {
+		if rescans, err = Register(reg, rescans); err != nil {
 			return nil, err
 		}
 	}
@@ -64,9 +64,10 @@ func NewMetrics(reg prometheus.Registerer, source string) (*Metrics, error) {
 	}, nil
 }
 
-// register registers c with reg, or returns the collector already registered
-// under the same descriptor.
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
+// Register registers c with reg, or returns the collector already registered
+// under the same descriptor, so that several sources (or replicas of one
+// component) in one process share a metric.
+func Register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
 	err := reg.Register(c)
 	if err == nil {
 		return c, nil
@@ -78,5 +79,5 @@ func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error)
 		}
 	}
 	var zero T
-	return zero, fmt.Errorf("registering source metrics: %w", err)
+	return zero, fmt.Errorf("registering metrics: %w", err)
 }

@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 
@@ -448,29 +447,6 @@ func underAny(path string, dirs []string) bool {
 		}
 	}
 	return false
-}
-
-// equalResources compares two views by content.
-func equalResources(a, b meshconfig.Resources) bool {
-	if len(a.Meshes) != len(b.Meshes) || len(a.Secrets) != len(b.Secrets) {
-		return false
-	}
-	for k, am := range a.Meshes {
-		bm, ok := b.Meshes[k]
-		if !ok || (am != bm && !reflect.DeepEqual(am, bm)) {
-			return false
-		}
-	}
-	for k, as := range a.Secrets {
-		bs, ok := b.Secrets[k]
-		if !ok {
-			return false
-		}
-		if as != bs && (as.Mesh != bs.Mesh || as.Name != bs.Name || as.Global != bs.Global || !bytes.Equal(as.Data, bs.Data)) {
-			return false
-		}
-	}
-	return true
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -71,10 +71,10 @@ func TestEqualResources(t *testing.T) {
 			},
 		}
 	}
-	require.True(t, equalResources(view("a", "ca"), view("a", "ca")), "equal content, other pointers")
-	require.False(t, equalResources(view("a", "ca"), view("b", "ca")))
-	require.False(t, equalResources(view("a", "ca"), view("a", "other")))
-	require.False(t, equalResources(view("a", "ca"), meshconfig.Resources{}))
+	require.True(t, view("a", "ca").Equal(view("a", "ca")), "equal content, other pointers")
+	require.False(t, view("a", "ca").Equal(view("b", "ca")))
+	require.False(t, view("a", "ca").Equal(view("a", "other")))
+	require.False(t, view("a", "ca").Equal(meshconfig.Resources{}))
 }
 
 // FuzzDecodeRaw checks that no raw file content makes the decoder panic and

@@ -235,7 +235,7 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 			rootErr = ""
 			s.log.Info("directory readable again", logKeyPath, s.dir)
 		}
-		if equalResources(last, view) {
+		if last.Equal(view) {
 			return
 		}
 		last = view

@@ -326,7 +326,7 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 		case <-debounce.C:
 			pending = false
 			view := st.build(stores())
-			if equalResources(last, view) {
+			if last.Equal(view) {
 				continue
 			}
 			last = view

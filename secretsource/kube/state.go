@@ -1,10 +1,8 @@
 package kube
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"reflect"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -201,28 +199,4 @@ func decodeOne(doc map[string]any, maxSecretSize int) (meshconfig.Object, error)
 		return meshconfig.Object{}, fmt.Errorf("decoded %d objects, want 1", len(objs))
 	}
 	return objs[0], nil
-}
-
-// equalResources reports whether two views hold the same content. (The file
-// source has the same comparison; both are small enough not to share.)
-func equalResources(a, b meshconfig.Resources) bool {
-	if len(a.Meshes) != len(b.Meshes) || len(a.Secrets) != len(b.Secrets) {
-		return false
-	}
-	for k, am := range a.Meshes {
-		bm, ok := b.Meshes[k]
-		if !ok || (am != bm && !reflect.DeepEqual(am, bm)) {
-			return false
-		}
-	}
-	for k, as := range a.Secrets {
-		bs, ok := b.Secrets[k]
-		if !ok {
-			return false
-		}
-		if as != bs && (as.Mesh != bs.Mesh || as.Name != bs.Name || as.Global != bs.Global || !bytes.Equal(as.Data, bs.Data)) {
-			return false
-		}
-	}
-	return true
 }
