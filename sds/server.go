@@ -328,30 +328,7 @@ func (s *Server) serveSotW(stream grpc.BidiStreamingServer[discoveryv3.Discovery
 		info.setNames(names)
 		return push()
 	}
-	if err := handle(first); err != nil {
-		return err
-	}
-	requests := s.metrics.requests.WithLabelValues(api) // looked up once, counted per ACK
-	for {
-		select {
-		case req := <-reqs:
-			requests.Inc()
-			if err := handle(req); err != nil {
-				return err
-			}
-		case err := <-errc:
-			return streamEnd(err)
-		case <-w.wake:
-			if s.cache.revoked(id) {
-				return s.revokedErr(id)
-			}
-			if err := push(); err != nil {
-				return err
-			}
-		case <-ctx.Done():
-			return nil
-		}
-	}
+	return serveLoop(ctx, s, api, id, w, first, reqs, errc, handle, push)
 }
 
 // serveDelta runs one incremental stream: it tracks the subscribed names and
@@ -482,6 +459,15 @@ func (s *Server) serveDelta(stream grpc.BidiStreamingServer[discoveryv3.DeltaDis
 		info.setNames(all)
 		return push()
 	}
+	return serveLoop(ctx, s, api, id, w, first, reqs, errc, handle, push)
+}
+
+// serveLoop runs a stream after its first request: each request goes to
+// handle, each wake-up of the cache to push, until the stream ends or its
+// token is revoked. Both stream kinds share it.
+func serveLoop[Req any](ctx context.Context, s *Server, api string, id *Identity, w *watcher, first *Req,
+	reqs <-chan *Req, errc <-chan error, handle func(*Req) error, push func() error,
+) error {
 	if err := handle(first); err != nil {
 		return err
 	}
