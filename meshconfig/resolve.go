@@ -80,8 +80,10 @@ func resolveInto(rm *ResolvedMesh, m *Mesh, secrets map[SecretKey]*Secret, now t
 		cert, okCert := secrets[SecretKey{Mesh: m.Name, Name: certName}]
 		key, okKey := secrets[SecretKey{Mesh: m.Name, Name: keyName}]
 		if !okCert || !okKey {
-			return &ValidationError{Causes: []FieldError{{Field: JoinField(field, "type"),
-				Message: fmt.Sprintf("the builtin CA (secrets %q and %q) has not been generated yet", certName, keyName)}}}
+			return &ValidationError{Causes: []FieldError{{
+				Field:   JoinField(field, "type"),
+				Message: fmt.Sprintf("the builtin CA (secrets %q and %q) has not been generated yet", certName, keyName),
+			}}}
 		}
 		ca, err := ParseCA(cert.Data, key.Data, now)
 		if err != nil {

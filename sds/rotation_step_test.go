@@ -31,17 +31,33 @@ func TestNextStep(t *testing.T) {
 		{"first CA", rotationStep{}, nil, a, steadyA},
 		{"mTLS off", steadyA, a, nil, rotationStep{}},
 		{"unchanged", steadyA, a, a, steadyA},
-		{"new CA: trust both, keep signing with the old", steadyA, a, b,
-			rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseTrustNew}},
-		{"change in progress carries on", rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseReissue}, b, b,
-			rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseReissue}},
-		{"another CA mid-change: trust all three again", rotationStep{issuing: b, trusted: []*meshconfig.CA{a, b}, phase: PhaseReissue}, b, c,
-			rotationStep{issuing: b, trusted: []*meshconfig.CA{a, b, c}, phase: PhaseTrustNew}},
+		{
+			"new CA: trust both, keep signing with the old", steadyA, a, b,
+			rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseTrustNew},
+		},
+		{
+			"change in progress carries on",
+			rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseReissue},
+			b, b,
+			rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseReissue},
+		},
+		{
+			"another CA mid-change: trust all three again",
+			rotationStep{issuing: b, trusted: []*meshconfig.CA{a, b}, phase: PhaseReissue},
+			b, c,
+			rotationStep{issuing: b, trusted: []*meshconfig.CA{a, b, c}, phase: PhaseTrustNew},
+		},
 		{"back to the signing CA: the aborted one leaves", rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseTrustNew}, b, a, steadyA},
-		{"same names and keys, re-issued: switch at once", steadyA, a, reissuedA,
-			rotationStep{issuing: reissuedA, trusted: []*meshconfig.CA{reissuedA}}},
-		{"the signing CA expired: switch at once", rotationStep{issuing: dead, trusted: []*meshconfig.CA{dead}}, dead, b,
-			rotationStep{issuing: b, trusted: []*meshconfig.CA{b}}},
+		{
+			"same names and keys, re-issued: switch at once", steadyA, a, reissuedA,
+			rotationStep{issuing: reissuedA, trusted: []*meshconfig.CA{reissuedA}},
+		},
+		{
+			"the signing CA expired: switch at once",
+			rotationStep{issuing: dead, trusted: []*meshconfig.CA{dead}},
+			dead, b,
+			rotationStep{issuing: b, trusted: []*meshconfig.CA{b}},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

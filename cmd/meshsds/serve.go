@@ -320,14 +320,18 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 	if err != nil {
 		return fmt.Errorf("--metrics-address: %w", err)
 	}
-	listeners = append(listeners, listener{name: "metrics", lis: metricsLis,
-		http: &http.Server{Handler: metricsHandler(reg, rec.Ready, cfg.pprof), ReadHeaderTimeout: 10 * time.Second}})
+	listeners = append(listeners, listener{
+		name: "metrics", lis: metricsLis,
+		http: &http.Server{Handler: metricsHandler(reg, rec.Ready, cfg.pprof), ReadHeaderTimeout: 10 * time.Second},
+	})
 	adminLis, err := net.Listen("tcp", cfg.adminAddress)
 	if err != nil {
 		return fmt.Errorf("--admin-address: %w", err)
 	}
-	listeners = append(listeners, listener{name: "admin", lis: adminLis,
-		http: &http.Server{Handler: adminAPI.Handler(), ReadHeaderTimeout: 10 * time.Second}})
+	listeners = append(listeners, listener{
+		name: "admin", lis: adminLis,
+		http: &http.Server{Handler: adminAPI.Handler(), ReadHeaderTimeout: 10 * time.Second},
+	})
 	if cfg.webhook.address != "" {
 		l, err := webhookListener(cfg, kubeSrc, log, reg)
 		if err != nil {

@@ -322,7 +322,7 @@ func TestSourceRecoversFromOutages(t *testing.T) {
 	// During the outage the last known view is still the current one.
 	cur, ok := src.Current()
 	require.True(t, ok)
-	require.True(t, (initial).Equal(cur))
+	require.True(t, initial.Equal(cur))
 
 	c.Heal()
 	want := []string{"m1/ca-cert", "m1/ca-key", "m1/newcomer", "m2/moving"}
@@ -335,7 +335,7 @@ func TestSourceRecoversFromOutages(t *testing.T) {
 	// after it arrive.
 	c.StopAPIServer()
 	cur, _ = src.Current()
-	require.True(t, (view).Equal(cur))
+	require.True(t, view.Equal(cur))
 	c.StartAPIServer()
 	c.updateSecret(t, "ca-cert", func(s *corev1.Secret) { s.Data[DataKey] = []byte("cert-3") })
 	c.deleteSecret(t, "newcomer")

@@ -104,8 +104,10 @@ func start(t *testing.T, secretsDir string, extra ...string) *server {
 			s.dataDir = extra[i+1]
 		}
 	}
-	args := []string{"serve", "--secrets-dir", secretsDir,
-		"--sds-address", s.sds, "--metrics-address", s.metrics, "--admin-address", s.admin, "--log-level", "debug"}
+	args := []string{
+		"serve", "--secrets-dir", secretsDir,
+		"--sds-address", s.sds, "--metrics-address", s.metrics, "--admin-address", s.admin, "--log-level", "debug",
+	}
 	if s.dataDir == "" {
 		s.dataDir = t.TempDir()
 		args = append(args, "--data-dir", s.dataDir)
