@@ -20,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshsds/meshsds/internal/syncbuf"
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/secretsource/file"
 )
@@ -53,24 +54,6 @@ func (r *recorder) last() (meshconfig.Resources, int) {
 	return r.views[len(r.views)-1], len(r.views)
 }
 
-// syncBuffer is a log sink safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // harness runs one Source on a temporary directory.
 type harness struct {
 	t    *testing.T
@@ -78,14 +61,14 @@ type harness struct {
 	src  *file.Source
 	rec  *recorder
 	reg  *prometheus.Registry
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 // setup prepares a harness on a fresh directory; files may be written into
 // h.dir before start.
 func setup(t *testing.T) *harness {
 	t.Helper()
-	return &harness{t: t, dir: t.TempDir(), rec: &recorder{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	return &harness{t: t, dir: t.TempDir(), rec: &recorder{}, reg: prometheus.NewRegistry(), logs: &syncbuf.Buffer{}}
 }
 
 // start creates and runs the Source, stopping it when the test ends and

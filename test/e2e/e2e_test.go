@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -15,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshsds/meshsds/internal/sdstest"
+	"github.com/meshsds/meshsds/internal/syncbuf"
 )
 
 var binary string
@@ -54,7 +53,7 @@ func TestMain(m *testing.M) {
 type server struct {
 	sds, metrics, admin string
 	dataDir             string
-	logs                *syncBuffer
+	logs                *syncbuf.Buffer
 	proc                *os.Process
 	exited              chan error
 }
@@ -65,24 +64,6 @@ func (s *server) kill(t *testing.T) {
 	require.NoError(t, s.proc.Kill())
 	err := <-s.exited
 	s.exited <- err // for the cleanup, which waits for the exit too
-}
-
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func freeAddr(t *testing.T) string {
@@ -98,7 +79,7 @@ func freeAddr(t *testing.T) string {
 // A "--data-dir DIR" in extra replaces the fresh temporary one.
 func start(t *testing.T, secretsDir string, extra ...string) *server {
 	t.Helper()
-	s := &server{sds: freeAddr(t), metrics: freeAddr(t), admin: freeAddr(t), logs: &syncBuffer{}, exited: make(chan error, 1)}
+	s := &server{sds: freeAddr(t), metrics: freeAddr(t), admin: freeAddr(t), logs: &syncbuf.Buffer{}, exited: make(chan error, 1)}
 	for i, a := range extra {
 		if a == "--data-dir" && i+1 < len(extra) {
 			s.dataDir = extra[i+1]

@@ -1,7 +1,6 @@
 package postgres_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -17,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshsds/meshsds/internal/pgtest"
+	"github.com/meshsds/meshsds/internal/syncbuf"
 	"github.com/meshsds/meshsds/secretsource/api/store"
 	"github.com/meshsds/meshsds/secretsource/api/store/postgres"
 	"github.com/meshsds/meshsds/secretsource/api/store/storetest"
@@ -79,42 +79,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// twoStores sends each call to one of two Stores opened on the same
-// database, alternately, as two replicas would share it. (The SQLite tests
-// have the same adapter; test files cannot share it.)
-type twoStores struct {
-	s    [2]store.Store
-	next atomic.Uint64
-}
-
-func (t *twoStores) pick() store.Store { return t.s[t.next.Add(1)%2] }
-
-func (t *twoStores) Get(ctx context.Context, key store.Key) (store.Record, error) {
-	return t.pick().Get(ctx, key)
-}
-
-func (t *twoStores) List(ctx context.Context, kind store.Kind, mesh string) ([]store.Record, error) {
-	return t.pick().List(ctx, kind, mesh)
-}
-
-func (t *twoStores) Put(ctx context.Context, rec store.Record, expectVersion int64) (store.Record, bool, error) {
-	return t.pick().Put(ctx, rec, expectVersion)
-}
-
-func (t *twoStores) Create(ctx context.Context, rec store.Record) (store.Record, error) {
-	return t.pick().Create(ctx, rec)
-}
-
-func (t *twoStores) Delete(ctx context.Context, key store.Key) error {
-	return t.pick().Delete(ctx, key)
-}
-
-func (t *twoStores) Revision(ctx context.Context) (int64, error) {
-	return t.pick().Revision(ctx)
-}
-
-func (t *twoStores) Close() error { return nil }
-
 // TestConformanceTwoInstances runs the suite with every call going to one of
 // two Stores on the same database in turn (one over TCP, one over the Unix
 // socket): a write through one is seen at once through the other, and the
@@ -126,7 +90,7 @@ func TestConformanceTwoInstances(t *testing.T) {
 		u, err := url.Parse(tcp)
 		require.NoError(t, err)
 		sock := srv.SocketURL(strings.TrimPrefix(u.Path, "/"))
-		return &twoStores{s: [2]store.Store{open(t, tcp), open(t, sock)}}
+		return storetest.Alternate(open(t, tcp), open(t, sock))
 	})
 }
 
@@ -280,7 +244,7 @@ func schemaVersion(t *testing.T, dbURL string) int {
 func TestReopenKeepsEverythingAndMigratesOnce(t *testing.T) {
 	ctx := t.Context()
 	dbURL := newDatabase(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 
 	s := openWith(t, postgres.Config{URL: dbURL, Logger: logger})
@@ -321,7 +285,7 @@ func TestConcurrentOpensMigrateOnce(t *testing.T) {
 	for round := range 3 {
 		t.Run(strconv.Itoa(round), func(t *testing.T) {
 			dbURL := newDatabase(t)
-			var logs syncBuffer
+			var logs syncbuf.Buffer
 			logger := slog.New(slog.NewTextHandler(&logs, nil))
 			const n = 8
 			var wg sync.WaitGroup
@@ -589,22 +553,4 @@ func TestCancelWhileWaitingForALock(t *testing.T) {
 	rev, err := s.Revision(ctx)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), rev)
-}
-
-// syncBuffer is a log destination that tests read while stores write.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -2,14 +2,12 @@ package sqlite_test
 
 import (
 	"bytes"
-	"context"
 	"database/sql"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,49 +33,13 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// twoStores sends each call to one of two Stores opened on the same file,
-// alternately, as two replicas (or a process and its restarted self) would
-// share it.
-type twoStores struct {
-	s    [2]store.Store
-	next atomic.Uint64
-}
-
-func (t *twoStores) pick() store.Store { return t.s[t.next.Add(1)%2] }
-
-func (t *twoStores) Get(ctx context.Context, key store.Key) (store.Record, error) {
-	return t.pick().Get(ctx, key)
-}
-
-func (t *twoStores) List(ctx context.Context, kind store.Kind, mesh string) ([]store.Record, error) {
-	return t.pick().List(ctx, kind, mesh)
-}
-
-func (t *twoStores) Put(ctx context.Context, rec store.Record, expectVersion int64) (store.Record, bool, error) {
-	return t.pick().Put(ctx, rec, expectVersion)
-}
-
-func (t *twoStores) Create(ctx context.Context, rec store.Record) (store.Record, error) {
-	return t.pick().Create(ctx, rec)
-}
-
-func (t *twoStores) Delete(ctx context.Context, key store.Key) error {
-	return t.pick().Delete(ctx, key)
-}
-
-func (t *twoStores) Revision(ctx context.Context) (int64, error) {
-	return t.pick().Revision(ctx)
-}
-
-func (t *twoStores) Close() error { return nil }
-
 // TestConformanceTwoInstances runs the suite with every call going to one of
 // two Stores on the same file in turn: a write through one is seen at once
 // through the other, and the revision is shared.
 func TestConformanceTwoInstances(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		path := filepath.Join(t.TempDir(), "meshsds.db")
-		return &twoStores{s: [2]store.Store{open(t, path), open(t, path)}}
+		return storetest.Alternate(open(t, path), open(t, path))
 	})
 }
 

@@ -32,6 +32,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -592,3 +593,44 @@ func testCanceledContext(t *testing.T, s store.Store) {
 	require.Equal(t, []byte("x"), mustGet(t, s, existing).Data)
 	require.Equal(t, rev, mustRevision(t, s))
 }
+
+// Alternate returns a Store that sends each call to a and b in turn, as two
+// replicas (or a process and its restarted self) sharing one database would:
+// running Run over it checks that a write through one is seen at once
+// through the other and that the revision is shared. Close closes neither.
+func Alternate(a, b store.Store) store.Store {
+	return &alternating{s: [2]store.Store{a, b}}
+}
+
+type alternating struct {
+	s    [2]store.Store
+	next atomic.Uint64
+}
+
+func (t *alternating) pick() store.Store { return t.s[t.next.Add(1)%2] }
+
+func (t *alternating) Get(ctx context.Context, key store.Key) (store.Record, error) {
+	return t.pick().Get(ctx, key)
+}
+
+func (t *alternating) List(ctx context.Context, kind store.Kind, mesh string) ([]store.Record, error) {
+	return t.pick().List(ctx, kind, mesh)
+}
+
+func (t *alternating) Put(ctx context.Context, rec store.Record, expectVersion int64) (store.Record, bool, error) {
+	return t.pick().Put(ctx, rec, expectVersion)
+}
+
+func (t *alternating) Create(ctx context.Context, rec store.Record) (store.Record, error) {
+	return t.pick().Create(ctx, rec)
+}
+
+func (t *alternating) Delete(ctx context.Context, key store.Key) error {
+	return t.pick().Delete(ctx, key)
+}
+
+func (t *alternating) Revision(ctx context.Context) (int64, error) {
+	return t.pick().Revision(ctx)
+}
+
+func (t *alternating) Close() error { return nil }
