@@ -102,6 +102,22 @@ func newApplyCommand() *cobra.Command {
 	return cmd
 }
 
+// printRaw writes an admin API answer as JSON or YAML.
+func printRaw(out io.Writer, output string, raw json.RawMessage) error {
+	switch output {
+	case "json":
+		_, err := fmt.Fprintln(out, string(raw))
+		return err
+	case "yaml":
+		y, err := yaml.JSONToYAML(raw)
+		if err == nil {
+			_, err = out.Write(y)
+		}
+		return err
+	}
+	return fmt.Errorf("-o must be table, yaml or json, not %q", output)
+}
+
 func displayName(file string) string {
 	if file == "-" {
 		return "standard input"
@@ -175,17 +191,8 @@ func newGetCommand() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			switch output {
-			case "json":
-				_, err = fmt.Fprintln(out, string(raw))
-				return err
-			case "yaml":
-				y, err := yaml.JSONToYAML(raw)
-				if err != nil {
-					return err
-				}
-				_, err = out.Write(y)
-				return err
+			if output != "table" {
+				return printRaw(out, output, raw)
 			}
 			var items []resourceItem
 			if single {
@@ -342,19 +349,8 @@ func newInspectCommand() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			switch output {
-			case "json":
-				_, err = fmt.Fprintln(out, string(raw))
-				return err
-			case "yaml":
-				y, err := yaml.JSONToYAML(raw)
-				if err == nil {
-					_, err = out.Write(y)
-				}
-				return err
-			case "table":
-			default:
-				return fmt.Errorf("-o must be table, yaml or json, not %q", output)
+			if output != "table" {
+				return printRaw(out, output, raw)
 			}
 			var list dataplaneList
 			if err := json.Unmarshal(raw, &list); err != nil {
