@@ -2,6 +2,7 @@ package sds
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/x509"
 	"testing"
 	"time"
@@ -353,4 +354,16 @@ func TestNodeCannotChange(t *testing.T) {
 
 func tokenClaims(mesh, name string, tags map[string][]string) token.Claims {
 	return token.Claims{Mesh: mesh, Name: name, Tags: tags}
+}
+
+func TestRSAWorkloadKeys(t *testing.T) {
+	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.KeyType = KeyRSA })
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca"))}, time.Now())
+	h.cache.SetReady()
+	web := h.connect("default", "web-1", "web")
+	backend := h.connect("default", "backend-1", "backend")
+	require.Equal(t, x509.RSA, web.held.Leaf.PublicKeyAlgorithm)
+	require.Equal(t, 2048, web.held.Leaf.PublicKey.(*rsa.PublicKey).N.BitLen())
+	require.NotZero(t, web.held.Leaf.KeyUsage&x509.KeyUsageKeyEncipherment)
+	require.NoError(t, sdstest.Handshake(backend.held, web.held, sdstest.SPIFFE("default", "backend"), sdstest.SPIFFE("default", "web")))
 }

@@ -95,7 +95,7 @@ func TestValidateRefusesUnsafeAddresses(t *testing.T) {
 	base := func() *serveConfig {
 		return &serveConfig{
 			auth: "dataplane-token", secretsDirs: []string{"/x"}, sdsAddress: "127.0.0.1:5677",
-			adminAddress: "127.0.0.1:5681", store: "sqlite", logLevel: "info", logFormat: "text",
+			adminAddress: "127.0.0.1:5681", store: "sqlite", logLevel: "info", logFormat: "text", workloadKeyType: "ecdsa",
 		}
 	}
 	require.NoError(t, base().validate())
@@ -112,6 +112,7 @@ func TestValidateRefusesUnsafeAddresses(t *testing.T) {
 		}, "requires client certificates"},
 		{"admin tls files without address", func(c *serveConfig) { c.adminTLSCert = "/c" }, "need --admin-tls-address"},
 		{"bad auth", func(c *serveConfig) { c.auth = "x" }, "--auth"},
+		{"bad workload key type", func(c *serveConfig) { c.workloadKeyType = "dsa" }, "--workload-key-type"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()

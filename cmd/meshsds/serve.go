@@ -64,6 +64,7 @@ type serveConfig struct {
 	pprof               bool
 	shutdownTimeout     time.Duration
 	caRotationTimeout   time.Duration
+	workloadKeyType     string
 }
 
 func newServeCommand() *cobra.Command {
@@ -118,6 +119,7 @@ environment, which wins over the file.`,
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	f.BoolVar(&cfg.pprof, "pprof", false, "serve /debug/pprof/ on the metrics address")
+	f.StringVar(&cfg.workloadKeyType, "workload-key-type", "ecdsa", "key of workload certificates: ecdsa (P-256) or rsa (2048 bits)")
 	f.DurationVar(&cfg.caRotationTimeout, "ca-rotation-timeout", time.Minute, "how long each phase of a CA change waits for every connected data plane to ACK before going on without the laggards")
 	f.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to let streams and requests finish on shutdown")
 	return cmd, cfg
@@ -132,6 +134,9 @@ func (c *serveConfig) validate() error {
 	}
 	if err := c.webhook.validate(c.kubernetes); err != nil {
 		return err
+	}
+	if c.workloadKeyType != string(sds.KeyECDSA) && c.workloadKeyType != string(sds.KeyRSA) {
+		return fmt.Errorf("--workload-key-type must be ecdsa or rsa, not %q", c.workloadKeyType)
 	}
 	if c.store != "sqlite" && c.store != "postgres" {
 		return fmt.Errorf("--store must be sqlite or postgres, not %q", c.store)
@@ -248,7 +253,9 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 	if err != nil {
 		return err
 	}
-	cache := sds.NewCache(sds.CacheConfig{Logger: log, Metrics: metrics, RotationTimeout: cfg.caRotationTimeout})
+	cache := sds.NewCache(sds.CacheConfig{
+		Logger: log, Metrics: metrics, RotationTimeout: cfg.caRotationTimeout, KeyType: sds.KeyType(cfg.workloadKeyType),
+	})
 	server, err := sds.NewServer(sds.ServerConfig{Cache: cache, Auth: auth, Logger: log, Metrics: metrics})
 	if err != nil {
 		return err
