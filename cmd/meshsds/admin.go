@@ -16,8 +16,8 @@ import (
 // adminTLSListener opens the remote admin endpoint: HTTPS whose clients must
 // present a certificate from one of the CAs in --admin-client-certs-dir.
 func adminTLSListener(cfg *serveConfig, h http.Handler, log *slog.Logger) (listener, error) {
-	cert, err := tls.LoadX509KeyPair(cfg.adminTLSCert, cfg.adminTLSKey)
-	if err != nil {
+	certs := &certReloader{certFile: cfg.adminTLSCert, keyFile: cfg.adminTLSKey}
+	if _, err := certs.get(); err != nil {
 		return listener{}, fmt.Errorf("--admin-tls-cert/--admin-tls-key: %w", err)
 	}
 	pool, n, err := loadClientCAs(cfg.adminClientCertsDir)
@@ -26,8 +26,8 @@ func adminTLSListener(cfg *serveConfig, h http.Handler, log *slog.Logger) (liste
 	}
 	log.Info("remote admin access enabled", "address", cfg.adminTLSAddress, "client_cas", n)
 	tc := &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
+		GetCertificate: certs.getCertificate(log, "admin"),
+		MinVersion:     tls.VersionTLS12,
 		// The certificate is checked in requireClientCert, so that a missing
 		// or untrusted one gets a clear 401/403 instead of a failed handshake.
 		ClientAuth: tls.RequestClientCert,

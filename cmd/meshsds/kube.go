@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -164,57 +162,8 @@ func webhookListener(cfg *serveConfig, view kube.ResourceView, log *slog.Logger,
 	}
 	mux := http.NewServeMux()
 	mux.Handle(kube.WebhookPath, wh)
-	tlsLis := tls.NewListener(lis, &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			c, err := certs.get()
-			if err != nil {
-				log.Error("webhook certificate cannot be loaded; serving the previous one", "err", err)
-			}
-			return c, nil
-		},
-	})
+	tlsLis := tls.NewListener(lis, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.getCertificate(log, "webhook")})
 	return listener{name: "webhook", lis: tlsLis, http: &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
 	}}, nil
-}
-
-// certReloader serves a certificate from files, reading them again when
-// their size or modification time changes.
-type certReloader struct {
-	certFile, keyFile string
-
-	mu       sync.Mutex
-	cert     *tls.Certificate
-	certStat [2]fileStamp
-}
-
-// fileStamp is what tells a changed file.
-type fileStamp struct {
-	size    int64
-	modTime time.Time
-}
-
-// get returns the current certificate; on a failed reload it returns the
-// previous one (if any) with the error.
-func (r *certReloader) get() (*tls.Certificate, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var stamps [2]fileStamp
-	for i, f := range []string{r.certFile, r.keyFile} {
-		fi, err := os.Stat(f)
-		if err != nil {
-			return r.cert, err
-		}
-		stamps[i] = fileStamp{fi.Size(), fi.ModTime()}
-	}
-	if r.cert != nil && stamps == r.certStat {
-		return r.cert, nil
-	}
-	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
-	if err != nil {
-		return r.cert, err
-	}
-	r.cert, r.certStat = &c, stamps
-	return r.cert, nil
 }

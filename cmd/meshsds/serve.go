@@ -314,7 +314,7 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 			}
 		}
 	}()
-	grpcSrv, sdsLis, err := newGRPCServer(cfg)
+	grpcSrv, sdsLis, err := newGRPCServer(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -439,7 +439,7 @@ func newAuthenticator(cfg *serveConfig, key *ecdsa.PrivateKey, log *slog.Logger)
 }
 
 // newGRPCServer builds the SDS gRPC server and its listener.
-func newGRPCServer(cfg *serveConfig) (*grpc.Server, net.Listener, error) {
+func newGRPCServer(cfg *serveConfig, log *slog.Logger) (*grpc.Server, net.Listener, error) {
 	opts := []grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 60 * time.Second, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -450,11 +450,13 @@ func newGRPCServer(cfg *serveConfig) (*grpc.Server, net.Listener, error) {
 	// connections (see sds.GRPCServerOptions).
 	opts = append(opts, sds.GRPCServerOptions()...)
 	if cfg.sdsTLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.sdsTLSCert, cfg.sdsTLSKey)
-		if err != nil {
+		// Read again when the files change, so a renewed certificate is
+		// served without a restart.
+		certs := &certReloader{certFile: cfg.sdsTLSCert, keyFile: cfg.sdsTLSKey}
+		if _, err := certs.get(); err != nil {
 			return nil, nil, fmt.Errorf("--sds-tls-cert/--sds-tls-key: %w", err)
 		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})))
+		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{GetCertificate: certs.getCertificate(log, "SDS"), MinVersion: tls.VersionTLS12})))
 	}
 	lis, err := listen(cfg.sdsAddress)
 	if err != nil {

@@ -29,6 +29,7 @@ import (
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 )
@@ -93,7 +94,13 @@ func newCA(t testing.TB, cn string, parent *CA) *CA {
 // initial_metadata.
 func Dial(t testing.TB, addr, token string) *grpc.ClientConn {
 	t.Helper()
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	return DialWith(t, addr, token, insecure.NewCredentials())
+}
+
+// DialWith is Dial with other transport credentials, e.g. TLS.
+func DialWith(t testing.TB, addr, token string, creds credentials.TransportCredentials) *grpc.ClientConn {
+	t.Helper()
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 	if token != "" {
 		md := metadata.Pairs("authorization", "Bearer "+token)
 		opts = append(opts,
