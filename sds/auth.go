@@ -107,7 +107,7 @@ func (a *TokenAuthenticator) Authenticate(ctx context.Context, node *corev3.Node
 	if node.GetId() == "" {
 		return nil, &AuthError{codes.InvalidArgument, "missing_node", "the first request must carry node.id \"<mesh>.<name>\""}
 	}
-	id := &Identity{Mesh: claims.Mesh, Name: claims.Name, Tags: claims.Tags, TokenID: claims.ID}
+	id := &Identity{Mesh: claims.Mesh, Name: claims.Name, Tags: claims.Tags, TokenID: claims.ID, Expires: claims.ExpiresAt}
 	if node.GetId() != id.NodeID() {
 		reason := "other_mesh"
 		if strings.HasPrefix(node.GetId(), claims.Mesh+".") {

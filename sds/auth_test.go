@@ -190,3 +190,17 @@ func TestRenewalTime(t *testing.T) {
 	require.Equal(t, nb.Add(85*time.Hour), RenewalTime(nb, na, 1))
 	require.Equal(t, nb.Add(75*time.Hour), RenewalTime(nb, na, -1))
 }
+
+func TestStreamClosedWhenItsTokenExpires(t *testing.T) {
+	h := newHarness(t)
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca"))}, time.Now())
+	h.cache.SetReady()
+	raw, err := h.issuer.Issue(token.Claims{Mesh: "default", Name: "web-1", Tags: map[string][]string{ServiceTag: {"web"}}}, 2*time.Second, time.Now())
+	require.NoError(t, err)
+	s := sdstest.OpenStream(t, sdstest.Dial(t, h.addr, raw), "default.web-1", false, NameIdentityCert)
+	got, _ := s.Expect()
+	require.Len(t, got, 1)
+	_, err = s.Recv(10 * time.Second)
+	require.Equal(t, codes.Unauthenticated, status.Code(err), "got %v", err)
+	require.Contains(t, status.Convert(err).Message(), "expired")
+}

@@ -43,6 +43,9 @@ type Identity struct {
 	Name    string
 	Tags    map[string][]string
 	TokenID string
+	// Expires is when the credential that proved the identity expires;
+	// streams are closed then. Zero means never (--auth none).
+	Expires time.Time
 }
 
 // NodeID is the Envoy node id this identity must present: "<mesh>.<name>".

@@ -472,8 +472,20 @@ func serveLoop[Req any](ctx context.Context, s *Server, api string, id *Identity
 		return err
 	}
 	requests := s.metrics.requests.WithLabelValues(api) // looked up once, counted per ACK
+	// An expired token must not keep a stream, which would otherwise be
+	// handed renewed certificates for ever.
+	var expired <-chan time.Time
+	if !id.Expires.IsZero() {
+		t := time.NewTimer(id.Expires.Sub(s.now()))
+		defer t.Stop()
+		expired = t.C
+	}
 	for {
 		select {
+		case <-expired:
+			s.metrics.authFailures.WithLabelValues("expired").Inc()
+			s.log.Info("closing stream: its dataplane token expired", keyMesh, id.Mesh, keyDataplane, id.Name)
+			return status.Error(codes.Unauthenticated, "dataplane token expired")
 		case req := <-reqs:
 			requests.Inc()
 			if err := handle(req); err != nil {
