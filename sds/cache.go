@@ -661,8 +661,8 @@ func (c *Cache) renew(mesh, key string, e *certEntry) {
 	}
 }
 
-// meshStatus reports whether mesh can currently be served, and why not.
-func (c *Cache) meshStatus(mesh string) error {
+// whyNotServed says why mesh cannot be served now, or nil when it can.
+func (c *Cache) whyNotServed(mesh string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ms := c.meshes[mesh]

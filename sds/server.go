@@ -147,7 +147,7 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 		return nil, status.Error(codes.Internal, "issuing workload certificate failed")
 	}
 	if !ready {
-		return nil, status.Errorf(codes.Unavailable, "secrets not available: %v", s.cache.meshStatus(id.Mesh))
+		return nil, status.Errorf(codes.Unavailable, "secrets not available: %v", s.cache.whyNotServed(id.Mesh))
 	}
 	return &discoveryv3.DiscoveryResponse{VersionInfo: version, Resources: resources, TypeUrl: SecretTypeURL}, nil
 }

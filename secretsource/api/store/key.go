@@ -54,3 +54,15 @@ func ValidateListArgs(kind Kind, mesh string) error {
 	}
 	return nil
 }
+
+// ValidatePutArgs reports whether rec and expectVersion are valid arguments
+// to Store.Put: a valid key and a version that is not negative.
+func ValidatePutArgs(rec Record, expectVersion int64) error {
+	if err := rec.Validate(); err != nil {
+		return err
+	}
+	if expectVersion < 0 {
+		return fmt.Errorf("putting %s: expected version %d is negative", rec.Key, expectVersion)
+	}
+	return nil
+}

@@ -276,11 +276,8 @@ func (s *Store) List(ctx context.Context, kind store.Kind, mesh string) ([]store
 // error wraps store.ErrConflict and nothing changes. The check and the write
 // are one statement.
 func (s *Store) Put(ctx context.Context, rec store.Record, expectVersion int64) (store.Record, bool, error) {
-	if err := rec.Validate(); err != nil {
+	if err := store.ValidatePutArgs(rec, expectVersion); err != nil {
 		return store.Record{}, false, err
-	}
-	if expectVersion < 0 {
-		return store.Record{}, false, fmt.Errorf("putting %s: expected version %d is negative", rec.Key, expectVersion)
 	}
 	stored := store.Record{Key: rec.Key, Data: cloneData(rec.Data)}
 	now := s.now()
