@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshsds/meshsds/internal/grpclite"
 	"github.com/meshsds/meshsds/internal/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
 )
@@ -123,7 +124,7 @@ func benchPush(b *testing.B, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	gs := grpc.NewServer(GRPCServerOptions()...)
+	gs := grpclite.NewServer(grpclite.Config{})
 	srv.Register(gs)
 	lis := listenLoopback(b)
 	go func() { _ = gs.Serve(lis) }()

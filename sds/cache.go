@@ -58,7 +58,8 @@ const (
 type watcher struct {
 	id    *Identity
 	idKey string
-	wake  chan struct{}
+	// wake tells the stream to look again; it must not block.
+	wake func()
 	// interest holds the want* bits; the stream sets it, the cache reads it.
 	interest atomic.Uint32
 	// since is the earliest unserved change (unix nanos), for push latency.
@@ -70,9 +71,8 @@ type watcher struct {
 
 func (w *watcher) notify(changedAt time.Time) {
 	w.since.CompareAndSwap(0, changedAt.UnixNano())
-	select {
-	case w.wake <- struct{}{}:
-	default:
+	if w.wake != nil {
+		w.wake()
 	}
 }
 
@@ -439,9 +439,10 @@ func sameSet(a, b map[string]struct{}) bool {
 	return true
 }
 
-// watch registers a stream of id. The returned function unregisters it.
-func (c *Cache) watch(id *Identity) (*watcher, func()) {
-	w := &watcher{id: id, idKey: id.key(), wake: make(chan struct{}, 1)}
+// watch registers a stream of id, which wake tells of changes. The returned
+// function unregisters it.
+func (c *Cache) watch(id *Identity, wake func()) (*watcher, func()) {
+	w := &watcher{id: id, idKey: id.key(), wake: wake}
 	c.mu.Lock()
 	ms := c.meshes[id.Mesh]
 	if ms == nil {

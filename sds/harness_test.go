@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 
+	"github.com/meshsds/meshsds/internal/grpclite"
 	"github.com/meshsds/meshsds/internal/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/sds/token"
@@ -46,7 +47,7 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	sc.Cache = cache
 	srv, err := NewServer(sc)
 	require.NoError(t, err)
-	gs := grpc.NewServer()
+	gs := grpclite.NewServer(grpclite.Config{})
 	srv.Register(gs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

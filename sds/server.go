@@ -8,7 +8,6 @@ package sds
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"slices"
 	"sort"
@@ -20,10 +19,12 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshsds/meshsds/internal/grpclite"
 )
 
 // SecretTypeURL is the xDS type of the resources meshsds serves.
@@ -91,32 +92,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}, nil
 }
 
-// Register adds the SDS and ADS services to r.
-func (s *Server) Register(r grpc.ServiceRegistrar) {
+// Register adds the SDS and ADS services to r: FetchSecrets and the
+// service descriptions (for reflection) as generated, the four streaming
+// methods as event streams (see stream.go).
+func (s *Server) Register(r *grpclite.Server) {
 	secretv3.RegisterSecretDiscoveryServiceServer(r, s)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(r, s)
-}
-
-// StreamSecrets serves SDS state-of-the-world streams.
-func (s *Server) StreamSecrets(stream grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
-	return s.serveSotW(stream, apiSotW)
-}
-
-// StreamAggregatedResources serves ADS state-of-the-world streams; only the
-// Secret type is answered.
-func (s *Server) StreamAggregatedResources(stream grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
-	return s.serveSotW(stream, apiADS)
-}
-
-// DeltaSecrets serves SDS incremental streams.
-func (s *Server) DeltaSecrets(stream grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
-	return s.serveDelta(stream, apiDelta)
-}
-
-// DeltaAggregatedResources serves ADS incremental streams; only the Secret
-// type is answered.
-func (s *Server) DeltaAggregatedResources(stream grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
-	return s.serveDelta(stream, apiADSDelta)
+	r.HandleStream(methodSotW, s.handler(apiSotW, beginSotW))
+	r.HandleStream(methodADS, s.handler(apiADS, beginSotW))
+	r.HandleStream(methodDelta, s.handler(apiDelta, beginDelta))
+	r.HandleStream(methodADSDelta, s.handler(apiADSDelta, beginDelta))
 }
 
 // FetchSecrets answers one request with the current secrets. It fails with
@@ -175,58 +160,6 @@ func checkType(typeURL, api string) error {
 	return status.Errorf(codes.InvalidArgument, "meshsds serves only %s, not %q", SecretTypeURL, typeURL)
 }
 
-// recvLoop moves a stream's requests onto a channel so that one goroutine
-// can wait for requests and for cache wake-ups at once. It ends when the
-// stream does.
-func recvLoop[T any](ctx context.Context, recv func() (*T, error)) (<-chan *T, <-chan error) {
-	reqs := make(chan *T)
-	errc := make(chan error, 1)
-	go func() {
-		for {
-			r, err := recv()
-			if err != nil {
-				errc <- err
-				return
-			}
-			select {
-			case reqs <- r:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return reqs, errc
-}
-
-// streamEnd turns the receive error that ended a stream into its result.
-func streamEnd(err error) error {
-	if errors.Is(err, io.EOF) {
-		return nil
-	}
-	return err
-}
-
-// open authenticates a stream by its first request, waits until the cache is
-// ready and registers the stream. The caller must call the returned close.
-func (s *Server) open(ctx context.Context, node *corev3.Node, api string) (*Identity, *watcher, *streamInfo, func(), error) {
-	id, err := s.authenticate(ctx, node, api)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	select {
-	case <-s.cache.Ready():
-	case <-ctx.Done():
-		return nil, nil, nil, nil, status.FromContextError(ctx.Err()).Err()
-	}
-	if s.cache.revoked(id) {
-		s.metrics.authFailures.WithLabelValues("revoked").Inc()
-		return nil, nil, nil, nil, status.Error(codes.PermissionDenied, "dataplane token revoked")
-	}
-	w, unwatch := s.cache.watch(id)
-	info := s.track(id, api)
-	return id, w, info, func() { unwatch(); s.untrack(info) }, nil
-}
-
 // checkNode enforces that a stream's node never changes.
 func checkNode(id *Identity, node *corev3.Node) error {
 	if node.GetId() != "" && node.GetId() != id.NodeID() {
@@ -243,28 +176,17 @@ func (s *Server) revokedErr(id *Identity) error {
 	return status.Error(codes.PermissionDenied, "dataplane token revoked")
 }
 
-// serveSotW runs one state-of-the-world stream: it answers each new set of
+// beginSotW starts a state-of-the-world stream: it answers each new set of
 // names, records ACKs and NACKs, and pushes when the cache wakes it.
-func (s *Server) serveSotW(stream grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse], api string) error {
-	ctx := stream.Context()
-	reqs, errc := recvLoop(ctx, stream.Recv)
-	var first *discoveryv3.DiscoveryRequest
-	select {
-	case first = <-reqs:
-	case err := <-errc:
-		return streamEnd(err)
-	case <-ctx.Done():
-		return nil
+func beginSotW(s *Server, st *stream, raw []byte) (func([]byte) error, func() error, error) {
+	first := &discoveryv3.DiscoveryRequest{}
+	if err := proto.Unmarshal(raw, first); err != nil {
+		return nil, nil, status.Error(codes.InvalidArgument, "malformed DiscoveryRequest")
 	}
-	s.metrics.requests.WithLabelValues(api).Inc()
-	id, w, info, closeFn, err := s.open(ctx, first.GetNode(), api)
-	if err != nil {
-		return err
+	if err := st.open(first.GetNode()); err != nil {
+		return nil, nil, err
 	}
-	defer closeFn()
-	s.metrics.activeStreams.WithLabelValues(api).Inc()
-	defer s.metrics.activeStreams.WithLabelValues(api).Dec()
-
+	api, id, w, info := st.api, st.id, st.w, st.info
 	var (
 		names       []string
 		nonce       int
@@ -291,7 +213,7 @@ func (s *Server) serveSotW(stream grpc.BidiStreamingServer[discoveryv3.Discovery
 		nonce++
 		lastNonce = strconv.Itoa(nonce)
 		resp := &discoveryv3.DiscoveryResponse{VersionInfo: version, Resources: resources, TypeUrl: SecretTypeURL, Nonce: lastNonce}
-		if err := stream.Send(resp); err != nil {
+		if err := st.gs.Send(resp); err != nil {
 			return err
 		}
 		lastVersion, sentTag = version, tag
@@ -328,31 +250,29 @@ func (s *Server) serveSotW(stream grpc.BidiStreamingServer[discoveryv3.Discovery
 		info.setNames(names)
 		return push()
 	}
-	return serveLoop(ctx, s, api, id, w, first, reqs, errc, handle, push)
+	if err := handle(first); err != nil {
+		return nil, nil, err
+	}
+	return func(raw []byte) error {
+		req := &discoveryv3.DiscoveryRequest{}
+		if err := proto.Unmarshal(raw, req); err != nil {
+			return status.Error(codes.InvalidArgument, "malformed DiscoveryRequest")
+		}
+		return handle(req)
+	}, push, nil
 }
 
-// serveDelta runs one incremental stream: it tracks the subscribed names and
-// the version of each it sent, and sends only what changed.
-func (s *Server) serveDelta(stream grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse], api string) error {
-	ctx := stream.Context()
-	reqs, errc := recvLoop(ctx, stream.Recv)
-	var first *discoveryv3.DeltaDiscoveryRequest
-	select {
-	case first = <-reqs:
-	case err := <-errc:
-		return streamEnd(err)
-	case <-ctx.Done():
-		return nil
+// beginDelta starts an incremental stream: it tracks the subscribed names
+// and the version of each it sent, and sends only what changed.
+func beginDelta(s *Server, st *stream, raw []byte) (func([]byte) error, func() error, error) {
+	first := &discoveryv3.DeltaDiscoveryRequest{}
+	if err := proto.Unmarshal(raw, first); err != nil {
+		return nil, nil, status.Error(codes.InvalidArgument, "malformed DeltaDiscoveryRequest")
 	}
-	s.metrics.requests.WithLabelValues(api).Inc()
-	id, w, info, closeFn, err := s.open(ctx, first.GetNode(), api)
-	if err != nil {
-		return err
+	if err := st.open(first.GetNode()); err != nil {
+		return nil, nil, err
 	}
-	defer closeFn()
-	s.metrics.activeStreams.WithLabelValues(api).Inc()
-	defer s.metrics.activeStreams.WithLabelValues(api).Dec()
-
+	api, id, w, info := st.api, st.id, st.w, st.info
 	subscribed := map[string]struct{}{}
 	sent := map[string]string{}
 	for name, v := range first.GetInitialResourceVersions() {
@@ -398,7 +318,7 @@ func (s *Server) serveDelta(stream grpc.BidiStreamingServer[discoveryv3.DeltaDis
 		nonce++
 		lastNonce = strconv.Itoa(nonce)
 		resp := &discoveryv3.DeltaDiscoveryResponse{Resources: out, TypeUrl: SecretTypeURL, Nonce: lastNonce}
-		if err := stream.Send(resp); err != nil {
+		if err := st.gs.Send(resp); err != nil {
 			return err
 		}
 		sentTag = tag
@@ -459,51 +379,16 @@ func (s *Server) serveDelta(stream grpc.BidiStreamingServer[discoveryv3.DeltaDis
 		info.setNames(all)
 		return push()
 	}
-	return serveLoop(ctx, s, api, id, w, first, reqs, errc, handle, push)
-}
-
-// serveLoop runs a stream after its first request: each request goes to
-// handle, each wake-up of the cache to push, until the stream ends or its
-// token is revoked. Both stream kinds share it.
-func serveLoop[Req any](ctx context.Context, s *Server, api string, id *Identity, w *watcher, first *Req,
-	reqs <-chan *Req, errc <-chan error, handle func(*Req) error, push func() error,
-) error {
 	if err := handle(first); err != nil {
-		return err
+		return nil, nil, err
 	}
-	requests := s.metrics.requests.WithLabelValues(api) // looked up once, counted per ACK
-	// An expired token must not keep a stream, which would otherwise be
-	// handed renewed certificates for ever.
-	var expired <-chan time.Time
-	if !id.Expires.IsZero() {
-		t := time.NewTimer(id.Expires.Sub(s.now()))
-		defer t.Stop()
-		expired = t.C
-	}
-	for {
-		select {
-		case <-expired:
-			s.metrics.authFailures.WithLabelValues("expired").Inc()
-			s.log.Info("closing stream: its dataplane token expired", keyMesh, id.Mesh, keyDataplane, id.Name)
-			return status.Error(codes.Unauthenticated, "dataplane token expired")
-		case req := <-reqs:
-			requests.Inc()
-			if err := handle(req); err != nil {
-				return err
-			}
-		case err := <-errc:
-			return streamEnd(err)
-		case <-w.wake:
-			if s.cache.revoked(id) {
-				return s.revokedErr(id)
-			}
-			if err := push(); err != nil {
-				return err
-			}
-		case <-ctx.Done():
-			return nil
+	return func(raw []byte) error {
+		req := &discoveryv3.DeltaDiscoveryRequest{}
+		if err := proto.Unmarshal(raw, req); err != nil {
+			return status.Error(codes.InvalidArgument, "malformed DeltaDiscoveryRequest")
 		}
-	}
+		return handle(req)
+	}, push, nil
 }
 
 // resource returns the current resource called name for w's data plane and
@@ -636,19 +521,4 @@ func interestOf(names []string) uint32 {
 		}
 	}
 	return in
-}
-
-// GRPCServerOptions are the gRPC server options SDS needs to carry tens of
-// thousands of connections that are idle nearly all the time: small read
-// and write buffers (both taken from pools only while a read is pending or
-// a write is being flushed, instead of 32 KiB each held by every
-// connection), and fixed flow-control windows, which also turns off the
-// bandwidth-delay pings gRPC otherwise sends on every connection.
-func GRPCServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.ReadBufferSize(8 << 10),
-		grpc.WriteBufferSize(16 << 10),
-		grpc.InitialWindowSize(64 << 10),
-		grpc.InitialConnWindowSize(64 << 10),
-	}
 }

@@ -15,6 +15,7 @@ type streamInfo struct {
 	api       string
 	connected time.Time
 	acks      prometheus.Counter // of api
+	close     func(error)        // ends the stream
 
 	mu              sync.Mutex
 	names           []string
@@ -40,14 +41,28 @@ func (i *streamInfo) setCert(serial string, notAfter time.Time) {
 }
 
 // track registers an open stream of id.
-func (s *Server) track(id *Identity, api string) *streamInfo {
-	info := &streamInfo{id: id, api: api, connected: s.now(), acks: s.metrics.acks.WithLabelValues(api)}
+func (s *Server) track(id *Identity, api string, close func(error)) *streamInfo {
+	info := &streamInfo{id: id, api: api, connected: s.now(), acks: s.metrics.acks.WithLabelValues(api), close: close}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.streams[info] = struct{}{}
 	s.nodes[id.NodeID()]++
 	s.metrics.dataplanes.Set(float64(len(s.nodes)))
 	return info
+}
+
+// CloseStreams ends every open stream with err, such as Unavailable on
+// shutdown. It does not wait for them to end.
+func (s *Server) CloseStreams(err error) {
+	s.mu.Lock()
+	infos := make([]*streamInfo, 0, len(s.streams))
+	for info := range s.streams {
+		infos = append(infos, info)
+	}
+	s.mu.Unlock()
+	for _, info := range infos {
+		info.close(err)
+	}
 }
 
 // untrack forgets a closed stream.

@@ -20,13 +20,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
+	"github.com/meshsds/meshsds/internal/grpclite"
 	"github.com/meshsds/meshsds/internal/reconcile"
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/sds"
@@ -365,7 +365,7 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 	for _, l := range listeners {
 		g.Go(func() error {
 			if l.http == nil {
-				if err := grpcSrv.Serve(l.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				if err := grpcSrv.Serve(l.lis); err != nil && !errors.Is(err, grpclite.ErrServerStopped) {
 					return fmt.Errorf("sds server: %w", err)
 				}
 				return nil
@@ -379,7 +379,13 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("meshsds stopping")
-		stopGRPC(grpcSrv, cfg.shutdownTimeout)
+		// Tell clients to go away, then end the SDS streams, which never
+		// end by themselves: Envoy reconnects, to another replica if
+		// there is one.
+		stopped := make(chan struct{})
+		go func() { stopGRPC(grpcSrv, cfg.shutdownTimeout); close(stopped) }()
+		server.CloseStreams(status.Error(codes.Unavailable, "meshsds is shutting down"))
+		<-stopped
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 		defer cancel()
 		for _, l := range listeners {
@@ -438,17 +444,17 @@ func newAuthenticator(cfg *serveConfig, key *ecdsa.PrivateKey, log *slog.Logger)
 	return &sds.TokenAuthenticator{Verifier: token.NewVerifier(&key.PublicKey), Now: time.Now}
 }
 
-// newGRPCServer builds the SDS gRPC server and its listener.
-func newGRPCServer(cfg *serveConfig, log *slog.Logger) (*grpc.Server, net.Listener, error) {
-	opts := []grpc.ServerOption{
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 60 * time.Second, Timeout: 20 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxConcurrentStreams(64),
-		grpc.MaxRecvMsgSize(1 << 20),
+// newGRPCServer builds the SDS gRPC server and its listener. The server is
+// grpclite, not grpc-go: one goroutine per connection, none per waiting
+// stream (see internal/grpclite).
+func newGRPCServer(cfg *serveConfig, log *slog.Logger) (*grpclite.Server, net.Listener, error) {
+	gcfg := grpclite.Config{
+		Logger:               log,
+		KeepaliveTime:        60 * time.Second,
+		KeepaliveTimeout:     20 * time.Second,
+		MaxConcurrentStreams: 64,
+		MaxRecvMsgSize:       1 << 20,
 	}
-	// Buffer and window sizes for tens of thousands of mostly idle
-	// connections (see sds.GRPCServerOptions).
-	opts = append(opts, sds.GRPCServerOptions()...)
 	if cfg.sdsTLSCert != "" {
 		// Read again when the files change, so a renewed certificate is
 		// served without a restart.
@@ -456,13 +462,13 @@ func newGRPCServer(cfg *serveConfig, log *slog.Logger) (*grpc.Server, net.Listen
 		if _, err := certs.get(); err != nil {
 			return nil, nil, fmt.Errorf("--sds-tls-cert/--sds-tls-key: %w", err)
 		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{GetCertificate: certs.getCertificate(log, "SDS"), MinVersion: tls.VersionTLS12})))
+		gcfg.TLS = &tls.Config{GetCertificate: certs.getCertificate(log, "SDS"), MinVersion: tls.VersionTLS12}
 	}
 	lis, err := listen(cfg.sdsAddress)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--sds-address: %w", err)
 	}
-	return grpc.NewServer(opts...), lis, nil
+	return grpclite.NewServer(gcfg), lis, nil
 }
 
 // listen opens a TCP address or a unix:///path socket (replacing a stale one).
@@ -477,7 +483,7 @@ func listen(addr string) (net.Listener, error) {
 }
 
 // stopGRPC closes streams gracefully, then forcibly after timeout.
-func stopGRPC(s *grpc.Server, timeout time.Duration) {
+func stopGRPC(s *grpclite.Server, timeout time.Duration) {
 	done := make(chan struct{})
 	go func() { s.GracefulStop(); close(done) }()
 	select {

@@ -31,7 +31,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -520,9 +519,11 @@ func (f *Fleet) observe(sl *slot, h held, now time.Time) {
 	}
 }
 
-// streamEnded counts a stream that ended other than by Close.
+// streamEnded counts a stream that ended other than by Close: whatever
+// the reason, even a cancellation, a stream gone in the middle of a run is
+// an error, not a secret that was merely slow to change.
 func (f *Fleet) streamEnded(err error) {
-	if f.ctx.Err() != nil || status.Code(err) == codes.Canceled {
+	if f.ctx.Err() != nil {
 		return
 	}
 	if errors.Is(err, io.EOF) {
@@ -531,7 +532,7 @@ func (f *Fleet) streamEnded(err error) {
 	f.errs.Add(1)
 	f.errMu.Lock()
 	if f.firstErr == nil {
-		f.firstErr = err
+		f.firstErr = fmt.Errorf("%w (at %s)", err, time.Now().UTC().Format("15:04:05.000"))
 	}
 	f.errMu.Unlock()
 }

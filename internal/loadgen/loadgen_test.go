@@ -14,9 +14,9 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/meshsds/meshsds/internal/grpclite"
 	"github.com/meshsds/meshsds/internal/reconcile"
 	"github.com/meshsds/meshsds/sds"
 	"github.com/meshsds/meshsds/sds/token"
@@ -51,7 +51,7 @@ func startInProcess(t *testing.T, withTokens, withSource bool) *server {
 	}
 	srv, err := sds.NewServer(sds.ServerConfig{Cache: s.cache, Auth: auth})
 	require.NoError(t, err)
-	gs := grpc.NewServer(sds.GRPCServerOptions()...)
+	gs := grpclite.NewServer(grpclite.Config{})
 	srv.Register(gs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

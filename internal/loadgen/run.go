@@ -159,6 +159,9 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 				r.FirstCheckFailure = first.Error()
 			}
 			r.fill(fleet)
+			if r.Errors > 0 {
+				return r, fmt.Errorf("%s change %d: %d streams ended during the run, the first: %s", kind, n+1, r.Errors, r.FirstError)
+			}
 			if res.Missing > 0 {
 				return r, fmt.Errorf("%s change %d: %d secrets not updated within %s", kind, n+1, res.Missing, cfg.Timeout)
 			}

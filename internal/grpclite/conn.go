@@ -1,0 +1,760 @@
+package grpclite
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+var (
+	errServerStopped    = status.Error(codes.Unavailable, "server stopped")
+	errConnClosed       = status.Error(codes.Unavailable, "connection closed")
+	errKeepaliveTimeout = errors.New("keepalive ping not answered")
+)
+
+// connError is an HTTP/2 connection error: the connection is closed after
+// a GOAWAY carrying code.
+type connError struct {
+	code uint32
+	msg  string
+}
+
+func (e *connError) Error() string { return fmt.Sprintf("http2 error %#x: %s", e.code, e.msg) }
+
+func protocolError(format string, args ...any) error {
+	return &connError{errCodeProtocol, fmt.Sprintf(format, args...)}
+}
+
+// conn is one client connection. Its goroutine (serve) reads and handles
+// frames; any goroutine may write, one write at a time under wmu.
+type conn struct {
+	srv *Server
+	nc  net.Conn
+	ctx context.Context // carries the peer; parent of every stream's
+
+	// Used by the reading goroutine only.
+	rhdr        [frameHeaderLen]byte
+	dec         *hpack.Decoder
+	fields      []hpack.HeaderField
+	block       []byte // a header block awaiting CONTINUATION frames
+	blockStream uint32
+	blockEnd    bool // the HEADERS frame of block ended the stream
+	maxStreamID uint32
+	recvUnacked uint32 // connection-level data not yet given back
+	lastRead    atomic.Int64
+
+	mu          sync.Mutex
+	cond        sync.Cond // on mu: a send window grew or a stream ended
+	streams     map[uint32]*Stream
+	sendWindow  int64
+	peerWindow  int64 // the client's SETTINGS_INITIAL_WINDOW_SIZE
+	peerFrame   int   // the client's SETTINGS_MAX_FRAME_SIZE
+	closed      bool
+	closeErr    error
+	draining    bool
+	pingPending bool
+	keepalive   *time.Timer
+
+	wmu sync.Mutex
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{srv: s, nc: nc, streams: map[uint32]*Stream{}, sendWindow: defaultWindow, peerWindow: defaultWindow, peerFrame: defaultFrameSize}
+	c.cond.L = &c.mu
+	return c
+}
+
+// serve runs the connection until it closes.
+func (c *conn) serve() {
+	defer c.srv.removeConn(c)
+	err := c.run()
+	var ce *connError
+	if errors.As(err, &ce) {
+		c.srv.cfg.Logger.Debug("closing connection", "peer", c.nc.RemoteAddr().String(), "err", err)
+		buf := getBuf()
+		*buf = appendGoAway(*buf, c.lastStreamID(), ce.code, ce.msg)
+		_ = c.write(*buf)
+		putBuf(buf)
+	}
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		err = errConnClosed
+	}
+	c.close(err)
+	// The streams end here, on the reading goroutine, however the
+	// connection closed: their events never run concurrently.
+	c.mu.Lock()
+	err = c.closeErr
+	streams := make([]*Stream, 0, len(c.streams))
+	for _, st := range c.streams {
+		streams = append(streams, st)
+	}
+	c.mu.Unlock()
+	if status.Code(err) == codes.Unknown {
+		err = status.Error(codes.Unavailable, err.Error())
+	}
+	for _, st := range streams {
+		st.abort(err)
+	}
+}
+
+func (c *conn) lastStreamID() uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.maxStreamID
+}
+
+func (c *conn) run() error {
+	cfg := &c.srv.cfg
+	_ = c.nc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
+	p := &peer.Peer{Addr: c.nc.RemoteAddr(), LocalAddr: c.nc.LocalAddr()}
+	if cfg.TLS != nil {
+		tc := tls.Server(c.nc, tlsWithH2(cfg.TLS))
+		if err := tc.Handshake(); err != nil {
+			c.nc.Close()
+			return fmt.Errorf("tls handshake: %w", err)
+		}
+		c.nc = tc
+		state := tc.ConnectionState()
+		if state.NegotiatedProtocol != "h2" {
+			return &connError{errCodeInadequateSecurity, "ALPN h2 is required"}
+		}
+		p.AuthInfo = credentials.TLSInfo{State: state, CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
+	}
+	c.ctx = peer.NewContext(context.Background(), p)
+
+	var preface [len(clientPreface)]byte
+	if _, err := io.ReadFull(c.nc, preface[:]); err != nil {
+		return fmt.Errorf("reading the client preface: %w", err)
+	}
+	if string(preface[:]) != clientPreface {
+		return errors.New("not an HTTP/2 client preface (is the client speaking HTTP/1 or TLS?)")
+	}
+	_ = c.nc.SetDeadline(time.Time{})
+	buf := getBuf()
+	b := appendFrameHeader(*buf, 3*6, frameSettings, 0, 0)
+	b = binary.BigEndian.AppendUint16(b, settingMaxConcurrentStreams)
+	b = binary.BigEndian.AppendUint32(b, cfg.MaxConcurrentStreams)
+	b = binary.BigEndian.AppendUint16(b, settingMaxHeaderListSize)
+	b = binary.BigEndian.AppendUint32(b, maxHeaderBlock)
+	b = binary.BigEndian.AppendUint16(b, settingHeaderTableSize)
+	b = binary.BigEndian.AppendUint32(b, 4096)
+	*buf = b
+	err := c.write(b)
+	putBuf(buf)
+	if err != nil {
+		return err
+	}
+	c.dec = hpack.NewDecoder(4096, nil)
+	c.dec.SetMaxStringLength(maxHeaderBlock)
+	c.dec.SetEmitFunc(func(f hpack.HeaderField) { c.fields = append(c.fields, f) })
+	c.lastRead.Store(time.Now().UnixNano())
+	c.mu.Lock()
+	if !c.closed {
+		c.keepalive = time.AfterFunc(cfg.KeepaliveTime, c.keepaliveTick)
+	}
+	c.mu.Unlock()
+
+	for {
+		if err := c.readFrame(); err != nil {
+			return err
+		}
+	}
+}
+
+func tlsWithH2(cfg *tls.Config) *tls.Config {
+	for _, p := range cfg.NextProtos {
+		if p == "h2" {
+			return cfg
+		}
+	}
+	cfg = cfg.Clone()
+	cfg.NextProtos = append([]string{"h2"}, cfg.NextProtos...)
+	return cfg
+}
+
+// readFrame reads one frame into a pooled buffer and handles it.
+func (c *conn) readFrame() error {
+	if _, err := io.ReadFull(c.nc, c.rhdr[:]); err != nil {
+		return err
+	}
+	c.lastRead.Store(time.Now().UnixNano())
+	h := c.rhdr
+	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+	typ, flags := h[3], h[4]
+	id := binary.BigEndian.Uint32(h[5:]) & 0x7fffffff
+	if length > defaultFrameSize {
+		return &connError{errCodeFrameSize, fmt.Sprintf("frame of %d bytes", length)}
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	if cap(*buf) < length {
+		*buf = make([]byte, length)
+	}
+	payload := (*buf)[:length]
+	if _, err := io.ReadFull(c.nc, payload); err != nil {
+		return err
+	}
+	if c.block != nil && (typ != frameContinuation || id != c.blockStream) {
+		return protocolError("expected CONTINUATION of stream %d", c.blockStream)
+	}
+	switch typ {
+	case frameData:
+		return c.onData(id, flags, payload)
+	case frameHeaders:
+		return c.onHeaders(id, flags, payload)
+	case framePriority:
+		if length != 5 {
+			return &connError{errCodeFrameSize, "PRIORITY frame size"}
+		}
+	case frameRSTStream:
+		if length != 4 {
+			return &connError{errCodeFrameSize, "RST_STREAM frame size"}
+		}
+		if id == 0 {
+			return protocolError("RST_STREAM on stream 0")
+		}
+		c.onReset(id, binary.BigEndian.Uint32(payload))
+	case frameSettings:
+		return c.onSettings(id, flags, payload)
+	case framePushPromise:
+		return protocolError("a client cannot push")
+	case framePing:
+		if length != 8 {
+			return &connError{errCodeFrameSize, "PING frame size"}
+		}
+		if id != 0 {
+			return protocolError("PING on a stream")
+		}
+		return c.onPing(flags, payload)
+	case frameGoAway:
+		// The client will open no more streams; those open go on until it
+		// closes the connection.
+	case frameWindowUpdate:
+		if length != 4 {
+			return &connError{errCodeFrameSize, "WINDOW_UPDATE frame size"}
+		}
+		return c.onWindowUpdate(id, binary.BigEndian.Uint32(payload)&0x7fffffff)
+	case frameContinuation:
+		if c.block == nil {
+			return protocolError("CONTINUATION without HEADERS")
+		}
+		if len(c.block)+len(payload) > maxHeaderBlock {
+			return &connError{errCodeEnhanceYourCalm, "header block too large"}
+		}
+		c.block = append(c.block, payload...)
+		if flags&flagEndHeaders != 0 {
+			block, end := c.block, c.blockEnd
+			c.block = nil
+			return c.onHeaderBlock(id, block, end)
+		}
+	}
+	return nil // frames of unknown types are ignored
+}
+
+// unpad strips the padding of a DATA or HEADERS payload.
+func unpad(flags byte, p []byte) ([]byte, error) {
+	if flags&flagPadded == 0 {
+		return p, nil
+	}
+	if len(p) == 0 || int(p[0]) >= len(p) {
+		return nil, protocolError("padding longer than the frame")
+	}
+	return p[1 : len(p)-int(p[0])], nil
+}
+
+func (c *conn) onHeaders(id uint32, flags byte, p []byte) error {
+	if id == 0 {
+		return protocolError("HEADERS on stream 0")
+	}
+	p, err := unpad(flags, p)
+	if err != nil {
+		return err
+	}
+	if flags&flagPriority != 0 {
+		if len(p) < 5 {
+			return &connError{errCodeFrameSize, "HEADERS priority"}
+		}
+		p = p[5:]
+	}
+	end := flags&flagEndStream != 0
+	if flags&flagEndHeaders == 0 {
+		c.block = append(make([]byte, 0, 2*len(p)), p...)
+		c.blockStream, c.blockEnd = id, end
+		return nil
+	}
+	return c.onHeaderBlock(id, p, end)
+}
+
+// onHeaderBlock decodes a complete header block: a new stream, or the
+// trailers of an open one.
+func (c *conn) onHeaderBlock(id uint32, block []byte, endStream bool) error {
+	c.fields = c.fields[:0]
+	if _, err := c.dec.Write(block); err != nil {
+		return &connError{errCodeCompression, err.Error()}
+	}
+	if err := c.dec.Close(); err != nil {
+		return &connError{errCodeCompression, err.Error()}
+	}
+	fields := c.fields
+	c.fields = nil // the stream may keep them through its metadata
+
+	c.mu.Lock()
+	st := c.streams[id]
+	c.mu.Unlock()
+	if st != nil || id <= c.maxStreamID {
+		// Trailers of a request: they must end it.
+		if st == nil {
+			return nil // a stream already ended here
+		}
+		if !endStream {
+			return protocolError("second HEADERS without END_STREAM on stream %d", id)
+		}
+		c.halfClose(st)
+		return nil
+	}
+	if id%2 == 0 {
+		return protocolError("client stream id %d is even", id)
+	}
+	c.mu.Lock()
+	c.maxStreamID = id
+	refused := c.draining || len(c.streams) >= int(c.srv.cfg.MaxConcurrentStreams)
+	c.mu.Unlock()
+	if refused {
+		return c.writeReset(id, errCodeRefusedStream)
+	}
+	return c.open(id, fields, endStream)
+}
+
+// open starts stream id of the request in fields.
+func (c *conn) open(id uint32, fields []hpack.HeaderField, endStream bool) error {
+	var (
+		path, method, contentType, timeout string
+		md                                 = metadata.MD{}
+	)
+	for _, f := range fields {
+		switch f.Name {
+		case ":path":
+			path = f.Value
+		case ":method":
+			method = f.Value
+		case ":scheme", ":authority":
+			if f.Name == ":authority" {
+				md[":authority"] = []string{f.Value}
+			}
+		case "content-type":
+			contentType = f.Value
+		case "grpc-timeout":
+			timeout = f.Value
+		case "te", "connection", "grpc-encoding", "grpc-accept-encoding":
+		default:
+			if strings.HasPrefix(f.Name, ":") {
+				return c.writeReset(id, errCodeProtocol)
+			}
+			v := f.Value
+			if strings.HasSuffix(f.Name, "-bin") {
+				b, err := decodeBin(v)
+				if err != nil {
+					return c.writeTrailersOnly(id, codes.Internal, "malformed binary metadata "+f.Name)
+				}
+				v = string(b)
+			}
+			md[f.Name] = append(md[f.Name], v)
+		}
+	}
+	if method != "POST" || path == "" {
+		return c.writeReset(id, errCodeProtocol)
+	}
+	if contentType != "application/grpc" && !strings.HasPrefix(contentType, "application/grpc+") && !strings.HasPrefix(contentType, "application/grpc;") {
+		return c.writeHTTPStatus(id, "415")
+	}
+	m := c.srv.methods[path]
+	if m == nil || (m.events == nil && m.unary == nil && m.stream == nil) {
+		return c.writeTrailersOnly(id, codes.Unimplemented, "unknown method "+path)
+	}
+
+	ctx, cancel := context.WithCancel(metadata.NewIncomingContext(c.ctx, md))
+	if timeout != "" {
+		d, err := parseTimeout(timeout)
+		if err != nil {
+			cancel()
+			return c.writeTrailersOnly(id, codes.Internal, "malformed grpc-timeout")
+		}
+		var cancelDeadline context.CancelFunc
+		ctx, cancelDeadline = context.WithTimeout(ctx, d)
+		cancelParent := cancel
+		cancel = func() { cancelDeadline(); cancelParent() }
+	}
+	st := &Stream{c: c, id: id, method: path, halfClosed: endStream}
+	st.ctx = grpc.NewContextWithServerTransportStream(context.WithValue(ctx, ctxKey{}, st), st)
+	st.cancel = cancel
+	c.mu.Lock()
+	st.sendWindow = c.peerWindow
+	c.mu.Unlock()
+	// The handler opens before the stream is registered, so that nothing
+	// but the handler can reach it meanwhile; it may close it at once.
+	if m.events != nil {
+		st.events = m.events(st)
+	} else {
+		st.gen = newGenericStream(st)
+	}
+	c.mu.Lock()
+	if c.closed || st.done {
+		c.mu.Unlock()
+		cancel()
+		return nil
+	}
+	c.streams[id] = st
+	c.mu.Unlock()
+	if st.gen != nil {
+		go st.gen.run(m)
+	}
+	if timeout != "" {
+		context.AfterFunc(ctx, func() {
+			if ctx.Err() == context.DeadlineExceeded {
+				st.Close(status.Error(codes.DeadlineExceeded, "deadline exceeded"))
+			}
+		})
+	}
+	if endStream {
+		st.deliverEnd(io.EOF)
+	}
+	return nil
+}
+
+func decodeBin(v string) ([]byte, error) {
+	if len(v)%4 == 0 {
+		return base64.StdEncoding.DecodeString(v)
+	}
+	return base64.RawStdEncoding.DecodeString(v)
+}
+
+// parseTimeout parses a grpc-timeout value: at most 8 digits and a unit.
+func parseTimeout(s string) (time.Duration, error) {
+	if len(s) < 2 || len(s) > 9 {
+		return 0, errors.New("bad length")
+	}
+	n, err := strconv.ParseUint(s[:len(s)-1], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	var unit time.Duration
+	switch s[len(s)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, errors.New("bad unit")
+	}
+	return time.Duration(n) * unit, nil
+}
+
+func (c *conn) onData(id uint32, flags byte, p []byte) error {
+	if id == 0 {
+		return protocolError("DATA on stream 0")
+	}
+	// Flow control counts the whole payload, padding included; it is given
+	// back as it is read, since every message is handed on at once.
+	var out []byte
+	c.recvUnacked += uint32(len(p))
+	if c.recvUnacked >= windowUpdateAt {
+		out = appendWindowUpdate(out, 0, c.recvUnacked)
+		c.recvUnacked = 0
+	}
+	c.mu.Lock()
+	st := c.streams[id]
+	c.mu.Unlock()
+	if st == nil {
+		if id > c.maxStreamID {
+			return protocolError("DATA on idle stream %d", id)
+		}
+		return c.writeIf(out) // data in flight on a stream ended here
+	}
+	if st.halfClosed {
+		if err := c.writeIf(out); err != nil {
+			return err
+		}
+		return c.writeReset(id, errCodeStreamClosed)
+	}
+	st.recvUnacked += uint32(len(p))
+	if st.recvUnacked >= windowUpdateAt && flags&flagEndStream == 0 {
+		out = appendWindowUpdate(out, id, st.recvUnacked)
+		st.recvUnacked = 0
+	}
+	if err := c.writeIf(out); err != nil {
+		return err
+	}
+	data, err := unpad(flags, p)
+	if err != nil {
+		return err
+	}
+	if err := st.receive(data); err != nil {
+		st.Close(err)
+		return nil
+	}
+	if flags&flagEndStream != 0 {
+		c.halfClose(st)
+	}
+	return nil
+}
+
+// halfClose marks the end of what the client sends on st.
+func (c *conn) halfClose(st *Stream) {
+	c.mu.Lock()
+	st.halfClosed = true
+	c.mu.Unlock()
+	if len(st.rbuf) > 0 {
+		st.Close(status.Error(codes.Internal, "stream ended inside a message"))
+		return
+	}
+	st.deliverEnd(io.EOF)
+}
+
+func (c *conn) onReset(id uint32, code uint32) {
+	c.mu.Lock()
+	st := c.streams[id]
+	c.mu.Unlock()
+	if st != nil {
+		st.abort(status.Errorf(codes.Canceled, "stream reset by the client (code %#x)", code))
+	}
+}
+
+func (c *conn) onSettings(id uint32, flags byte, p []byte) error {
+	if id != 0 {
+		return protocolError("SETTINGS on a stream")
+	}
+	if flags&flagAck != 0 {
+		if len(p) != 0 {
+			return &connError{errCodeFrameSize, "SETTINGS ACK with a payload"}
+		}
+		return nil
+	}
+	if len(p)%6 != 0 {
+		return &connError{errCodeFrameSize, "SETTINGS frame size"}
+	}
+	for ; len(p) > 0; p = p[6:] {
+		v := binary.BigEndian.Uint32(p[2:])
+		switch binary.BigEndian.Uint16(p) {
+		case settingInitialWindowSize:
+			if v > maxWindow {
+				return &connError{errCodeFlowControl, "initial window size too large"}
+			}
+			c.mu.Lock()
+			delta := int64(v) - c.peerWindow
+			c.peerWindow = int64(v)
+			for _, st := range c.streams {
+				st.sendWindow += delta
+			}
+			c.cond.Broadcast()
+			c.mu.Unlock()
+		case settingMaxFrameSize:
+			if v < defaultFrameSize || v > maxFrameSizeLimit {
+				return protocolError("max frame size %d", v)
+			}
+			c.mu.Lock()
+			c.peerFrame = int(v)
+			c.mu.Unlock()
+		}
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	*buf = appendFrameHeader(*buf, 0, frameSettings, flagAck, 0)
+	return c.write(*buf)
+}
+
+func (c *conn) onPing(flags byte, p []byte) error {
+	if flags&flagAck != 0 {
+		c.mu.Lock()
+		if c.pingPending && c.keepalive != nil {
+			c.pingPending = false
+			c.keepalive.Reset(c.srv.cfg.KeepaliveTime)
+		}
+		c.mu.Unlock()
+		return nil
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	b := appendFrameHeader(*buf, 8, framePing, flagAck, 0)
+	*buf = append(b, p...)
+	return c.write(*buf)
+}
+
+func (c *conn) onWindowUpdate(id, n uint32) error {
+	if n == 0 {
+		if id == 0 {
+			return protocolError("WINDOW_UPDATE of 0")
+		}
+		return c.writeReset(id, errCodeProtocol)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id == 0 {
+		if c.sendWindow+int64(n) > maxWindow {
+			return &connError{errCodeFlowControl, "connection window overflow"}
+		}
+		c.sendWindow += int64(n)
+	} else if st := c.streams[id]; st != nil {
+		st.sendWindow += int64(n)
+	}
+	c.cond.Broadcast()
+	return nil
+}
+
+// keepaliveTick pings a connection that has been silent for KeepaliveTime
+// and closes it when the previous ping went unanswered.
+func (c *conn) keepaliveTick() {
+	cfg := &c.srv.cfg
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	if c.pingPending {
+		c.mu.Unlock()
+		c.close(errKeepaliveTimeout)
+		return
+	}
+	if idle := time.Since(time.Unix(0, c.lastRead.Load())); idle < cfg.KeepaliveTime {
+		c.keepalive.Reset(cfg.KeepaliveTime - idle)
+		c.mu.Unlock()
+		return
+	}
+	c.pingPending = true
+	c.keepalive.Reset(cfg.KeepaliveTimeout)
+	c.mu.Unlock()
+	buf := getBuf()
+	defer putBuf(buf)
+	b := appendFrameHeader(*buf, 8, framePing, 0, 0)
+	*buf = append(b, "meshsds!"...)
+	_ = c.write(*buf)
+}
+
+// drain sends GOAWAY and closes the connection once its streams end.
+func (c *conn) drain() {
+	c.mu.Lock()
+	if c.closed || c.draining {
+		c.mu.Unlock()
+		return
+	}
+	c.draining = true
+	last, empty := c.maxStreamID, len(c.streams) == 0
+	c.mu.Unlock()
+	buf := getBuf()
+	*buf = appendGoAway(*buf, last, errCodeNo, "server shutting down")
+	_ = c.write(*buf)
+	putBuf(buf)
+	if empty {
+		c.close(errServerStopped)
+	}
+}
+
+// close closes the connection (once) and records why; the reading
+// goroutine then ends its streams.
+func (c *conn) close(err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed, c.closeErr = true, err
+	if c.keepalive != nil {
+		c.keepalive.Stop()
+	}
+	for _, st := range c.streams {
+		st.cancel() // a handler waiting on the context stops now
+	}
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	c.nc.Close() // the reading goroutine ends the streams
+	if !errors.Is(err, errConnClosed) && !errors.Is(err, errServerStopped) {
+		c.srv.cfg.Logger.Debug("connection closed", "peer", c.nc.RemoteAddr().String(), "err", err)
+	}
+}
+
+// streamEnded forgets a stream; a draining connection closes with its
+// last.
+func (c *conn) streamEndedLocked(st *Stream) (closeNow bool) {
+	delete(c.streams, st.id)
+	c.cond.Broadcast()
+	return c.draining && len(c.streams) == 0
+}
+
+// write writes b whole, or closes the connection.
+func (c *conn) write(b []byte) error {
+	c.wmu.Lock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	_, err := c.nc.Write(b)
+	c.wmu.Unlock()
+	if err != nil {
+		c.close(fmt.Errorf("writing: %w", err))
+		return errConnClosed
+	}
+	return nil
+}
+
+func (c *conn) writeIf(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	return c.write(b)
+}
+
+func (c *conn) writeReset(id, code uint32) error {
+	buf := getBuf()
+	defer putBuf(buf)
+	*buf = appendRSTStream(*buf, id, code)
+	return c.write(*buf)
+}
+
+// writeTrailersOnly refuses a stream that never opened with a status.
+func (c *conn) writeTrailersOnly(id uint32, code codes.Code, msg string) error {
+	buf := getBuf()
+	defer putBuf(buf)
+	block := responseHeaders(nil)
+	block = appendStatusFields(block, uint32(code), msg)
+	b := appendHeaders(*buf, id, block, true)
+	*buf = appendRSTStream(b, id, errCodeNo)
+	return c.write(*buf)
+}
+
+// writeHTTPStatus answers a request that is not gRPC.
+func (c *conn) writeHTTPStatus(id uint32, code string) error {
+	buf := getBuf()
+	defer putBuf(buf)
+	block := appendField(nil, ":status", code)
+	b := appendHeaders(*buf, id, block, true)
+	*buf = appendRSTStream(b, id, errCodeNo)
+	return c.write(*buf)
+}
+
+// responseHeaders appends the fields of a gRPC response's HEADERS.
+func responseHeaders(b []byte) []byte {
+	b = append(b, statusOK)
+	return appendField(b, "content-type", "application/grpc")
+}

@@ -1,0 +1,300 @@
+// Package grpclite is a gRPC server transport for many long-lived, mostly
+// idle streams: one goroutine per connection, none per stream while it
+// waits, and no buffers held between frames.
+//
+// grpc-go's server keeps three goroutines per connection (reader, writer,
+// keepalive) and its handlers one per stream; an SDS server whose data
+// planes keep two streams open each pays about 35 KiB of goroutine stacks
+// per data plane for it. Here a connection's only goroutine reads frames;
+// writes happen on the goroutine that sends, under the connection's write
+// lock; keepalive is a timer. Methods registered with HandleStream run as
+// events on the reading goroutine (their handlers start goroutines only
+// while they have work); every other method registered through
+// RegisterService (health, reflection, unary calls) runs as grpc-go would
+// run it, in a goroutine of its own, against a grpc.ServerStream.
+//
+// It speaks HTTP/2 with prior knowledge (cleartext) or over TLS with ALPN
+// "h2", as gRPC clients and Envoy do; it does not accept HTTP/1.1 or
+// compressed messages.
+package grpclite
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+)
+
+// ErrServerStopped is returned by Serve after Stop or GracefulStop.
+var ErrServerStopped = errors.New("grpclite: server stopped")
+
+// Config configures a Server. Zero values take the defaults.
+type Config struct {
+	Logger *slog.Logger
+	// TLS, when set, makes the server terminate TLS itself (ALPN h2); the
+	// client certificate, if any, reaches handlers as the peer's
+	// credentials.TLSInfo.
+	TLS *tls.Config
+	// MaxConcurrentStreams per connection; default 100.
+	MaxConcurrentStreams uint32
+	// MaxRecvMsgSize bounds a message from a client; default 4 MiB.
+	MaxRecvMsgSize int
+	// KeepaliveTime is how long a connection may stay silent before the
+	// server pings it, KeepaliveTimeout how long it waits for the answer
+	// before closing the connection. Defaults 2h and 20s.
+	KeepaliveTime, KeepaliveTimeout time.Duration
+	// HandshakeTimeout bounds the TLS handshake and the client preface;
+	// default 10s.
+	HandshakeTimeout time.Duration
+	// WriteTimeout bounds one write to a connection: a peer that stops
+	// reading loses its connection instead of holding a sender. Default 10s.
+	WriteTimeout time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = 100
+	}
+	if c.MaxRecvMsgSize <= 0 {
+		c.MaxRecvMsgSize = 4 << 20
+	}
+	if c.KeepaliveTime <= 0 {
+		c.KeepaliveTime = 2 * time.Hour
+	}
+	if c.KeepaliveTimeout <= 0 {
+		c.KeepaliveTimeout = 20 * time.Second
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+}
+
+// StreamHandler opens the server side of a stream of a method registered
+// with HandleStream. It runs on the connection's reading goroutine and must
+// not block; the events it returns receive the stream's messages.
+type StreamHandler func(st *Stream) StreamEvents
+
+// StreamEvents receives what a client sends on one stream. Both methods run
+// on the connection's reading goroutine, one at a time, and must not block:
+// in particular they must not call Stream.Send, which may wait for a
+// flow-control update that only this goroutine can read.
+type StreamEvents interface {
+	// Message is called with each message, in order. msg is valid only
+	// during the call. A non-nil error ends the stream with its status.
+	Message(msg []byte) error
+	// End is called at most once: with io.EOF when the client has sent its
+	// last message (the stream is still open for sending, and the handler
+	// must Close it), or with the reason the stream is already gone (the
+	// client cancelled it, or the connection closed). It is not called for
+	// a stream the handler closed itself.
+	End(err error)
+}
+
+// method is what serves one full method name.
+type method struct {
+	impl   any
+	unary  *grpc.MethodDesc
+	stream *grpc.StreamDesc
+	events StreamHandler
+}
+
+// Server is a gRPC server. Register everything before Serve.
+type Server struct {
+	cfg      Config
+	methods  map[string]*method
+	services map[string]grpc.ServiceInfo
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	stopped   bool
+	draining  bool
+	connsDone *sync.Cond // signalled when a connection ends
+}
+
+var _ grpc.ServiceRegistrar = (*Server)(nil)
+
+// NewServer returns a Server.
+func NewServer(cfg Config) *Server {
+	cfg.defaults()
+	s := &Server{
+		cfg: cfg, methods: map[string]*method{}, services: map[string]grpc.ServiceInfo{},
+		listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{},
+	}
+	s.connsDone = sync.NewCond(&s.mu)
+	return s
+}
+
+// RegisterService registers a generated service description and its
+// implementation, as grpc.Server does. Methods already given to
+// HandleStream keep their stream handler.
+func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
+	info := grpc.ServiceInfo{Metadata: desc.Metadata}
+	for i := range desc.Methods {
+		md := &desc.Methods[i]
+		s.add("/"+desc.ServiceName+"/"+md.MethodName, &method{impl: impl, unary: md})
+		info.Methods = append(info.Methods, grpc.MethodInfo{Name: md.MethodName})
+	}
+	for i := range desc.Streams {
+		sd := &desc.Streams[i]
+		s.add("/"+desc.ServiceName+"/"+sd.StreamName, &method{impl: impl, stream: sd})
+		info.Methods = append(info.Methods, grpc.MethodInfo{Name: sd.StreamName, IsClientStream: sd.ClientStreams, IsServerStream: sd.ServerStreams})
+	}
+	s.services[desc.ServiceName] = info
+}
+
+func (s *Server) add(name string, m *method) {
+	if old, ok := s.methods[name]; ok && old.events != nil {
+		old.impl, old.unary, old.stream = m.impl, m.unary, m.stream
+		return
+	}
+	s.methods[name] = m
+}
+
+// HandleStream serves the streams of fullMethod ("/package.Service/Method")
+// with h instead of a goroutine per stream. Register the service too, so
+// that reflection lists it.
+func (s *Server) HandleStream(fullMethod string, h StreamHandler) {
+	if m, ok := s.methods[fullMethod]; ok {
+		m.events = h
+		return
+	}
+	s.methods[fullMethod] = &method{events: h}
+}
+
+// GetServiceInfo lists the registered services, for gRPC reflection.
+func (s *Server) GetServiceInfo() map[string]grpc.ServiceInfo {
+	return s.services
+}
+
+// Serve accepts connections on lis until Stop or GracefulStop, and then
+// returns ErrServerStopped.
+func (s *Server) Serve(lis net.Listener) error {
+	s.mu.Lock()
+	if s.stopped || s.draining {
+		s.mu.Unlock()
+		lis.Close()
+		return ErrServerStopped
+	}
+	s.listeners[lis] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, lis)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		nc, err := lis.Accept()
+		if err != nil {
+			s.mu.Lock()
+			done := s.stopped || s.draining
+			s.mu.Unlock()
+			if done {
+				return ErrServerStopped
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.cfg.Logger.Warn("accepting a connection", "err", err, "retry_in", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("accepting connections: %w", err)
+		}
+		delay = 0
+		c := newConn(s, nc)
+		s.mu.Lock()
+		if s.stopped || s.draining {
+			s.mu.Unlock()
+			nc.Close()
+			return ErrServerStopped
+		}
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		go c.serve()
+	}
+}
+
+// isTemporary reports accept errors worth waiting out, such as running out
+// of file descriptors.
+func isTemporary(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "too many open files") || strings.Contains(msg, "resource temporarily unavailable")
+}
+
+func (s *Server) removeConn(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.connsDone.Broadcast()
+	s.mu.Unlock()
+}
+
+// Stop closes every listener and connection at once; open streams end as
+// cancelled for their handlers.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	s.stopped = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close(errServerStopped)
+	}
+	s.mu.Lock()
+	for len(s.conns) > 0 {
+		s.connsDone.Wait()
+	}
+	s.mu.Unlock()
+}
+
+// GracefulStop closes the listeners, tells every client to go away (HTTP/2
+// GOAWAY) and waits until their streams have ended and their connections
+// closed. Handlers of long-lived streams must end them, or Stop must follow.
+func (s *Server) GracefulStop() {
+	s.mu.Lock()
+	s.draining = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.drain()
+	}
+	s.mu.Lock()
+	for len(s.conns) > 0 {
+		s.connsDone.Wait()
+	}
+	s.mu.Unlock()
+}
+
+// ctxKey is the key of a stream's *Stream in its context.
+type ctxKey struct{}
+
+// StreamFromContext returns the stream a handler's context belongs to.
+func StreamFromContext(ctx context.Context) (*Stream, bool) {
+	st, ok := ctx.Value(ctxKey{}).(*Stream)
+	return st, ok
+}

@@ -1,0 +1,401 @@
+package grpclite
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// Stream is the server side of one gRPC call.
+type Stream struct {
+	c      *conn
+	id     uint32
+	method string
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// Used by the connection's reading goroutine only.
+	rbuf        []byte // a message that spans DATA frames
+	recvUnacked uint32
+	events      StreamEvents
+	gen         *genericStream
+
+	// Under c.mu.
+	sendWindow int64
+	halfClosed bool // the client sent END_STREAM
+	done       bool // ended: closed here, reset, or the connection closed
+
+	// wmu orders the stream's writes: its headers, messages and trailers.
+	wmu         sync.Mutex
+	headersSent bool
+	header      metadata.MD // under wmu
+	trailer     metadata.MD // under wmu
+}
+
+// Context is the stream's context: the client's metadata and peer. It is
+// cancelled when the stream ends.
+func (st *Stream) Context() context.Context { return st.ctx }
+
+// Method is the full method name, as grpc.ServerTransportStream has it.
+func (st *Stream) Method() string { return st.method }
+
+// SetHeader adds metadata to the response headers not sent yet.
+func (st *Stream) SetHeader(md metadata.MD) error {
+	st.wmu.Lock()
+	defer st.wmu.Unlock()
+	if st.headersSent {
+		return status.Error(codes.Internal, "headers already sent")
+	}
+	st.header = metadata.Join(st.header, md)
+	return nil
+}
+
+// SendHeader sends the response headers with md.
+func (st *Stream) SendHeader(md metadata.MD) error {
+	if err := st.SetHeader(md); err != nil {
+		return err
+	}
+	return st.write(nil, false)
+}
+
+// SetTrailer adds metadata to the trailers.
+func (st *Stream) SetTrailer(md metadata.MD) error {
+	st.wmu.Lock()
+	defer st.wmu.Unlock()
+	st.trailer = metadata.Join(st.trailer, md)
+	return nil
+}
+
+var _ grpc.ServerTransportStream = (*Stream)(nil)
+
+// Send marshals m and sends it. It waits while the client's flow-control
+// window is full, until the stream or connection ends. Calls must not
+// overlap, and must not come from StreamEvents methods.
+func (st *Stream) Send(m proto.Message) error {
+	buf := getBuf()
+	defer putBuf(buf)
+	b := append((*buf)[:0], 0, 0, 0, 0, 0)
+	b, err := proto.MarshalOptions{}.MarshalAppend(b, m)
+	if err != nil {
+		return status.Errorf(codes.Internal, "marshalling the response: %v", err)
+	}
+	*buf = b
+	binary.BigEndian.PutUint32(b[1:5], uint32(len(b)-5))
+	return st.write(b, true)
+}
+
+// write sends the headers if they are not sent yet, then msg (a gRPC
+// length-prefixed message) in DATA frames as the windows allow.
+func (st *Stream) write(msg []byte, isMsg bool) error {
+	c := st.c
+	st.wmu.Lock()
+	defer st.wmu.Unlock()
+	out := getBuf()
+	defer putBuf(out)
+	b := (*out)[:0]
+	if !st.headersSent {
+		block := responseHeaders(nil)
+		block = appendMD(block, st.header)
+		b = appendHeaders(b, st.id, block, false)
+		st.headersSent = true
+	}
+	if !isMsg {
+		*out = b
+		return c.write(b)
+	}
+	c.mu.Lock()
+	for len(msg) > 0 {
+		for !st.done && !c.closed && (st.sendWindow <= 0 || c.sendWindow <= 0) {
+			if len(b) > 0 {
+				// Flush what is ready before waiting: the client may be
+				// waiting for it to grant more.
+				c.mu.Unlock()
+				if err := c.write(b); err != nil {
+					return err
+				}
+				b = b[:0]
+				c.mu.Lock()
+				continue
+			}
+			c.cond.Wait()
+		}
+		if st.done || c.closed {
+			c.mu.Unlock()
+			return st.endedErr()
+		}
+		n := int64(len(msg))
+		n = min(n, st.sendWindow, c.sendWindow, int64(c.peerFrame))
+		st.sendWindow -= n
+		c.sendWindow -= n
+		b = appendFrameHeader(b, int(n), frameData, 0, st.id)
+		b = append(b, msg[:n]...)
+		msg = msg[n:]
+	}
+	c.mu.Unlock()
+	*out = b
+	return c.write(b)
+}
+
+// endedErr is what a send on an ended stream returns.
+func (st *Stream) endedErr() error {
+	if err := context.Cause(st.ctx); err != nil && status.Code(err) != codes.Unknown {
+		return err
+	}
+	return status.Error(codes.Canceled, "stream ended")
+}
+
+// Close ends the stream with err's status (OK for nil), sending the
+// trailers, and resets it if the client is still sending. It may be called
+// from any goroutine, more than once; only the first call counts.
+func (st *Stream) Close(err error) {
+	c := st.c
+	c.mu.Lock()
+	if st.done {
+		c.mu.Unlock()
+		return
+	}
+	st.done = true
+	halfClosed := st.halfClosed
+	closeConn := c.streamEndedLocked(st)
+	c.mu.Unlock()
+
+	s := status.Convert(err)
+	st.wmu.Lock()
+	out := getBuf()
+	var block []byte
+	if !st.headersSent {
+		block = responseHeaders(block)
+		block = appendMD(block, st.header)
+		st.headersSent = true
+	}
+	block = appendStatusFields(block, uint32(s.Code()), s.Message())
+	block = appendMD(block, st.trailer)
+	b := appendHeaders((*out)[:0], st.id, block, true)
+	if !halfClosed {
+		b = appendRSTStream(b, st.id, errCodeNo)
+	}
+	*out = b
+	_ = c.write(b)
+	putBuf(out)
+	st.wmu.Unlock()
+	st.cancel()
+	if closeConn {
+		c.close(errServerStopped)
+	}
+}
+
+// abort ends a stream the client or the connection ended: nothing is
+// written, and the handler learns why. It runs on the reading goroutine.
+func (st *Stream) abort(err error) {
+	c := st.c
+	c.mu.Lock()
+	if st.done {
+		c.mu.Unlock()
+		return
+	}
+	st.done = true
+	closeConn := c.streamEndedLocked(st)
+	c.mu.Unlock()
+	st.cancel()
+	st.deliverEnd(err)
+	if closeConn {
+		c.close(errServerStopped)
+	}
+}
+
+func (st *Stream) deliverEnd(err error) {
+	switch {
+	case st.events != nil:
+		st.events.End(err)
+	case st.gen != nil:
+		st.gen.end(err)
+	}
+}
+
+// receive takes the data of a DATA frame and hands on each complete
+// message.
+func (st *Stream) receive(data []byte) error {
+	maxSize := st.c.srv.cfg.MaxRecvMsgSize
+	if len(st.rbuf) > 0 {
+		st.rbuf = append(st.rbuf, data...)
+		data = st.rbuf
+	}
+	for len(data) >= 5 {
+		if data[0] != 0 {
+			return status.Error(codes.Unimplemented, "compressed messages are not supported")
+		}
+		n := binary.BigEndian.Uint32(data[1:5])
+		if int64(n) > int64(maxSize) {
+			return status.Errorf(codes.ResourceExhausted, "message of %d bytes exceeds the limit of %d", n, maxSize)
+		}
+		if len(data) < 5+int(n) {
+			break
+		}
+		if err := st.deliver(data[5 : 5+n]); err != nil {
+			return err
+		}
+		data = data[5+n:]
+	}
+	if len(data) == 0 {
+		st.rbuf = nil
+		return nil
+	}
+	if len(st.rbuf) > 0 && &data[0] == &st.rbuf[0] {
+		return nil // the partial message is at the start of rbuf already
+	}
+	st.rbuf = append(make([]byte, 0, len(data)), data...)
+	return nil
+}
+
+func (st *Stream) deliver(msg []byte) error {
+	st.c.mu.Lock()
+	done := st.done
+	st.c.mu.Unlock()
+	if done {
+		return nil
+	}
+	switch {
+	case st.events != nil:
+		return st.events.Message(msg)
+	case st.gen != nil:
+		return st.gen.push(msg)
+	}
+	return nil
+}
+
+// appendMD appends metadata as header fields; binary values are base64.
+func appendMD(b []byte, md metadata.MD) []byte {
+	for k, vs := range md {
+		if strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") || k == "content-type" {
+			continue
+		}
+		for _, v := range vs {
+			if strings.HasSuffix(k, "-bin") {
+				v = base64.RawStdEncoding.EncodeToString([]byte(v))
+			}
+			b = appendField(b, k, v)
+		}
+	}
+	return b
+}
+
+// genericStream runs a method of a registered service in a goroutine of
+// its own, as grpc-go does: it is the grpc.ServerStream the generated
+// handlers expect.
+type genericStream struct {
+	st *Stream
+
+	mu     sync.Mutex
+	cond   sync.Cond
+	queue  [][]byte
+	queued int
+	ended  error // io.EOF after the last message
+}
+
+// maxQueued bounds the bytes a generic handler may leave unread.
+const maxQueued = 8 << 20
+
+func newGenericStream(st *Stream) *genericStream {
+	g := &genericStream{st: st}
+	g.cond.L = &g.mu
+	return g
+}
+
+func (g *genericStream) run(m *method) {
+	st := g.st
+	var err error
+	defer func() {
+		if r := recover(); r != nil {
+			st.c.srv.cfg.Logger.Error("handler panicked", "method", st.method, "panic", fmt.Sprint(r))
+			err = status.Error(codes.Internal, "handler panicked")
+		}
+		st.Close(err)
+	}()
+	if m.unary != nil {
+		var resp any
+		resp, err = m.unary.Handler(m.impl, st.ctx, g.RecvMsg, nil)
+		if err == nil {
+			err = g.SendMsg(resp)
+		}
+		return
+	}
+	err = m.stream.Handler(m.impl, g)
+}
+
+func (g *genericStream) push(msg []byte) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.queued+len(msg) > maxQueued {
+		return status.Error(codes.ResourceExhausted, "too many unread messages")
+	}
+	g.queue = append(g.queue, append([]byte(nil), msg...))
+	g.queued += len(msg)
+	g.cond.Signal()
+	return nil
+}
+
+func (g *genericStream) end(err error) {
+	g.mu.Lock()
+	if g.ended == nil {
+		g.ended = err
+	}
+	g.cond.Broadcast()
+	g.mu.Unlock()
+}
+
+// SetHeader implements grpc.ServerStream.
+func (g *genericStream) SetHeader(md metadata.MD) error { return g.st.SetHeader(md) }
+
+// SendHeader implements grpc.ServerStream.
+func (g *genericStream) SendHeader(md metadata.MD) error { return g.st.SendHeader(md) }
+
+// SetTrailer implements grpc.ServerStream.
+func (g *genericStream) SetTrailer(md metadata.MD) { _ = g.st.SetTrailer(md) }
+
+// Context implements grpc.ServerStream.
+func (g *genericStream) Context() context.Context { return g.st.ctx }
+
+// SendMsg implements grpc.ServerStream.
+func (g *genericStream) SendMsg(m any) error {
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return status.Errorf(codes.Internal, "cannot marshal %T", m)
+	}
+	return g.st.Send(pm)
+}
+
+// RecvMsg implements grpc.ServerStream: io.EOF after the client's last
+// message.
+func (g *genericStream) RecvMsg(m any) error {
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return status.Errorf(codes.Internal, "cannot unmarshal into %T", m)
+	}
+	g.mu.Lock()
+	for len(g.queue) == 0 && g.ended == nil {
+		g.cond.Wait()
+	}
+	if len(g.queue) == 0 {
+		err := g.ended
+		g.mu.Unlock()
+		return err
+	}
+	msg := g.queue[0]
+	g.queue[0] = nil
+	g.queue = g.queue[1:]
+	g.queued -= len(msg)
+	g.mu.Unlock()
+	if err := proto.Unmarshal(msg, pm); err != nil {
+		return status.Errorf(codes.Internal, "unmarshalling the request: %v", err)
+	}
+	return nil
+}
