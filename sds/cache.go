@@ -105,6 +105,7 @@ type certEntry struct {
 	serial    string
 	notAfter  time.Time
 	version   string
+	renewAt   time.Time
 	res       *anypb.Any // identity_cert
 	alias     atomic.Pointer[anypb.Any]
 	stop      func() bool
@@ -173,9 +174,12 @@ type Cache struct {
 	readyOnce sync.Once
 	ready     chan struct{}
 
-	mu       sync.Mutex
-	meshes   map[string]*meshState
-	certs    map[string]*certEntry // by identity key
+	mu     sync.Mutex
+	meshes map[string]*meshState
+	certs  map[string]*certEntry // by identity key
+	// ahead holds certificates of the CA a mesh is changing to, signed
+	// while the data planes learn to trust it, by identity key.
+	ahead    map[string]*certEntry
 	inflight map[string]*issueCall // by identity key and CA version
 	pool     workPool
 }
@@ -210,6 +214,7 @@ func NewCache(cfg CacheConfig) *Cache {
 		ready:    make(chan struct{}),
 		meshes:   map[string]*meshState{},
 		certs:    map[string]*certEntry{},
+		ahead:    map[string]*certEntry{},
 		inflight: map[string]*issueCall{},
 		pool:     workPool{max: cfg.IssueWorkers},
 	}
@@ -283,6 +288,7 @@ func (c *Cache) Update(meshes map[string]*meshconfig.ResolvedMesh, changedAt tim
 				ms.stopTimer()
 			}
 			c.dropCerts(name, "")
+			c.dropAheadLocked(name)
 			if len(ms.watchers) == 0 {
 				delete(c.meshes, name)
 			} else {
@@ -591,6 +597,25 @@ func (c *Cache) issue(id *Identity, key string, ca *meshconfig.CA, validity time
 	}
 	c.mu.Unlock()
 
+	e, err := c.sign(id, ca, validity, caVersion)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ms := c.meshes[id.Mesh]
+	if ms == nil || ms.caVersion != caVersion {
+		// The CA changed while we signed: hand this one out once, but do
+		// not cache it; the streams are woken for the new CA anyway.
+		e.stop = func() bool { return false }
+		return e, nil
+	}
+	c.installLocked(id.Mesh, key, e)
+	return e, nil
+}
+
+// sign issues a certificate for id under ca, not yet cached.
+func (c *Cache) sign(id *Identity, ca *meshconfig.CA, validity time.Duration, caVersion string) (*certEntry, error) {
 	start := c.cfg.Now()
 	cert, err := IssueWorkloadCert(ca, id, validity, c.cfg.KeyType, start)
 	if err != nil {
@@ -603,25 +628,20 @@ func (c *Cache) issue(id *Identity, key string, ca *meshconfig.CA, validity time
 	if err != nil {
 		return nil, err
 	}
-	e := &certEntry{caVersion: caVersion, serial: cert.Serial, notAfter: cert.NotAfter, version: contentVersion(cert.ChainPEM), res: res}
-	renewAt := RenewalTime(cert.NotBefore, cert.NotAfter, c.cfg.Jitter())
-	mesh := id.Mesh
+	return &certEntry{
+		caVersion: caVersion, serial: cert.Serial, notAfter: cert.NotAfter, version: contentVersion(cert.ChainPEM), res: res,
+		renewAt: RenewalTime(cert.NotBefore, cert.NotAfter, c.cfg.Jitter()),
+	}, nil
+}
 
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ms := c.meshes[mesh]
-	if ms == nil || ms.caVersion != caVersion {
-		// The CA changed while we signed: hand this one out once, but do
-		// not cache it; the streams are woken for the new CA anyway.
-		e.stop = func() bool { return false }
-		return e, nil
-	}
+// installLocked caches e as the certificate of identity key, with its
+// renewal timer.
+func (c *Cache) installLocked(mesh, key string, e *certEntry) {
 	if old := c.certs[key]; old != nil {
 		old.stop()
 	}
-	e.stop = c.cfg.AfterFunc(renewAt.Sub(c.cfg.Now()), func() { c.renew(mesh, key, e) })
+	e.stop = c.cfg.AfterFunc(e.renewAt.Sub(c.cfg.Now()), func() { c.renew(mesh, key, e) })
 	c.certs[key] = e
-	return e, nil
 }
 
 // identityResource serializes cert as the Secret called name.

@@ -202,7 +202,7 @@ func (c *Cache) checkRotation(mesh string) {
 		return
 	}
 	ms.checkTimer = false
-	if ms.phase != PhaseSteady && c.waitingLocked(ms) == 0 {
+	if ms.phase != PhaseSteady && c.countWaitingLocked(ms, 1) == 0 {
 		c.advanceLocked(mesh, ms, false)
 	}
 }
@@ -223,6 +223,14 @@ func (c *Cache) phaseTimedOut(mesh string, gen int) {
 // phase waits for: the trust bundle with the new CA, then a certificate of
 // the new CA.
 func (c *Cache) waitingLocked(ms *meshState) int {
+	return c.countWaitingLocked(ms, -1)
+}
+
+// countWaitingLocked counts like waitingLocked but stops at limit (none
+// when negative): the check after each batch of ACKs only needs to know
+// whether anybody still waits, and must not walk ten thousand streams to
+// learn that most do.
+func (c *Cache) countWaitingLocked(ms *meshState, limit int) int {
 	n := 0
 	for _, set := range ms.watchers {
 		for w := range set {
@@ -236,6 +244,9 @@ func (c *Cache) waitingLocked(ms *meshState) int {
 				if in&wantIdentity != 0 && w.acked.ca != ms.caVersion {
 					n++
 				}
+			}
+			if n == limit {
+				return n
 			}
 		}
 	}
@@ -251,6 +262,9 @@ func (c *Cache) startPhaseLocked(mesh string, ms *meshState, p Phase) {
 	}
 	ms.phase, ms.since = p, c.cfg.Now()
 	ms.gen++
+	if p == PhaseSteady {
+		c.dropAheadLocked(mesh) // a change ended or was abandoned
+	}
 	c.metrics.rotationPhase.WithLabelValues(mesh).Set(float64(p))
 	if p == PhaseSteady {
 		return
@@ -276,6 +290,7 @@ func (c *Cache) advanceLocked(mesh string, ms *meshState, timedOut bool) {
 		ms.caVersion = caVersionOf(ms.ca, ms.validity)
 		c.dropCerts(mesh, ms.caVersion)
 		c.startPhaseLocked(mesh, ms, PhaseReissue)
+		c.installAheadLocked(mesh, ms)
 		c.reissueLocked(ms, now)
 	case PhaseReissue:
 		// Nothing served chains to the old CA any more: drop it.
@@ -285,6 +300,73 @@ func (c *Cache) advanceLocked(mesh string, ms *meshState, timedOut bool) {
 			c.wakeLocked(ms, wantBundle, now)
 		}
 		c.log.Info("CA change complete", keyMesh, mesh)
+	}
+}
+
+// issueAheadLocked signs, on the pool, the certificates the connected data
+// planes of ms will need from the CA it is changing to, while they are
+// still learning to trust it: the CPU the signatures take overlaps the
+// round trips of the trust phase, and the reissue phase only has to push.
+// They are kept aside in c.ahead until the new CA signs.
+func (c *Cache) issueAheadLocked(mesh string, ms *meshState) {
+	target, validity, gen := ms.target, ms.validity, ms.gen
+	if target == nil {
+		return
+	}
+	version := caVersionOf(target, validity)
+	current := func() bool {
+		cur := c.meshes[mesh]
+		return cur != nil && cur.phase == PhaseTrustNew && cur.gen == gen
+	}
+	for key, set := range ms.watchers {
+		for w := range set {
+			if w.interest.Load()&wantIdentity == 0 {
+				continue
+			}
+			id := w.id
+			c.pool.submit(func() {
+				c.mu.Lock()
+				ok := current()
+				c.mu.Unlock()
+				if !ok {
+					return
+				}
+				e, err := c.sign(id, target, validity, version)
+				if err != nil {
+					c.log.Error("issuing a workload certificate ahead of a CA change", keyMesh, mesh, keyDataplane, id.Name, keyErr, err)
+					return // issued again when the new CA signs
+				}
+				c.mu.Lock()
+				if current() {
+					c.ahead[key] = e
+				}
+				c.mu.Unlock()
+			})
+			break
+		}
+	}
+}
+
+// installAheadLocked caches the certificates issued ahead for ms's new
+// signing CA, and forgets the mesh's others.
+func (c *Cache) installAheadLocked(mesh string, ms *meshState) {
+	for key, e := range c.ahead {
+		if meshOfKey(key) != mesh {
+			continue
+		}
+		delete(c.ahead, key)
+		if e.caVersion == ms.caVersion {
+			c.installLocked(mesh, key, e)
+		}
+	}
+}
+
+// dropAheadLocked forgets the certificates issued ahead for mesh.
+func (c *Cache) dropAheadLocked(mesh string) {
+	for key := range c.ahead {
+		if meshOfKey(key) == mesh {
+			delete(c.ahead, key)
+		}
 	}
 }
 
@@ -330,6 +412,7 @@ func (c *Cache) rotationUpdatedLocked(mesh string, old, ms *meshState) {
 		}
 		ms.phase = PhaseSteady // entered afresh below
 		c.startPhaseLocked(mesh, ms, PhaseTrustNew)
+		c.issueAheadLocked(mesh, ms)
 	case ms.phase == PhaseSteady && oldPhase != PhaseSteady:
 		c.startPhaseLocked(mesh, ms, PhaseSteady) // aborted, or mTLS turned off
 	default:

@@ -1,6 +1,7 @@
 package sds
 
 import (
+	"encoding/hex"
 	"testing"
 	"time"
 
@@ -102,4 +103,44 @@ func TestCAExpiringBeforeItsCertificatesIsReported(t *testing.T) {
 	require.Contains(t, status.Warning, "expires")
 	require.InDelta(t, 1, testutil.ToFloat64(h.metrics.caExpiresSoon.WithLabelValues("default")), 0)
 	require.InDelta(t, float64(rm.CA.Chain[0].NotAfter.Unix()), testutil.ToFloat64(h.metrics.caExpiry.WithLabelValues("default")), 0)
+}
+
+func TestCAChangeSignsTheNewCertificatesDuringTheTrustPhase(t *testing.T) {
+	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.RotationTimeout = time.Second })
+	oldCA, newCA := sdstest.NewRootCA(t, "old"), sdstest.NewRootCA(t, "new")
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", oldCA)}, time.Now())
+	h.cache.SetReady()
+	good := h.follow("web-1", "web", true)
+	stuck := h.follow("stuck-1", "stuck", false) // holds the trust phase until the timeout
+	good.WaitFor("a certificate", signedBy(oldCA))
+	stuck.WaitFor("a certificate", signedBy(oldCA))
+	require.InDelta(t, 2, testutil.ToFloat64(h.metrics.issued), 0)
+
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", newCA)}, time.Now())
+	aheadSerials := func() map[string]bool {
+		h.cache.mu.Lock()
+		defer h.cache.mu.Unlock()
+		serials := map[string]bool{}
+		for _, e := range h.cache.ahead {
+			serials[e.serial] = true
+		}
+		return serials
+	}
+	require.Eventually(t, func() bool { return len(aheadSerials()) == 2 }, 5*time.Second, 5*time.Millisecond,
+		"both certificates of the new CA are signed while the trust phase waits")
+	ahead := aheadSerials()
+	require.Equal(t, PhaseTrustNew.String(), h.cache.MeshStatus("default").(*MeshStatus).Phase)
+	cur, err := good.Current()
+	require.NoError(t, err)
+	require.False(t, signedBy(newCA)(cur), "nothing of the new CA is served before everyone trusts it")
+
+	// Once the new CA signs, those very certificates are served: none is
+	// signed twice.
+	for _, dp := range []*sdstest.Live{good, stuck} {
+		w := dp.WaitFor("a certificate of the new CA", signedBy(newCA))
+		serial := hex.EncodeToString(w.Leaf.SerialNumber.Bytes())
+		require.True(t, ahead[serial], "served serial %s was not issued ahead", serial)
+	}
+	require.InDelta(t, 4, testutil.ToFloat64(h.metrics.issued), 0)
+	require.Eventually(t, func() bool { return len(aheadSerials()) == 0 }, 5*time.Second, 5*time.Millisecond)
 }
