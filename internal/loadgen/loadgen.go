@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -99,7 +100,11 @@ type Config struct {
 	// "<mesh>.<prefix><i>"), or "" to send none (server with --auth none).
 	// Nil sends none.
 	Token func(i int) string
-	// Concurrency bounds how many data planes connect at once; default 2000.
+	// Concurrency bounds how many data planes are connecting at once
+	// (dialed, and not yet holding both secrets); default 2000. Like a
+	// fleet reconnecting with backoff, it keeps the simulated storm from
+	// overflowing the kernel's accept queue, whose SYNs would otherwise be
+	// retried only after a second.
 	Concurrency int
 	// Client is the gRPC client implementation: ClientH2 (default) or
 	// ClientGRPCGo.
@@ -124,11 +129,22 @@ type Fleet struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// connecting tracks each data plane until it holds both secrets the
+	// first time; release frees its place among cfg.Concurrency.
+	connecting []connecting
+	release    func(dp int)
+	storm      *phase
+
 	phase    atomic.Pointer[phase]
 	errs     atomic.Int64
 	nacks    atomic.Int64
 	errMu    sync.Mutex
 	firstErr error
+}
+
+type connecting struct {
+	left atomic.Int32 // secrets not yet served
+	once sync.Once
 }
 
 // slot is one secret held by one stream: its latest version and content and,
@@ -212,19 +228,26 @@ func Start(ctx context.Context, cfg Config) (*Fleet, time.Time, error) {
 	for i := range cfg.DataPlanes {
 		f.slots = append(f.slots, &slot{dp: i, kind: KindIdentity, name: NameIdentity}, &slot{dp: i, kind: KindBundle, name: NameBundle})
 	}
-	f.phase.Store(newPhase(f.slots, KindIdentity, KindBundle))
+	f.storm = newPhase(f.slots, KindIdentity, KindBundle)
+	f.phase.Store(f.storm)
 
 	start := time.Now()
 	sem := make(chan struct{}, cfg.Concurrency)
+	f.connecting = make([]connecting, cfg.DataPlanes)
+	for i := range f.connecting {
+		f.connecting[i].left.Store(2)
+	}
+	f.release = func(i int) { f.connecting[i].once.Do(func() { <-sem }) }
 	var wg sync.WaitGroup
 	var dialErr atomic.Pointer[error]
 	for i := range cfg.DataPlanes {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
+			defer wg.Done()
 			if err := f.connect(i); err != nil {
 				dialErr.CompareAndSwap(nil, &err)
+				f.release(i)
 			}
 		}()
 	}
@@ -265,6 +288,25 @@ type (
 	}
 )
 
+// streamOpen is one stream a data plane opens, and the secrets it carries.
+type streamOpen struct {
+	method string
+	slots  []*slot
+}
+
+// streamsOf lists the streams of a data plane holding id and bundle.
+func (f *Fleet) streamsOf(id, bundle *slot) []streamOpen {
+	switch f.cfg.API {
+	case APISotW:
+		return []streamOpen{{methodSotW, []*slot{id}}, {methodSotW, []*slot{bundle}}}
+	case APIADS:
+		return []streamOpen{{methodADS, []*slot{id, bundle}}}
+	case APIDelta:
+		return []streamOpen{{methodDelta, []*slot{id}}, {methodDelta, []*slot{bundle}}}
+	}
+	return []streamOpen{{methodADSDelta, []*slot{id, bundle}}}
+}
+
 // connect dials data plane i and opens its streams.
 func (f *Fleet) connect(i int) error {
 	token := ""
@@ -301,28 +343,9 @@ func (f *Fleet) connect(i int) error {
 			return fmt.Errorf("dialing %s: %w", f.cfg.Addr, err)
 		}
 		f.conns[i] = conn
-		sotw = func(method string) (sotwStream, error) {
-			return newH2Stream[*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse](f.ctx, conn, method), nil
-		}
-		delta = func(method string) (deltaStream, error) {
-			return newH2Stream[*discoveryv3.DeltaDiscoveryRequest, *discoveryv3.DeltaDiscoveryResponse](f.ctx, conn, method), nil
-		}
+		return f.openH2(conn, node, id, bundle)
 	}
-	type open struct {
-		method string
-		slots  []*slot
-	}
-	var opens []open
-	switch f.cfg.API {
-	case APISotW:
-		opens = []open{{methodSotW, []*slot{id}}, {methodSotW, []*slot{bundle}}}
-	case APIADS:
-		opens = []open{{methodADS, []*slot{id, bundle}}}
-	case APIDelta:
-		opens = []open{{methodDelta, []*slot{id}}, {methodDelta, []*slot{bundle}}}
-	default:
-		opens = []open{{methodADSDelta, []*slot{id, bundle}}}
-	}
+	opens := f.streamsOf(id, bundle)
 	for _, o := range opens {
 		var err error
 		if o.method == methodSotW || o.method == methodADS {
@@ -371,46 +394,56 @@ func namesOf(slots []*slot) []string {
 }
 
 // runSotW sends the first request of a state-of-the-world stream for
-// slots and runs its receive loop in a goroutine: every response is checked
-// like Envoy checks secrets, then ACKed or NACKed.
+// slots and runs its receive loop in a goroutine, answering each response
+// as sotwAnswer does.
 func (f *Fleet) runSotW(s sotwStream, node *corev3.Node, slots []*slot) error {
-	names := namesOf(slots)
-	if err := s.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNames: names}); err != nil {
+	if err := s.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNames: namesOf(slots)}); err != nil {
 		return fmt.Errorf("sending first request: %w", err)
 	}
+	answer := f.sotwAnswer(slots)
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		acked := ""
 		for {
 			resp, err := s.Recv()
 			if err != nil {
-				f.streamEnded(err)
+				f.streamEnded(slots[0].dp, err)
 				return
 			}
-			now := time.Now()
-			secrets, err := decode(resp.GetResources(), slots)
-			req := &discoveryv3.DiscoveryRequest{TypeUrl: SecretTypeURL, ResourceNames: names, ResponseNonce: resp.GetNonce()}
-			if err != nil {
-				f.nacks.Add(1)
-				req.VersionInfo = acked
-				req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
-			} else {
-				acked = resp.GetVersionInfo()
-				req.VersionInfo = acked
-				for _, sl := range slots {
-					if h, ok := secrets[sl.name]; ok {
-						f.observe(sl, h, now)
-					}
-				}
-			}
-			if err := s.Send(req); err != nil {
-				f.streamEnded(err)
+			if err := s.Send(answer(resp)); err != nil {
+				f.streamEnded(slots[0].dp, err)
 				return
 			}
 		}
 	}()
 	return nil
+}
+
+// sotwAnswer returns what a state-of-the-world stream of slots does with
+// each response: check it like Envoy checks secrets, record what it now
+// holds, and return the ACK or NACK to send.
+func (f *Fleet) sotwAnswer(slots []*slot) func(*discoveryv3.DiscoveryResponse) *discoveryv3.DiscoveryRequest {
+	names := namesOf(slots)
+	acked := ""
+	return func(resp *discoveryv3.DiscoveryResponse) *discoveryv3.DiscoveryRequest {
+		now := time.Now()
+		secrets, err := decode(resp.GetResources(), slots)
+		req := &discoveryv3.DiscoveryRequest{TypeUrl: SecretTypeURL, ResourceNames: names, ResponseNonce: resp.GetNonce()}
+		if err != nil {
+			f.nacks.Add(1)
+			req.VersionInfo = acked
+			req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+			return req
+		}
+		acked = resp.GetVersionInfo()
+		req.VersionInfo = acked
+		for _, sl := range slots {
+			if h, ok := secrets[sl.name]; ok {
+				f.observe(sl, h, now)
+			}
+		}
+		return req
+	}
 }
 
 // runDelta sends the first request of an incremental stream subscribing
@@ -419,38 +452,98 @@ func (f *Fleet) runDelta(s deltaStream, node *corev3.Node, slots []*slot) error 
 	if err := s.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNamesSubscribe: namesOf(slots)}); err != nil {
 		return fmt.Errorf("sending first request: %w", err)
 	}
+	answer := f.deltaAnswer(slots)
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
 		for {
 			resp, err := s.Recv()
 			if err != nil {
-				f.streamEnded(err)
+				f.streamEnded(slots[0].dp, err)
 				return
 			}
-			now := time.Now()
-			anys := make([]*anypb.Any, 0, len(resp.GetResources()))
-			for _, r := range resp.GetResources() {
-				anys = append(anys, r.GetResource())
-			}
-			secrets, err := decode(anys, slots)
-			req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: SecretTypeURL, ResponseNonce: resp.GetNonce()}
-			if err != nil {
-				f.nacks.Add(1)
-				req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
-			} else {
-				for _, sl := range slots {
-					if h, ok := secrets[sl.name]; ok {
-						f.observe(sl, h, now)
-					}
-				}
-			}
-			if err := s.Send(req); err != nil {
-				f.streamEnded(err)
+			if err := s.Send(answer(resp)); err != nil {
+				f.streamEnded(slots[0].dp, err)
 				return
 			}
 		}
 	}()
+	return nil
+}
+
+// deltaAnswer is sotwAnswer for incremental streams.
+func (f *Fleet) deltaAnswer(slots []*slot) func(*discoveryv3.DeltaDiscoveryResponse) *discoveryv3.DeltaDiscoveryRequest {
+	return func(resp *discoveryv3.DeltaDiscoveryResponse) *discoveryv3.DeltaDiscoveryRequest {
+		now := time.Now()
+		anys := make([]*anypb.Any, 0, len(resp.GetResources()))
+		for _, r := range resp.GetResources() {
+			anys = append(anys, r.GetResource())
+		}
+		secrets, err := decode(anys, slots)
+		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: SecretTypeURL, ResponseNonce: resp.GetNonce()}
+		if err != nil {
+			f.nacks.Add(1)
+			req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+			return req
+		}
+		for _, sl := range slots {
+			if h, ok := secrets[sl.name]; ok {
+				f.observe(sl, h, now)
+			}
+		}
+		return req
+	}
+}
+
+// openH2 opens a data plane's streams on its h2 connection. They need no
+// goroutine: each response is answered on the connection's reading
+// goroutine.
+func (f *Fleet) openH2(conn *h2Conn, node *corev3.Node, id, bundle *slot) error {
+	opens := f.streamsOf(id, bundle)
+	for _, o := range opens {
+		var (
+			st      *h2Stream
+			first   proto.Message
+			respond func([]byte) (proto.Message, error)
+		)
+		if o.method == methodSotW || o.method == methodADS {
+			first = &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNames: namesOf(o.slots)}
+			answer := f.sotwAnswer(o.slots)
+			respond = func(msg []byte) (proto.Message, error) {
+				resp := &discoveryv3.DiscoveryResponse{}
+				if err := proto.Unmarshal(msg, resp); err != nil {
+					return nil, err
+				}
+				return answer(resp), nil
+			}
+		} else {
+			first = &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNamesSubscribe: namesOf(o.slots)}
+			answer := f.deltaAnswer(o.slots)
+			respond = func(msg []byte) (proto.Message, error) {
+				resp := &discoveryv3.DeltaDiscoveryResponse{}
+				if err := proto.Unmarshal(msg, resp); err != nil {
+					return nil, err
+				}
+				return answer(resp), nil
+			}
+		}
+		onMessage := func(msg []byte) {
+			req, err := respond(msg)
+			if err == nil {
+				err = st.send(req)
+			}
+			if err != nil {
+				f.streamEnded(o.slots[0].dp, fmt.Errorf("answering a response: %w", err))
+			}
+		}
+		var err error
+		if st, err = conn.open(o.method, onMessage, func(err error) { f.streamEnded(o.slots[0].dp, err) }); err != nil {
+			return fmt.Errorf("opening stream: %w", err)
+		}
+		if err := st.send(first); err != nil {
+			return fmt.Errorf("sending first request: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -514,6 +607,9 @@ func (f *Fleet) observe(sl *slot, h held, now time.Time) {
 	if changed && !ph.watch[sl.kind] {
 		ph.unexpected.Add(1)
 	}
+	if count && ph == f.storm && f.connecting[sl.dp].left.Add(-1) == 0 {
+		f.release(sl.dp)
+	}
 	if count && ph.pending.Add(-1) == 0 {
 		close(ph.done)
 	}
@@ -522,11 +618,12 @@ func (f *Fleet) observe(sl *slot, h held, now time.Time) {
 // streamEnded counts a stream that ended other than by Close: whatever
 // the reason, even a cancellation, a stream gone in the middle of a run is
 // an error, not a secret that was merely slow to change.
-func (f *Fleet) streamEnded(err error) {
+func (f *Fleet) streamEnded(dp int, err error) {
+	f.release(dp) // it will not be served: let another one connect
 	if f.ctx.Err() != nil {
 		return
 	}
-	if errors.Is(err, io.EOF) {
+	if err == nil || errors.Is(err, io.EOF) {
 		err = errors.New("server closed the stream")
 	}
 	f.errs.Add(1)
