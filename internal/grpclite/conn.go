@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -77,6 +78,11 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
+	if s.cfg.TLS != nil {
+		// Wrapped before anyone else can write to it: a GOAWAY of a
+		// graceful stop must not go out in clear text.
+		nc = tls.Server(nc, s.cfg.TLS)
+	}
 	c := &conn{srv: s, nc: nc, streams: map[uint32]*Stream{}, sendWindow: defaultWindow, peerWindow: defaultWindow, peerFrame: defaultFrameSize}
 	c.cond.L = &c.mu
 	return c
@@ -94,7 +100,7 @@ func (c *conn) serve() {
 		_ = c.write(*buf)
 		putBuf(buf)
 	}
-	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 		err = errConnClosed
 	}
 	c.close(err)
@@ -125,13 +131,10 @@ func (c *conn) run() error {
 	cfg := &c.srv.cfg
 	_ = c.nc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	p := &peer.Peer{Addr: c.nc.RemoteAddr(), LocalAddr: c.nc.LocalAddr()}
-	if cfg.TLS != nil {
-		tc := tls.Server(c.nc, tlsWithH2(cfg.TLS))
+	if tc, ok := c.nc.(*tls.Conn); ok {
 		if err := tc.Handshake(); err != nil {
-			c.nc.Close()
 			return fmt.Errorf("tls handshake: %w", err)
 		}
-		c.nc = tc
 		state := tc.ConnectionState()
 		if state.NegotiatedProtocol != "h2" {
 			return &connError{errCodeInadequateSecurity, "ALPN h2 is required"}
@@ -327,6 +330,10 @@ func (c *conn) onHeaderBlock(id uint32, block []byte, endStream bool) error {
 		if !endStream {
 			return protocolError("second HEADERS without END_STREAM on stream %d", id)
 		}
+		if st.halfClosed {
+			st.abort(status.Error(codes.Internal, "HEADERS after the end of the request"))
+			return c.writeReset(id, errCodeStreamClosed)
+		}
 		c.halfClose(st)
 		return nil
 	}
@@ -403,7 +410,7 @@ func (c *conn) open(id uint32, fields []hpack.HeaderField, endStream bool) error
 		cancel = func() { cancelDeadline(); cancelParent() }
 	}
 	st := &Stream{c: c, id: id, method: path, halfClosed: endStream}
-	st.ctx = grpc.NewContextWithServerTransportStream(context.WithValue(ctx, ctxKey{}, st), st)
+	st.ctx = grpc.NewContextWithServerTransportStream(ctx, st)
 	st.cancel = cancel
 	c.mu.Lock()
 	st.sendWindow = c.peerWindow
@@ -429,7 +436,7 @@ func (c *conn) open(id uint32, fields []hpack.HeaderField, endStream bool) error
 	if timeout != "" {
 		context.AfterFunc(ctx, func() {
 			if ctx.Err() == context.DeadlineExceeded {
-				st.Close(status.Error(codes.DeadlineExceeded, "deadline exceeded"))
+				st.deadline()
 			}
 		})
 	}
@@ -471,6 +478,9 @@ func parseTimeout(s string) (time.Duration, error) {
 		unit = time.Nanosecond
 	default:
 		return 0, errors.New("bad unit")
+	}
+	if n > uint64(math.MaxInt64/unit) {
+		return math.MaxInt64, nil // hours beyond what a Duration holds: no deadline to speak of
 	}
 	return time.Duration(n) * unit, nil
 }
@@ -738,9 +748,16 @@ func (c *conn) writeTrailersOnly(id uint32, code codes.Code, msg string) error {
 	defer putBuf(buf)
 	block := responseHeaders(nil)
 	block = appendStatusFields(block, uint32(code), msg)
-	b := appendHeaders(*buf, id, block, true)
+	b := appendHeaders(*buf, id, block, true, c.frameSize())
 	*buf = appendRSTStream(b, id, errCodeNo)
 	return c.write(*buf)
+}
+
+// frameSize is the largest frame the client accepts.
+func (c *conn) frameSize() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peerFrame
 }
 
 // writeHTTPStatus answers a request that is not gRPC.
@@ -748,7 +765,7 @@ func (c *conn) writeHTTPStatus(id uint32, code string) error {
 	buf := getBuf()
 	defer putBuf(buf)
 	block := appendField(nil, ":status", code)
-	b := appendHeaders(*buf, id, block, true)
+	b := appendHeaders(*buf, id, block, true, defaultFrameSize)
 	*buf = appendRSTStream(b, id, errCodeNo)
 	return c.write(*buf)
 }

@@ -87,15 +87,26 @@ func appendGoAway(b []byte, lastStreamID, code uint32, debug string) []byte {
 	return append(b, debug...)
 }
 
-// appendHeaders appends one HEADERS frame holding block, which must fit in
-// the peer's frame size; responses here are a few short fields.
-func appendHeaders(b []byte, streamID uint32, block []byte, endStream bool) []byte {
-	flags := byte(flagEndHeaders)
+// appendHeaders appends a HEADERS frame holding block, followed by
+// CONTINUATION frames when block is larger than maxFrame.
+func appendHeaders(b []byte, streamID uint32, block []byte, endStream bool, maxFrame int) []byte {
+	typ, flags := byte(frameHeaders), byte(0)
 	if endStream {
 		flags |= flagEndStream
 	}
-	b = appendFrameHeader(b, len(block), frameHeaders, flags, streamID)
-	return append(b, block...)
+	for {
+		n := min(len(block), maxFrame)
+		if n == len(block) {
+			flags |= flagEndHeaders
+		}
+		b = appendFrameHeader(b, n, typ, flags, streamID)
+		b = append(b, block[:n]...)
+		block = block[n:]
+		if len(block) == 0 {
+			return b
+		}
+		typ, flags = frameContinuation, 0
+	}
 }
 
 // The response headers are encoded without HPACK's dynamic table, so a

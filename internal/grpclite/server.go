@@ -19,7 +19,6 @@
 package grpclite
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -80,6 +79,9 @@ func (c *Config) defaults() {
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
+	if c.TLS != nil {
+		c.TLS = tlsWithH2(c.TLS)
+	}
 }
 
 // StreamHandler opens the server side of a stream of a method registered
@@ -88,9 +90,10 @@ func (c *Config) defaults() {
 type StreamHandler func(st *Stream) StreamEvents
 
 // StreamEvents receives what a client sends on one stream. Both methods run
-// on the connection's reading goroutine, one at a time, and must not block:
-// in particular they must not call Stream.Send, which may wait for a
-// flow-control update that only this goroutine can read.
+// on the connection's reading goroutine (End also on a timer's, when the
+// client's grpc-timeout passes) and must not block: in particular they must
+// not call Stream.Send, which may wait for a flow-control update that only
+// the reading goroutine can read.
 type StreamEvents interface {
 	// Message is called with each message, in order. msg is valid only
 	// during the call. A non-nil error ends the stream with its status.
@@ -98,8 +101,8 @@ type StreamEvents interface {
 	// End is called at most once: with io.EOF when the client has sent its
 	// last message (the stream is still open for sending, and the handler
 	// must Close it), or with the reason the stream is already gone (the
-	// client cancelled it, or the connection closed). It is not called for
-	// a stream the handler closed itself.
+	// client cancelled it, its deadline passed, or the connection closed).
+	// It is not called for a stream the handler closed itself.
 	End(err error)
 }
 
@@ -288,13 +291,4 @@ func (s *Server) GracefulStop() {
 		s.connsDone.Wait()
 	}
 	s.mu.Unlock()
-}
-
-// ctxKey is the key of a stream's *Stream in its context.
-type ctxKey struct{}
-
-// StreamFromContext returns the stream a handler's context belongs to.
-func StreamFromContext(ctx context.Context) (*Stream, bool) {
-	st, ok := ctx.Value(ctxKey{}).(*Stream)
-	return st, ok
 }

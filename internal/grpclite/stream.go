@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -28,6 +29,7 @@ type Stream struct {
 	recvUnacked uint32
 	events      StreamEvents
 	gen         *genericStream
+	ended       atomic.Bool // End was delivered
 
 	// Under c.mu.
 	sendWindow int64
@@ -105,7 +107,7 @@ func (st *Stream) write(msg []byte, isMsg bool) error {
 	if !st.headersSent {
 		block := responseHeaders(nil)
 		block = appendMD(block, st.header)
-		b = appendHeaders(b, st.id, block, false)
+		b = appendHeaders(b, st.id, block, false, c.frameSize())
 		st.headersSent = true
 	}
 	if !isMsg {
@@ -178,8 +180,13 @@ func (st *Stream) Close(err error) {
 		st.headersSent = true
 	}
 	block = appendStatusFields(block, uint32(s.Code()), s.Message())
+	if p := s.Proto(); len(p.GetDetails()) > 0 {
+		if details, err := proto.Marshal(p); err == nil {
+			block = appendField(block, "grpc-status-details-bin", base64.RawStdEncoding.EncodeToString(details))
+		}
+	}
 	block = appendMD(block, st.trailer)
-	b := appendHeaders((*out)[:0], st.id, block, true)
+	b := appendHeaders((*out)[:0], st.id, block, true, c.frameSize())
 	if !halfClosed {
 		b = appendRSTStream(b, st.id, errCodeNo)
 	}
@@ -188,9 +195,20 @@ func (st *Stream) Close(err error) {
 	putBuf(out)
 	st.wmu.Unlock()
 	st.cancel()
+	if st.gen != nil {
+		// A handler still waiting for a message learns the stream is over.
+		st.gen.end(status.Error(codes.Canceled, "stream ended"))
+	}
 	if closeConn {
 		c.close(errServerStopped)
 	}
+}
+
+// deadline ends a stream whose grpc-timeout passed, and tells its handler.
+func (st *Stream) deadline() {
+	err := status.Error(codes.DeadlineExceeded, "deadline exceeded")
+	st.Close(err)
+	st.deliverEnd(err)
 }
 
 // abort ends a stream the client or the connection ended: nothing is
@@ -213,6 +231,9 @@ func (st *Stream) abort(err error) {
 }
 
 func (st *Stream) deliverEnd(err error) {
+	if st.ended.Swap(true) {
+		return
+	}
 	switch {
 	case st.events != nil:
 		st.events.End(err)
