@@ -65,8 +65,16 @@ type watcher struct {
 	// since is the earliest unserved change (unix nanos), for push latency.
 	since atomic.Int64
 	// acked is what the data plane last acknowledged on this stream; CA
-	// changes wait on it. Guarded by the cache's mutex.
-	acked ackTag
+	// changes wait on it. Only the stream stores it.
+	acked atomic.Pointer[ackTag]
+}
+
+// ackedTag is what w's data plane last acknowledged.
+func (w *watcher) ackedTag() ackTag {
+	if t := w.acked.Load(); t != nil {
+		return *t
+	}
+	return ackTag{}
 }
 
 func (w *watcher) notify(changedAt time.Time) {
@@ -174,7 +182,17 @@ type Cache struct {
 	readyOnce sync.Once
 	ready     chan struct{}
 
-	mu     sync.Mutex
+	// views is what the push path reads without the mutex: per mesh, its
+	// shared bundle and revoked tokens. It is replaced, never changed.
+	views atomic.Pointer[map[string]*meshView]
+	// rotating counts the meshes in a CA change: while none is, an ACK
+	// takes no lock.
+	rotating atomic.Int32
+
+	mu sync.Mutex
+	// wakes are the streams to wake once mu is released (see unlock):
+	// woken under the mutex, ten thousand streams would queue on it.
+	wakes  []*watcher
 	meshes map[string]*meshState
 	certs  map[string]*certEntry // by identity key
 	// ahead holds certificates of the CA a mesh is changing to, signed
@@ -273,7 +291,8 @@ func (c *Cache) Ready() <-chan struct{} { return c.ready }
 // caller must not modify meshes afterwards.
 func (c *Cache) Update(meshes map[string]*meshconfig.ResolvedMesh, changedAt time.Time) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
+	defer c.publishLocked()
 	for name, ms := range c.meshes {
 		if _, ok := meshes[name]; !ok {
 			// A deleted mesh serves nothing more; its streams stay open and
@@ -324,12 +343,12 @@ func (c *Cache) Update(meshes map[string]*meshconfig.ResolvedMesh, changedAt tim
 				_, revoked := rm.RevokedTokenIDs[w.id.TokenID]
 				switch {
 				case revoked && w.id.TokenID != "":
-					w.notify(changedAt)
+					c.wakeLater(w, changedAt)
 				case caChanged && in&wantIdentity != 0 && ms.ca != nil:
 					w.since.CompareAndSwap(0, changedAt.UnixNano())
 					reissue = true
 				case bundleChanged && in&wantBundle != 0:
-					w.notify(changedAt)
+					c.wakeLater(w, changedAt)
 				}
 			}
 			if reissue {
@@ -338,6 +357,57 @@ func (c *Cache) Update(meshes map[string]*meshconfig.ResolvedMesh, changedAt tim
 					break
 				}
 			}
+		}
+	}
+}
+
+// meshView is what streams read of a mesh without the cache's mutex.
+type meshView struct {
+	bundle    map[string]*anypb.Any
+	bundleVer string
+	revoked   map[string]struct{}
+}
+
+// publishLocked replaces the views with the current meshes.
+func (c *Cache) publishLocked() {
+	views := make(map[string]*meshView, len(c.meshes))
+	rotating := int32(0)
+	for name, ms := range c.meshes {
+		v := &meshView{bundle: ms.bundle, bundleVer: ms.bundleVer}
+		if ms.resolved != nil {
+			v.revoked = ms.resolved.RevokedTokenIDs
+		}
+		views[name] = v
+		if ms.phase != PhaseSteady {
+			rotating++
+		}
+	}
+	c.views.Store(&views)
+	c.rotating.Store(rotating)
+}
+
+func (c *Cache) view(mesh string) *meshView {
+	if views := c.views.Load(); views != nil {
+		return (*views)[mesh]
+	}
+	return nil
+}
+
+// wakeLater marks w woken by a change seen at changedAt; the wake itself
+// happens in unlock. c.mu must be held.
+func (c *Cache) wakeLater(w *watcher, changedAt time.Time) {
+	w.since.CompareAndSwap(0, changedAt.UnixNano())
+	c.wakes = append(c.wakes, w)
+}
+
+// unlock releases c.mu, then wakes the streams queued by wakeLater.
+func (c *Cache) unlock() {
+	wakes := c.wakes
+	c.wakes = nil
+	c.mu.Unlock()
+	for _, w := range wakes {
+		if w.wake != nil {
+			w.wake()
 		}
 	}
 }
@@ -485,26 +555,22 @@ func (c *Cache) revoked(id *Identity) bool {
 	if id.TokenID == "" {
 		return false
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ms := c.meshes[id.Mesh]
-	if ms == nil || ms.resolved == nil {
+	v := c.view(id.Mesh)
+	if v == nil {
 		return false
 	}
-	_, ok := ms.resolved.RevokedTokenIDs[id.TokenID]
+	_, ok := v.revoked[id.TokenID]
 	return ok
 }
 
 // bundle returns the shared trust bundle resource called name for mesh.
 func (c *Cache) bundle(mesh, name string) (*anypb.Any, string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ms := c.meshes[mesh]
-	if ms == nil || ms.bundle == nil {
+	v := c.view(mesh)
+	if v == nil || v.bundle == nil {
 		return nil, "", false
 	}
-	a, ok := ms.bundle[name]
-	return a, ms.bundleVer, ok
+	a, ok := v.bundle[name]
+	return a, v.bundleVer, ok
 }
 
 // identityCert returns the workload certificate resource called name for
@@ -665,7 +731,7 @@ func identityResource(name string, cert *WorkloadCert) (*anypb.Any, error) {
 // is simply forgotten and issued anew when it reconnects.
 func (c *Cache) renew(mesh, key string, e *certEntry) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	if c.certs[key] != e {
 		return
 	}
@@ -677,7 +743,7 @@ func (c *Cache) renew(mesh, key string, e *certEntry) {
 	now := c.cfg.Now()
 	for w := range ms.watchers[key] {
 		if w.interest.Load()&wantIdentity != 0 {
-			w.notify(now)
+			c.wakeLater(w, now)
 		}
 	}
 }

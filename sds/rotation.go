@@ -175,9 +175,13 @@ func (c *Cache) acked(w *watcher, t ackTag) {
 	if t == (ackTag{}) {
 		return
 	}
+	next := w.ackedTag().with(t)
+	w.acked.Store(&next)
+	if c.rotating.Load() == 0 {
+		return // no CA change waits for it
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	w.acked = w.acked.with(t)
 	if ms := c.meshes[w.id.Mesh]; ms != nil {
 		c.scheduleCheckLocked(w.id.Mesh, ms)
 	}
@@ -196,7 +200,7 @@ func (c *Cache) scheduleCheckLocked(mesh string, ms *meshState) {
 // plane has to ACK anything more for the current one.
 func (c *Cache) checkRotation(mesh string) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	ms := c.meshes[mesh]
 	if ms == nil {
 		return
@@ -211,7 +215,7 @@ func (c *Cache) checkRotation(mesh string) {
 // planes that never ACK must not hold a mesh's CA change forever.
 func (c *Cache) phaseTimedOut(mesh string, gen int) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	ms := c.meshes[mesh]
 	if ms == nil || ms.phase == PhaseSteady || ms.gen != gen {
 		return
@@ -237,11 +241,11 @@ func (c *Cache) countWaitingLocked(ms *meshState, limit int) int {
 			in := w.interest.Load()
 			switch ms.phase {
 			case PhaseTrustNew:
-				if in&wantBundle != 0 && w.acked.bundle != ms.bundleVer {
+				if in&wantBundle != 0 && w.ackedTag().bundle != ms.bundleVer {
 					n++
 				}
 			case PhaseReissue:
-				if in&wantIdentity != 0 && w.acked.ca != ms.caVersion {
+				if in&wantIdentity != 0 && w.ackedTag().ca != ms.caVersion {
 					n++
 				}
 			}
@@ -301,6 +305,7 @@ func (c *Cache) advanceLocked(mesh string, ms *meshState, timedOut bool) {
 		}
 		c.log.Info("CA change complete", keyMesh, mesh)
 	}
+	c.publishLocked()
 }
 
 // issueAheadLocked signs, on the pool, the certificates the connected data
@@ -389,7 +394,7 @@ func (c *Cache) wakeLocked(ms *meshState, want uint32, now time.Time) {
 	for _, set := range ms.watchers {
 		for w := range set {
 			if w.interest.Load()&want != 0 {
-				w.notify(now)
+				c.wakeLater(w, now)
 			}
 		}
 	}
