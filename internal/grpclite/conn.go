@@ -52,7 +52,7 @@ type conn struct {
 	ctx context.Context // carries the peer; parent of every stream's
 
 	// Used by the reading goroutine only.
-	rhdr        [frameHeaderLen]byte
+	r           *frameReader
 	dec         *hpack.Decoder
 	fields      []hpack.HeaderField
 	block       []byte // a header block awaiting CONTINUATION frames
@@ -143,13 +143,16 @@ func (c *conn) run() error {
 	}
 	c.ctx = peer.NewContext(context.Background(), p)
 
-	var preface [len(clientPreface)]byte
-	if _, err := io.ReadFull(c.nc, preface[:]); err != nil {
+	c.r = newFrameReader(c.nc)
+	defer c.r.release()
+	preface, err := c.r.peek(len(clientPreface))
+	if err != nil {
 		return fmt.Errorf("reading the client preface: %w", err)
 	}
-	if string(preface[:]) != clientPreface {
+	if string(preface) != clientPreface {
 		return errors.New("not an HTTP/2 client preface (is the client speaking HTTP/1 or TLS?)")
 	}
+	c.r.consume(len(clientPreface))
 	_ = c.nc.SetDeadline(time.Time{})
 	buf := getBuf()
 	b := appendFrameHeader(*buf, 3*6, frameSettings, 0, 0)
@@ -160,7 +163,7 @@ func (c *conn) run() error {
 	b = binary.BigEndian.AppendUint16(b, settingHeaderTableSize)
 	b = binary.BigEndian.AppendUint32(b, 4096)
 	*buf = b
-	err := c.write(b)
+	err = c.write(b)
 	putBuf(buf)
 	if err != nil {
 		return err
@@ -195,26 +198,23 @@ func tlsWithH2(cfg *tls.Config) *tls.Config {
 
 // readFrame reads one frame into a pooled buffer and handles it.
 func (c *conn) readFrame() error {
-	if _, err := io.ReadFull(c.nc, c.rhdr[:]); err != nil {
+	h, err := c.r.peek(frameHeaderLen)
+	if err != nil {
 		return err
 	}
 	c.lastRead.Store(time.Now().UnixNano())
-	h := c.rhdr
 	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
 	typ, flags := h[3], h[4]
 	id := binary.BigEndian.Uint32(h[5:]) & 0x7fffffff
 	if length > defaultFrameSize {
 		return &connError{errCodeFrameSize, fmt.Sprintf("frame of %d bytes", length)}
 	}
-	buf := getBuf()
-	defer putBuf(buf)
-	if cap(*buf) < length {
-		*buf = make([]byte, length)
-	}
-	payload := (*buf)[:length]
-	if _, err := io.ReadFull(c.nc, payload); err != nil {
+	frame, err := c.r.peek(frameHeaderLen + length)
+	if err != nil {
 		return err
 	}
+	defer c.r.consume(frameHeaderLen + length)
+	payload := frame[frameHeaderLen:]
 	if c.block != nil && (typ != frameContinuation || id != c.blockStream) {
 		return protocolError("expected CONTINUATION of stream %d", c.blockStream)
 	}
