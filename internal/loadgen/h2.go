@@ -246,7 +246,7 @@ func (c *h2Conn) writeData(id uint32, frames [][]byte) error {
 func (c *h2Conn) readLoop() {
 	defer close(c.readDone)
 	err := c.read()
-	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 		err = status.Error(codes.Unavailable, "connection closed")
 	}
 	c.nc.Close()
