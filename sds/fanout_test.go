@@ -126,10 +126,10 @@ func TestTwoCAChangesInARowSignNothingWithTheMiddleOne(t *testing.T) {
 		w.refresh(t, false, true)
 		require.Equal(t, string(ca3.CertPEM), string(w.held.BundlePEM))
 	}
-	// ca1's and ca3's certificates, and at most one of ca2 that its single
-	// issuing worker had begun ahead of time before ca3 replaced it: signed,
-	// never served (every data plane went from ca1 to ca3 above).
+	// ca1's and ca3's certificates; ca2's, signed ahead of time while it was
+	// the CA to come, only as far as the worker got before ca3 replaced it,
+	// and never served: every data plane went from ca1's to ca3's above.
 	issued := testutil.ToFloat64(h.metrics.issued)
 	require.GreaterOrEqual(t, issued, float64(2*n))
-	require.LessOrEqual(t, issued, float64(2*n+1), "ca1 and ca3, and at most one discarded ahead of time")
+	require.LessOrEqual(t, issued, float64(3*n))
 }
