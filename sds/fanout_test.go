@@ -95,11 +95,11 @@ func TestCAChangeIssuesOncePerDataplane(t *testing.T) {
 	}
 }
 
-// TestTwoCAChangesInARowSignNothingWithTheMiddleOne checks that a CA
+// TestTwoCAChangesInARowServeNothingOfTheMiddleOne checks that a CA
 // replaced while its change was still in its first phase never signs what
 // is served: data planes go straight from the first CA's certificate to
 // the last one's, after trusting all three.
-func TestTwoCAChangesInARowSignNothingWithTheMiddleOne(t *testing.T) {
+func TestTwoCAChangesInARowServeNothingOfTheMiddleOne(t *testing.T) {
 	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.IssueWorkers = 1 })
 	ca1 := sdstest.NewRootCA(t, "ca1")
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", ca1)}, time.Now())
