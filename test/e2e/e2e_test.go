@@ -458,3 +458,24 @@ func TestUnixSocketSDS(t *testing.T) {
 	got, _ := st.Expect()
 	require.Len(t, got, 2)
 }
+
+func TestShutdownEndsStreamsAtOnce(t *testing.T) {
+	dir, _ := secretsDir(t)
+	s := start(t, dir)
+	st := sdstest.OpenStream(t, sdstest.Dial(t, s.sds, s.token(t, "default", "web-1", "web")), "default.web-1", false, "identity_cert")
+	st.Expect()
+
+	began := time.Now()
+	require.NoError(t, s.proc.Signal(syscall.SIGTERM))
+	_, err := st.Recv(10 * time.Second)
+	require.Equal(t, codes.Unavailable, status.Code(err), "got %v", err)
+	require.Contains(t, status.Convert(err).Message(), "shutting down")
+	select {
+	case err := <-s.exited:
+		s.exited <- err // for the cleanup
+		require.NoError(t, err, "a clean exit")
+	case <-time.After(5 * time.Second):
+		t.Fatal("meshsds still running 5 s after SIGTERM (its --shutdown-timeout is 10 s: streams held it)")
+	}
+	require.Less(t, time.Since(began), 5*time.Second)
+}
