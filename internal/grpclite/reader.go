@@ -8,10 +8,27 @@ import (
 	"syscall"
 )
 
-// readBufSize holds a frame of the largest size we accept, and more.
-const readBufSize = 32 << 10
+// Read buffers: small ones for the frames of every day (requests, ACKs,
+// window updates), large ones for frames up to the largest size we accept.
+// During a storm thousands of connections read at once: small buffers keep
+// the garbage it leaves small.
+const (
+	smallReadBuf = 4 << 10
+	largeReadBuf = 2*defaultFrameSize + 2*frameHeaderLen
+)
 
-var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+var (
+	smallReadBufs = sync.Pool{New: func() any { b := make([]byte, smallReadBuf); return &b }}
+	largeReadBufs = sync.Pool{New: func() any { b := make([]byte, largeReadBuf); return &b }}
+)
+
+func putReadBuf(b *[]byte) {
+	if len(*b) == largeReadBuf {
+		largeReadBufs.Put(b)
+		return
+	}
+	smallReadBufs.Put(b)
+}
 
 // frameReader reads a connection's bytes for its frames. An idle
 // connection holds no read buffer: on a plain socket the reader waits for
@@ -54,20 +71,29 @@ func (r *frameReader) peek(n int) ([]byte, error) {
 func (r *frameReader) consume(n int) {
 	r.start += n
 	if r.start == r.end && r.buf != nil {
-		readBufPool.Put(r.buf)
+		putReadBuf(r.buf)
 		r.buf, r.start, r.end = nil, 0, 0
 	}
 }
 
 // fill reads more, making room for n unconsumed bytes.
 func (r *frameReader) fill(n int) error {
-	if n > readBufSize {
+	if n > largeReadBuf {
 		return errors.New("frame larger than the read buffer")
 	}
 	if r.buf == nil {
 		return r.fillIdle()
 	}
 	b := *r.buf
+	if n > len(b) {
+		// A frame larger than the small buffer: move to a large one.
+		large := largeReadBufs.Get().(*[]byte)
+		r.end = copy(*large, b[r.start:r.end])
+		r.start = 0
+		putReadBuf(r.buf)
+		r.buf = large
+		b = *large
+	}
 	if len(b)-r.start < n {
 		// Move what is left to the front to make room.
 		r.end = copy(b, b[r.start:r.end])
@@ -83,7 +109,7 @@ func (r *frameReader) fillIdle() error {
 	if r.raw == nil {
 		m, err := r.nc.Read(r.small[:])
 		if m > 0 {
-			r.buf = readBufPool.Get().(*[]byte)
+			r.buf = smallReadBufs.Get().(*[]byte)
 			r.start, r.end = 0, copy(*r.buf, r.small[:m])
 		}
 		if m == 0 && err == nil {
@@ -97,10 +123,10 @@ func (r *frameReader) fillIdle() error {
 		rerr error
 	)
 	err := r.raw.Read(func(fd uintptr) bool {
-		b := readBufPool.Get().(*[]byte)
+		b := smallReadBufs.Get().(*[]byte)
 		m, rerr = readFD(fd, *b)
 		if errors.Is(rerr, syscall.EAGAIN) {
-			readBufPool.Put(b)
+			smallReadBufs.Put(b)
 			return false // wait until readable, with no buffer held
 		}
 		got = b
@@ -114,7 +140,7 @@ func (r *frameReader) fillIdle() error {
 		return nil
 	}
 	if got != nil {
-		readBufPool.Put(got)
+		smallReadBufs.Put(got)
 	}
 	if err == nil {
 		err = io.EOF
@@ -161,7 +187,7 @@ func readFD(fd uintptr, p []byte) (int, error) {
 // release gives the buffer back when the connection ends.
 func (r *frameReader) release() {
 	if r.buf != nil {
-		readBufPool.Put(r.buf)
+		putReadBuf(r.buf)
 		r.buf = nil
 	}
 }
