@@ -106,39 +106,22 @@ type meshState struct {
 }
 
 // certEntry is a cached workload certificate for one identity and CA. It
-// keeps the certificate only in its serialized form, the identity_cert
-// resource; the alias "default" is derived from it when first asked for.
+// keeps what is the data plane's own, its certificate and key in DER, and
+// serializes the resource when it is sent: rarely (on renewal, on a CA
+// change, on connecting), and ten thousand copies of the CA's
+// intermediates would cost more than the serializing.
 type certEntry struct {
 	caVersion string
-	serial    string
-	notAfter  time.Time
+	cert      *WorkloadCert
 	version   string
 	renewAt   time.Time
-	res       *anypb.Any // identity_cert
-	alias     atomic.Pointer[anypb.Any]
 	stop      func() bool
 }
 
 // resource returns the entry's resource called name (identity_cert or its
 // alias).
 func (e *certEntry) resource(name string) (*anypb.Any, error) {
-	if name == NameIdentityCert {
-		return e.res, nil
-	}
-	if a := e.alias.Load(); a != nil {
-		return a, nil
-	}
-	sec := &tlsv3.Secret{}
-	if err := e.res.UnmarshalTo(sec); err != nil {
-		return nil, fmt.Errorf("deriving %q: %w", name, err)
-	}
-	sec.Name = name
-	a, err := anypb.New(sec)
-	if err != nil {
-		return nil, fmt.Errorf("deriving %q: %w", name, err)
-	}
-	e.alias.CompareAndSwap(nil, a)
-	return e.alias.Load(), nil
+	return identityResource(name, e.cert)
 }
 
 // issueCall is an issuance in progress for one identity and CA; everyone
@@ -690,12 +673,8 @@ func (c *Cache) sign(id *Identity, ca *meshconfig.CA, validity time.Duration, ca
 	c.metrics.issued.Inc()
 	c.metrics.issueSeconds.Observe(c.cfg.Now().Sub(start).Seconds())
 	c.metrics.workloadExpiry.WithLabelValues(id.Mesh).Set(float64(cert.NotAfter.Unix()))
-	res, err := identityResource(NameIdentityCert, cert)
-	if err != nil {
-		return nil, err
-	}
 	return &certEntry{
-		caVersion: caVersion, serial: cert.Serial, notAfter: cert.NotAfter, version: contentVersion(cert.ChainPEM), res: res,
+		caVersion: caVersion, cert: cert, version: contentVersion(cert.LeafDER, cert.IssuedChainPEM),
 		renewAt: RenewalTime(cert.NotBefore, cert.NotAfter, c.cfg.Jitter()),
 	}, nil
 }
@@ -716,8 +695,8 @@ func identityResource(name string, cert *WorkloadCert) (*anypb.Any, error) {
 	err := anypb.MarshalFrom(a, &tlsv3.Secret{
 		Name: name,
 		Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
-			CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cert.ChainPEM}},
-			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cert.KeyPEM}},
+			CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cert.ChainPEM()}},
+			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cert.KeyPEM()}},
 		}},
 	}, proto.MarshalOptions{Deterministic: true})
 	if err != nil {

@@ -105,15 +105,31 @@ func sortedCopy(s []string) []string {
 	return c
 }
 
-// WorkloadCert is an issued workload certificate with its key, in the PEM
-// forms Envoy takes.
+// WorkloadCert is an issued workload certificate with its key. It keeps
+// only what belongs to the data plane (its certificate and key, in DER);
+// the CA's intermediates are the CA's, shared by every certificate it
+// signs, and are joined only when the PEM chain is built.
 type WorkloadCert struct {
-	// ChainPEM is the leaf followed by the CA's intermediates.
-	ChainPEM  []byte
-	KeyPEM    []byte
-	Serial    string
-	NotBefore time.Time
-	NotAfter  time.Time
+	LeafDER []byte
+	KeyDER  []byte
+	// IssuedChainPEM is the CA's own chain up to, not including, the root:
+	// shared, never modified.
+	IssuedChainPEM []byte
+	Serial         string
+	NotBefore      time.Time
+	NotAfter       time.Time
+}
+
+// ChainPEM is the certificate followed by the CA's intermediates, as Envoy
+// takes it.
+func (c *WorkloadCert) ChainPEM() []byte {
+	chain := appendPEM(make([]byte, 0, pemLen("CERTIFICATE", len(c.LeafDER))+len(c.IssuedChainPEM)), "CERTIFICATE", c.LeafDER)
+	return append(chain, c.IssuedChainPEM...)
+}
+
+// KeyPEM is the private key in PKCS #8 PEM.
+func (c *WorkloadCert) KeyPEM() []byte {
+	return appendPEM(nil, "PRIVATE KEY", c.KeyDER)
 }
 
 // IssueWorkloadCert signs a new certificate for id with ca, valid from
@@ -159,14 +175,9 @@ func IssueWorkloadCert(ca *meshconfig.CA, id *Identity, validity time.Duration, 
 	if err != nil {
 		return nil, fmt.Errorf("encoding workload key: %w", err)
 	}
-	chain := appendPEM(make([]byte, 0, pemLen("CERTIFICATE", len(der))+len(ca.IssuedChainPEM)), "CERTIFICATE", der)
-	chain = append(chain, ca.IssuedChainPEM...)
 	return &WorkloadCert{
-		ChainPEM:  chain,
-		KeyPEM:    appendPEM(nil, "PRIVATE KEY", keyDER),
-		Serial:    hex.EncodeToString(serial.Bytes()),
-		NotBefore: notBefore,
-		NotAfter:  notAfter,
+		LeafDER: der, KeyDER: keyDER, IssuedChainPEM: ca.IssuedChainPEM,
+		Serial: hex.EncodeToString(serial.Bytes()), NotBefore: notBefore, NotAfter: notAfter,
 	}, nil
 }
 

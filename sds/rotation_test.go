@@ -122,7 +122,7 @@ func TestCAChangeSignsTheNewCertificatesDuringTheTrustPhase(t *testing.T) {
 		defer h.cache.mu.Unlock()
 		serials := map[string]bool{}
 		for _, e := range h.cache.ahead {
-			serials[e.serial] = true
+			serials[e.cert.Serial] = true
 		}
 		return serials
 	}

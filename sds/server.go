@@ -401,7 +401,7 @@ func (s *Server) resource(w *watcher, name string, info *streamInfo) (*anypb.Any
 			return nil, "", ackTag{}, false, err
 		}
 		if info != nil {
-			info.setCert(e.serial, e.notAfter)
+			info.setCert(e.cert.Serial, e.cert.NotAfter)
 		}
 		return res, e.version, ackTag{ca: e.caVersion}, res != nil, nil
 	case kindBundle:

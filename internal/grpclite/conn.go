@@ -83,7 +83,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		// graceful stop must not go out in clear text.
 		nc = tls.Server(nc, s.cfg.TLS)
 	}
-	c := &conn{srv: s, nc: nc, streams: map[uint32]*Stream{}, sendWindow: defaultWindow, peerWindow: defaultWindow, peerFrame: defaultFrameSize}
+	c := &conn{srv: s, nc: nc, r: newFrameReader(nc), streams: map[uint32]*Stream{}, sendWindow: defaultWindow, peerWindow: defaultWindow, peerFrame: defaultFrameSize}
 	c.cond.L = &c.mu
 	return c
 }
@@ -91,7 +91,11 @@ func newConn(s *Server, nc net.Conn) *conn {
 // serve runs the connection until it closes.
 func (c *conn) serve() {
 	defer c.srv.removeConn(c)
-	err := c.run()
+	err := c.start()
+	if err == nil {
+		err = c.frames()
+	}
+	c.r.release()
 	var ce *connError
 	if errors.As(err, &ce) {
 		c.srv.cfg.Logger.Debug("closing connection", "peer", c.nc.RemoteAddr().String(), "err", err)
@@ -127,7 +131,9 @@ func (c *conn) lastStreamID() uint32 {
 	return c.maxStreamID
 }
 
-func (c *conn) run() error {
+// start runs the TLS handshake if any, reads the client preface and sends
+// the server's settings.
+func (c *conn) start() error {
 	cfg := &c.srv.cfg
 	_ = c.nc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	p := &peer.Peer{Addr: c.nc.RemoteAddr(), LocalAddr: c.nc.LocalAddr()}
@@ -143,8 +149,6 @@ func (c *conn) run() error {
 	}
 	c.ctx = peer.NewContext(context.Background(), p)
 
-	c.r = newFrameReader(c.nc)
-	defer c.r.release()
 	preface, err := c.r.peek(len(clientPreface))
 	if err != nil {
 		return fmt.Errorf("reading the client preface: %w", err)
@@ -177,8 +181,19 @@ func (c *conn) run() error {
 		c.keepalive = time.AfterFunc(cfg.KeepaliveTime, c.keepaliveTick)
 	}
 	c.mu.Unlock()
+	return nil
+}
 
+// frames reads and handles frames until the connection ends. It is what an
+// idle connection's goroutine waits in, so that it waits with a shallow
+// stack: the waiting starts here, not under the frame handlers.
+func (c *conn) frames() error {
 	for {
+		if c.r.idle() {
+			if err := c.r.fillIdle(); err != nil {
+				return err
+			}
+		}
 		if err := c.readFrame(); err != nil {
 			return err
 		}

@@ -184,6 +184,9 @@ func readFD(fd uintptr, p []byte) (int, error) {
 	}
 }
 
+// idle reports whether nothing read is left unconsumed.
+func (r *frameReader) idle() bool { return r.buf == nil }
+
 // release gives the buffer back when the connection ends.
 func (r *frameReader) release() {
 	if r.buf != nil {
