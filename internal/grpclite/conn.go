@@ -60,6 +60,7 @@ type conn struct {
 	blockEnd    bool // the HEADERS frame of block ended the stream
 	maxStreamID uint32
 	recvUnacked uint32 // connection-level data not yet given back
+	calm        calmBudget
 	lastRead    atomic.Int64
 
 	mu          sync.Mutex
@@ -233,6 +234,11 @@ func (c *conn) readFrame() error {
 	if c.block != nil && (typ != frameContinuation || id != c.blockStream) {
 		return protocolError("expected CONTINUATION of stream %d", c.blockStream)
 	}
+	if typ == frameRSTStream || (typ == framePing || typ == frameSettings) && flags&flagAck == 0 {
+		if !c.calm.take(time.Now()) {
+			return &connError{errCodeEnhanceYourCalm, "too many resets, pings or settings"}
+		}
+	}
 	switch typ {
 	case frameData:
 		return c.onData(id, flags, payload)
@@ -285,6 +291,36 @@ func (c *conn) readFrame() error {
 		}
 	}
 	return nil // frames of unknown types are ignored
+}
+
+// calmBudget bounds the frames a client may send that cost the server work
+// and move nothing forward: stream resets (the "rapid reset" attack opens
+// and cancels streams as fast as it can), pings and settings. A client may
+// send a burst of calmBurst and calmRate per second after that; beyond, its
+// connection is closed with ENHANCE_YOUR_CALM. Envoy and gRPC clients send
+// a handful per minute.
+type calmBudget struct {
+	tokens float64
+	last   time.Time
+}
+
+const (
+	calmBurst = 1000
+	calmRate  = 100
+)
+
+func (b *calmBudget) take(now time.Time) bool {
+	if b.last.IsZero() {
+		b.tokens = calmBurst
+	} else {
+		b.tokens = min(calmBurst, b.tokens+now.Sub(b.last).Seconds()*calmRate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // unpad strips the padding of a DATA or HEADERS payload.

@@ -1451,6 +1451,62 @@ func TestRawSettingsAndPing(t *testing.T) {
 	}
 }
 
+func TestRawFloodsAreCut(t *testing.T) {
+	ts := startServer(t, serverSetup{})
+	tests := []struct {
+		name  string
+		flood func(c *rawConn, i int) error
+	}{
+		{"pings", func(c *rawConn, i int) error { return c.fr.WritePing(false, [8]byte{byte(i)}) }},
+		{"settings", func(c *rawConn, _ int) error { return c.fr.WriteSettings() }},
+		{"rapid reset", func(c *rawConn, i int) error {
+			id := uint32(2*i + 1)
+			c.headers(id, false, grpcRequest(streamSecrets)...)
+			return c.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, ts.addr)
+			c.start()
+			// A reader keeps the server's answers flowing while we flood.
+			goAway := make(chan http2.ErrCode, 1)
+			go func() {
+				for {
+					f, err := c.fr.ReadFrame()
+					if err != nil {
+						close(goAway)
+						return
+					}
+					if ga, ok := f.(*http2.GoAwayFrame); ok {
+						goAway <- ga.ErrCode
+						return
+					}
+				}
+			}()
+			for i := 0; i < 3000; i++ {
+				if tc.flood(c, i) != nil {
+					break // the server hung up
+				}
+			}
+			select {
+			case code, ok := <-goAway:
+				require.True(t, ok, "the connection ended without a GOAWAY")
+				require.Equal(t, http2.ErrCodeEnhanceYourCalm, code)
+			case <-time.After(10 * time.Second):
+				t.Fatal("3,000 frames in a row were not cut")
+			}
+		})
+	}
+	// A client that pings now and then is left alone.
+	c := dialRaw(t, ts.addr)
+	c.start()
+	for i := range 50 {
+		require.NoError(t, c.fr.WritePing(false, [8]byte{byte(i)}))
+		require.True(t, await[*http2.PingFrame](c).IsAck())
+	}
+}
+
 func TestRawConnectionErrors(t *testing.T) {
 	ts := startServer(t, serverSetup{})
 	tests := []struct {
