@@ -102,7 +102,9 @@ func (c *conn) serve() {
 		c.srv.cfg.Logger.Debug("closing connection", "peer", c.nc.RemoteAddr().String(), "err", err)
 		buf := getBuf()
 		*buf = appendGoAway(*buf, c.lastStreamID(), ce.code, ce.msg)
-		_ = c.write(*buf)
+		if c.write(*buf) == nil {
+			c.lingerAfterGoAway()
+		}
 		putBuf(buf)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
@@ -123,6 +125,26 @@ func (c *conn) serve() {
 	}
 	for _, st := range streams {
 		st.abort(err)
+	}
+}
+
+// lingerAfterGoAway lets the client read the GOAWAY that explains why its
+// connection ends: closed with unread data from the client still queued, a
+// socket is reset, and a reset may destroy the GOAWAY before the client
+// reads it. So the server stops writing, then reads and drops what the
+// client still sends, for at most a second.
+func (c *conn) lingerAfterGoAway() {
+	type closeWriter interface{ CloseWrite() error }
+	cw, ok := c.nc.(closeWriter)
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
+	var sink [4096]byte
+	for {
+		if _, err := c.nc.Read(sink[:]); err != nil {
+			return
+		}
 	}
 }
 

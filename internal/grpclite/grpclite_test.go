@@ -1461,7 +1461,10 @@ func TestRawFloodsAreCut(t *testing.T) {
 		{"settings", func(c *rawConn, _ int) error { return c.fr.WriteSettings() }},
 		{"rapid reset", func(c *rawConn, i int) error {
 			id := uint32(2*i + 1)
-			c.headers(id, false, grpcRequest(streamSecrets)...)
+			err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.block(grpcRequest(streamSecrets)...), EndHeaders: true})
+			if err != nil {
+				return err
+			}
 			return c.fr.WriteRSTStream(id, http2.ErrCodeCancel)
 		}},
 	}
