@@ -83,12 +83,20 @@ var _ grpc.ServerTransportStream = (*Stream)(nil)
 // window is full, until the stream or connection ends. Calls must not
 // overlap, and must not come from StreamEvents methods.
 func (st *Stream) Send(m proto.Message) error {
+	return st.SendEncoded(func(b []byte) ([]byte, error) {
+		return proto.MarshalOptions{}.MarshalAppend(b, m)
+	})
+}
+
+// SendEncoded sends the message appendMsg appends to b, already in
+// protobuf wire form: for callers that encode a hot message by hand. It is
+// Send otherwise; nothing is sent when appendMsg fails.
+func (st *Stream) SendEncoded(appendMsg func(b []byte) ([]byte, error)) error {
 	buf := getBuf()
 	defer putBuf(buf)
-	b := append((*buf)[:0], 0, 0, 0, 0, 0)
-	b, err := proto.MarshalOptions{}.MarshalAppend(b, m)
+	b, err := appendMsg(append((*buf)[:0], 0, 0, 0, 0, 0))
 	if err != nil {
-		return status.Errorf(codes.Internal, "marshalling the response: %v", err)
+		return status.Errorf(codes.Internal, "encoding the response: %v", err)
 	}
 	*buf = b
 	binary.BigEndian.PutUint32(b[1:5], uint32(len(b)-5))
