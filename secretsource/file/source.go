@@ -54,14 +54,14 @@ const (
 	// its key renamed into place one after the other as one change, short
 	// against the 0.3 s in which a new trust bundle should reach every data
 	// plane.
-	DefaultDebounce = 50 * time.Millisecond
+	DefaultDebounce = 30 * time.Millisecond
 	// DefaultRescanInterval is the period of the full rescan that catches
 	// anything the watcher missed.
 	DefaultRescanInterval = 30 * time.Second
 )
 
 // maxDebounceFactor caps the delay of a never-ending burst of events at this
-// many Debounce periods after its first event (0.5 s with the default), so that
+// many Debounce periods after its first event (0.3 s with the default), so that
 // a directory written to continuously is still published.
 const maxDebounceFactor = 10
 
