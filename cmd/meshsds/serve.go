@@ -314,7 +314,7 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 			}
 		}
 	}()
-	grpcSrv, sdsLis, err := newGRPCServer(cfg, log)
+	grpcSrv, sdsLis, err := newGRPCServer(cfg, log, reg)
 	if err != nil {
 		return err
 	}
@@ -447,8 +447,13 @@ func newAuthenticator(cfg *serveConfig, key *ecdsa.PrivateKey, log *slog.Logger)
 // newGRPCServer builds the SDS gRPC server and its listener. The server is
 // grpclite, not grpc-go: one goroutine per connection, none per waiting
 // stream (see internal/grpclite).
-func newGRPCServer(cfg *serveConfig, log *slog.Logger) (*grpclite.Server, net.Listener, error) {
+func newGRPCServer(cfg *serveConfig, log *slog.Logger, reg prometheus.Registerer) (*grpclite.Server, net.Listener, error) {
+	metrics, err := grpclite.NewMetrics(reg)
+	if err != nil {
+		return nil, nil, err
+	}
 	gcfg := grpclite.Config{
+		Metrics:              metrics,
 		Logger:               log,
 		KeepaliveTime:        60 * time.Second,
 		KeepaliveTimeout:     20 * time.Second,

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ var (
 	errServerStopped    = status.Error(codes.Unavailable, "server stopped")
 	errConnClosed       = status.Error(codes.Unavailable, "connection closed")
 	errKeepaliveTimeout = errors.New("keepalive ping not answered")
+	errWriteTimeout     = errors.New("the client stopped reading: write timed out")
 )
 
 // connError is an HTTP/2 connection error: the connection is closed after
@@ -92,8 +94,12 @@ func newConn(s *Server, nc net.Conn) *conn {
 // serve runs the connection until it closes.
 func (c *conn) serve() {
 	defer c.srv.removeConn(c)
+	metrics := c.srv.cfg.Metrics
+	metrics.conns.Inc()
+	defer metrics.conns.Dec()
 	err := c.start()
-	if err == nil {
+	started := err == nil
+	if started {
 		err = c.frames()
 	}
 	c.r.release()
@@ -115,6 +121,7 @@ func (c *conn) serve() {
 	// connection closed: their events never run concurrently.
 	c.mu.Lock()
 	err = c.closeErr
+	metrics.closed.WithLabelValues(closeReason(err, started)).Inc()
 	streams := make([]*Stream, 0, len(c.streams))
 	for _, st := range c.streams {
 		streams = append(streams, st)
@@ -795,6 +802,9 @@ func (c *conn) write(b []byte) error {
 	_, err := c.nc.Write(b)
 	c.wmu.Unlock()
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = errWriteTimeout
+		}
 		c.close(fmt.Errorf("writing: %w", err))
 		return errConnClosed
 	}

@@ -27,6 +27,7 @@ import (
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
@@ -981,7 +982,10 @@ func TestSlowClient(t *testing.T) {
 		}
 		return out
 	}
-	ts := startServer(t, serverSetup{cfg: grpclite.Config{WriteTimeout: 200 * time.Millisecond}, respond: respond})
+	reg := prometheus.NewRegistry()
+	metrics, err := grpclite.NewMetrics(reg)
+	require.NoError(t, err)
+	ts := startServer(t, serverSetup{cfg: grpclite.Config{WriteTimeout: 200 * time.Millisecond, Metrics: metrics}, respond: respond})
 	request := grpcMessage(t, &discoveryv3.DiscoveryRequest{VersionInfo: "flood"})
 
 	t.Run("client that grants windows but stops reading", func(t *testing.T) {
@@ -1003,6 +1007,7 @@ func TestSlowClient(t *testing.T) {
 		case <-time.After(waitTime):
 			t.Fatal("Send did not return")
 		}
+		require.Eventually(t, func() bool { return closedTotal(t, reg, grpclite.ReasonWriteTimeout) == 1 }, waitTime, 5*time.Millisecond)
 	})
 
 	t.Run("Send waiting for a window, then the client resets the stream", func(t *testing.T) {

@@ -55,6 +55,8 @@ type Config struct {
 	// WriteTimeout bounds one write to a connection: a peer that stops
 	// reading loses its connection instead of holding a sender. Default 10s.
 	WriteTimeout time.Duration
+	// Metrics counts connections; nil keeps them unexported.
+	Metrics *Metrics
 }
 
 func (c *Config) defaults() {
@@ -81,6 +83,9 @@ func (c *Config) defaults() {
 	}
 	if c.TLS != nil {
 		c.TLS = tlsWithH2(c.TLS)
+	}
+	if c.Metrics == nil {
+		c.Metrics, _ = NewMetrics(nil) // nothing to register: cannot fail
 	}
 }
 

@@ -267,6 +267,7 @@ func TestTwoDataplanesHandshakeThenRotate(t *testing.T) {
 		require.Contains(t, metrics, name)
 	}
 	require.Contains(t, metrics, `meshsds_sds_connected_dataplanes 3`)
+	require.Contains(t, metrics, `meshsds_sds_connections 3`, "one HTTP/2 connection per data plane")
 }
 
 func TestBrokenMeshHarmsOnlyItself(t *testing.T) {
