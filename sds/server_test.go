@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rsa"
 	"crypto/x509"
+	"strings"
 	"testing"
 	"time"
 
@@ -350,6 +351,28 @@ func TestNodeCannotChange(t *testing.T) {
 	}))
 	_, err = s.Recv(10 * time.Second)
 	require.Equal(t, codes.InvalidArgument, status.Code(err), "got %v", err)
+}
+
+func TestStreamEndedByTheTransportIsForgotten(t *testing.T) {
+	h := newHarness(t)
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca"))}, time.Now())
+	h.cache.SetReady()
+	conn := h.dial("default", "web-1", "web")
+	s := sdstest.OpenStream(t, conn, "default.web-1", false, NameIdentityCert)
+	resp, err := s.Recv(10 * time.Second)
+	require.NoError(t, err)
+	require.Len(t, h.server.Dataplanes(), 1)
+
+	// A request over the transport's 4 MiB limit: the transport ends the
+	// stream, and the SDS server must let go of it.
+	require.NoError(t, s.Send(&discoveryv3.DiscoveryRequest{
+		TypeUrl: SecretTypeURL, ResourceNames: []string{NameIdentityCert}, ResponseNonce: resp.GetNonce(),
+		VersionInfo: strings.Repeat("v", 5<<20),
+	}))
+	_, err = s.Recv(10 * time.Second)
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "got %v", err)
+	require.Eventually(t, func() bool { return len(h.server.Dataplanes()) == 0 }, 10*time.Second, 5*time.Millisecond)
+	require.InDelta(t, 0, testutil.ToFloat64(h.metrics.activeStreams.WithLabelValues(apiSotW)), 0)
 }
 
 func tokenClaims(mesh, name string, tags map[string][]string) token.Claims {

@@ -516,7 +516,7 @@ func (c *conn) open(id uint32, fields []hpack.HeaderField, endStream bool) error
 	if timeout != "" {
 		context.AfterFunc(ctx, func() {
 			if ctx.Err() == context.DeadlineExceeded {
-				st.deadline()
+				st.fail(status.Error(codes.DeadlineExceeded, "deadline exceeded"))
 			}
 		})
 	}
@@ -605,7 +605,7 @@ func (c *conn) onData(id uint32, flags byte, p []byte) error {
 		return err
 	}
 	if err := st.receive(data); err != nil {
-		st.Close(err)
+		st.fail(err)
 		return nil
 	}
 	if flags&flagEndStream != 0 {
@@ -620,7 +620,7 @@ func (c *conn) halfClose(st *Stream) {
 	st.halfClosed = true
 	c.mu.Unlock()
 	if len(st.rbuf) > 0 {
-		st.Close(status.Error(codes.Internal, "stream ended inside a message"))
+		st.fail(status.Error(codes.Internal, "stream ended inside a message"))
 		return
 	}
 	st.deliverEnd(io.EOF)

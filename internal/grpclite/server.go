@@ -101,13 +101,15 @@ type StreamHandler func(st *Stream) StreamEvents
 // the reading goroutine can read.
 type StreamEvents interface {
 	// Message is called with each message, in order. msg is valid only
-	// during the call. A non-nil error ends the stream with its status.
+	// during the call. A non-nil error ends the stream with its status
+	// (and End follows with it).
 	Message(msg []byte) error
 	// End is called at most once: with io.EOF when the client has sent its
 	// last message (the stream is still open for sending, and the handler
 	// must Close it), or with the reason the stream is already gone (the
-	// client cancelled it, its deadline passed, or the connection closed).
-	// It is not called for a stream the handler closed itself.
+	// client cancelled it, its deadline passed, a message was too large or
+	// malformed or refused by Message, or the connection closed). It is not
+	// called for a stream the handler closed itself.
 	End(err error)
 }
 

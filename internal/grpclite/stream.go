@@ -212,9 +212,10 @@ func (st *Stream) Close(err error) {
 	}
 }
 
-// deadline ends a stream whose grpc-timeout passed, and tells its handler.
-func (st *Stream) deadline() {
-	err := status.Error(codes.DeadlineExceeded, "deadline exceeded")
+// fail ends a stream with err on the transport's initiative (its deadline
+// passed, a message was too large or malformed, or the handler's Message
+// refused one) and tells the handler, which did not close it itself.
+func (st *Stream) fail(err error) {
 	st.Close(err)
 	st.deliverEnd(err)
 }
