@@ -158,7 +158,7 @@ none are sent with --auth none.`,
 	f.StringVar(&cfg.SigningKey, "signing-key", "", "PEM file of the server's dataplane token signing key (e.g. <data-dir>/dataplane-token-signing-key.pem)")
 	f.StringVar(&cfg.MeshDir, "mesh-dir", "", "<secrets-dir>/<mesh> of the server, laid out by \"meshsds-load setup\"; changes are written there")
 	f.IntVar(&cfg.Rotations, "rotations", 1, "how many times to make both changes, ca and bundle (needs --mesh-dir)")
-	f.IntVar(&cfg.Fleet.Concurrency, "concurrency", 2000, "data planes connecting at once")
+	f.IntVar(&cfg.Fleet.Concurrency, "concurrency", 2000, "data planes connecting at once (dialed and not yet holding both secrets)")
 	f.StringVar(&cfg.Fleet.Client, "client", loadgen.ClientH2, "gRPC client: h2 (gRPC over x/net/http2, light) or grpc-go (a ClientConn per data plane)")
 	f.DurationVar(&cfg.Timeout, "timeout", 60*time.Second, "limit of each phase (storm, each change)")
 	f.DurationVar(&duration, "max-duration", 10*time.Minute, "limit of the whole run")
@@ -276,7 +276,7 @@ nothing changing, rotate the CA, and print one Markdown table.`,
 	f.DurationVar(&cfg.IdleCPU, "idle-cpu", 30*time.Second, "how long to watch the idle server's CPU")
 	f.StringVar(&cfg.ProfileDir, "profile-dir", "", "write the server's CPU (storm, each change) and heap profiles here, and the load generator's CPU profile")
 	f.StringVar(&jsonOut, "json-out", "", "also write the rows as JSON to this file")
-	f.IntVar(&cfg.Concurrency, "concurrency", 2000, "data planes connecting at once")
+	f.IntVar(&cfg.Concurrency, "concurrency", 2000, "data planes connecting at once (dialed and not yet holding both secrets)")
 	f.StringVar(&cfg.Client, "client", loadgen.ClientH2, "gRPC client of the load generator: h2 or grpc-go")
 	f.BoolVar(&cfg.TraceRotation, "trace-rotation", false, "with --profile-dir: an execution trace of the rotation instead of its CPU profile")
 	return cmd
