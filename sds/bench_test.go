@@ -84,7 +84,11 @@ func BenchmarkBuildAndMarshalResponse(b *testing.B) {
 			var buf []byte // like grpclite's pooled one
 			b.ReportAllocs()
 			for b.Loop() {
-				res, version, _, _, err := srv.collect(w, names, nil)
+				items, version, _, _, err := srv.collect(w, names, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				res, err := build(items)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -107,9 +107,9 @@ type meshState struct {
 
 // certEntry is a cached workload certificate for one identity and CA. It
 // keeps what is the data plane's own, its certificate and key in DER, and
-// serializes the resource when it is sent: rarely (on renewal, on a CA
-// change, on connecting), and ten thousand copies of the CA's
-// intermediates would cost more than the serializing.
+// the resource is serialized only when it is sent (on connecting, renewal,
+// a CA change, or with a bundle on an ADS stream): ten thousand copies of
+// the CA's intermediates would cost more than the serializing.
 type certEntry struct {
 	caVersion string
 	cert      *WorkloadCert
@@ -229,13 +229,25 @@ type workPool struct {
 	mu      sync.Mutex
 	queue   []func()
 	head    int
+	low     []func() // taken only when queue is empty
+	lowHead int
 	running int
 }
 
-func (p *workPool) submit(f func()) {
+func (p *workPool) submit(f func()) { p.add(f, false) }
+
+// submitLow queues f behind everything submitted: work done ahead of need
+// (certificates of a CA change) must not delay a data plane connecting now.
+func (p *workPool) submitLow(f func()) { p.add(f, true) }
+
+func (p *workPool) add(f func(), low bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.queue = append(p.queue, f)
+	if low {
+		p.low = append(p.low, f)
+	} else {
+		p.queue = append(p.queue, f)
+	}
 	if p.running < p.max {
 		p.running++
 		go p.work()
@@ -245,15 +257,23 @@ func (p *workPool) submit(f func()) {
 func (p *workPool) work() {
 	for {
 		p.mu.Lock()
-		if p.head == len(p.queue) {
+		var f func()
+		switch {
+		case p.head < len(p.queue):
+			f = p.queue[p.head]
+			p.queue[p.head] = nil
+			p.head++
+		case p.lowHead < len(p.low):
+			f = p.low[p.lowHead]
+			p.low[p.lowHead] = nil
+			p.lowHead++
+		default:
 			p.queue, p.head = p.queue[:0], 0
+			p.low, p.lowHead = p.low[:0], 0
 			p.running--
 			p.mu.Unlock()
 			return
 		}
-		f := p.queue[p.head]
-		p.queue[p.head] = nil
-		p.head++
 		p.mu.Unlock()
 		f()
 	}
@@ -556,22 +576,21 @@ func (c *Cache) bundle(mesh, name string) (*anypb.Any, string, bool) {
 	return a, v.bundleVer, ok
 }
 
-// identityCert returns the workload certificate resource called name for
-// w's identity, issuing one when none is cached for the mesh's current CA.
+// identityCert returns the workload certificate of w's identity, issuing
+// one when none is cached for the mesh's current CA.
 // ok is false while the mesh has no CA. It waits for the issuance, which
 // runs on the cache's pool, never on the caller's goroutine.
-func (c *Cache) identityCert(w *watcher, name string) (res *anypb.Any, e *certEntry, ok bool, err error) {
+func (c *Cache) identityCert(w *watcher) (e *certEntry, ok bool, err error) {
 	for {
 		c.mu.Lock()
 		ms := c.meshes[w.id.Mesh]
 		if ms == nil || ms.ca == nil {
 			c.mu.Unlock()
-			return nil, nil, false, nil
+			return nil, false, nil
 		}
 		if e := c.certs[w.idKey]; e != nil && e.caVersion == ms.caVersion {
 			c.mu.Unlock()
-			res, err := e.resource(name)
-			return res, e, err == nil, err
+			return e, true, nil
 		}
 		call := c.startIssueLocked(w.id, w.idKey, ms, false)
 		c.mu.Unlock()
@@ -581,10 +600,9 @@ func (c *Cache) identityCert(w *watcher, name string) (res *anypb.Any, e *certEn
 			continue // issue under the CA that replaced it
 		}
 		if call.err != nil {
-			return nil, nil, false, call.err
+			return nil, false, call.err
 		}
-		res, err = call.e.resource(name)
-		return res, call.e, err == nil, err
+		return call.e, true, nil
 	}
 }
 

@@ -329,7 +329,7 @@ func (c *Cache) issueAheadLocked(mesh string, ms *meshState) {
 				continue
 			}
 			id := w.id
-			c.pool.submit(func() {
+			c.pool.submitLow(func() {
 				c.mu.Lock()
 				ok := current()
 				c.mu.Unlock()

@@ -68,7 +68,10 @@ type Server struct {
 	metrics *Metrics
 	now     func() time.Time
 
+	shutdown chan struct{} // closed by CloseStreams
+
 	mu      sync.Mutex
+	closing error // what CloseStreams ended the streams with
 	streams map[*streamInfo]struct{}
 	nodes   map[string]int // open streams per node id
 }
@@ -89,7 +92,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	return &Server{
 		cache: cfg.Cache, auth: cfg.Auth, log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now,
-		streams: map[*streamInfo]struct{}{}, nodes: map[string]int{},
+		streams: map[*streamInfo]struct{}{}, nodes: map[string]int{}, shutdown: make(chan struct{}),
 	}, nil
 }
 
@@ -128,12 +131,16 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 	w := &watcher{id: id, idKey: id.key()}
 	names := canonNames(req.GetResourceNames())
 	s.countUnknown(names, nil)
-	resources, version, _, ready, err := s.collect(w, names, nil)
+	items, version, _, ready, err := s.collect(w, names, nil)
 	if err != nil {
 		return nil, status.Error(codes.Internal, "issuing workload certificate failed")
 	}
 	if !ready {
 		return nil, status.Errorf(codes.Unavailable, "secrets not available: %v", s.cache.whyNotServed(id.Mesh))
+	}
+	resources, err := build(items)
+	if err != nil {
+		return nil, status.Error(codes.Internal, "serializing secrets failed")
 	}
 	return &discoveryv3.DiscoveryResponse{VersionInfo: version, Resources: resources, TypeUrl: SecretTypeURL}, nil
 }
@@ -169,6 +176,13 @@ func checkNode(id *Identity, node *corev3.Node) error {
 	return nil
 }
 
+// closingErr is what CloseStreams ended the streams with.
+func (s *Server) closingErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
 // revokedErr closes a stream whose token was revoked.
 func (s *Server) revokedErr(id *Identity) error {
 	s.metrics.revokedClosures.Inc()
@@ -196,12 +210,12 @@ func beginSotW(s *Server, st *stream, raw []byte) (func([]byte) error, func() er
 		sentTag     ackTag                   // what the last response carried, for CA changes
 	)
 	push := func() error {
-		resources, version, tag, ready, err := s.collect(w, names, info)
+		items, version, tag, ready, err := s.collect(w, names, info)
 		if err != nil {
 			s.log.Error("building response", keyMesh, id.Mesh, keyDataplane, id.Name, keyErr, err)
 			return nil // retried on the next change; the stream stays up
 		}
-		if !ready || len(resources) == 0 {
+		if !ready || len(items) == 0 {
 			return nil
 		}
 		if version == lastVersion {
@@ -209,6 +223,11 @@ func beginSotW(s *Server, st *stream, raw []byte) (func([]byte) error, func() er
 				// The data plane came with exactly this: it holds it.
 				s.cache.acked(w, tag)
 			}
+			return nil
+		}
+		resources, err := build(items)
+		if err != nil {
+			s.log.Error("building response", keyMesh, id.Mesh, keyDataplane, id.Name, keyErr, err)
 			return nil
 		}
 		nonce++
@@ -297,7 +316,10 @@ func beginDelta(s *Server, st *stream, raw []byte) (func([]byte) error, func() e
 			tag, had ackTag
 		)
 		for _, name := range names {
-			res, version, t, ok, err := s.resource(w, name, info)
+			it, ok, err := s.resource(w, name, info)
+			if err == nil && ok && sent[name] != it.version {
+				it.res, err = it.build()
+			}
 			if err != nil {
 				s.log.Error("building response", keyMesh, id.Mesh, keyDataplane, id.Name, keyErr, err)
 				return nil
@@ -305,12 +327,12 @@ func beginDelta(s *Server, st *stream, raw []byte) (func([]byte) error, func() e
 			if !ok {
 				continue
 			}
-			if sent[name] == version {
-				had = had.with(t)
+			if sent[name] == it.version {
+				had = had.with(it.tag)
 				continue
 			}
-			tag = tag.with(t)
-			out = append(out, &discoveryv3.Resource{Name: name, Version: version, Resource: res})
+			tag = tag.with(it.tag)
+			out = append(out, &discoveryv3.Resource{Name: name, Version: it.version, Resource: it.res})
 		}
 		if len(out) == 0 {
 			if lastNonce == "" && had != (ackTag{}) {
@@ -440,50 +462,81 @@ func appendDiscoveryResponse(b []byte, version string, resources []*anypb.Any, n
 	return b
 }
 
-// resource returns the current resource called name for w's data plane and
-// its version; ok is false for unknown names and while the mesh has no CA.
-func (s *Server) resource(w *watcher, name string, info *streamInfo) (*anypb.Any, string, ackTag, bool, error) {
+// item is a secret as it is served to one stream now: its version and
+// what to build it from. A trust bundle is built already, shared by every
+// stream; a workload certificate is serialized only when it is sent.
+type item struct {
+	name    string
+	version string
+	tag     ackTag
+	res     *anypb.Any // the resource, once built
+	cert    *certEntry
+}
+
+func (it *item) build() (*anypb.Any, error) {
+	if it.res != nil {
+		return it.res, nil
+	}
+	return it.cert.resource(it.name)
+}
+
+// build returns the resources of items.
+func build(items []item) ([]*anypb.Any, error) {
+	out := make([]*anypb.Any, 0, len(items))
+	for i := range items {
+		res, err := items[i].build()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+// resource returns the current secret called name for w's data plane; ok
+// is false for unknown names and while the mesh has no CA.
+func (s *Server) resource(w *watcher, name string, info *streamInfo) (it item, ok bool, err error) {
 	switch kindOf(name) {
 	case kindIdentity:
-		res, e, ok, err := s.cache.identityCert(w, name)
+		e, ok, err := s.cache.identityCert(w)
 		if err != nil || !ok {
-			return nil, "", ackTag{}, false, err
+			return item{}, false, err
 		}
 		if info != nil {
 			info.setCert(e.cert.Serial, e.cert.NotAfter)
 		}
-		return res, e.version, ackTag{ca: e.caVersion}, res != nil, nil
+		return item{name: name, version: e.version, tag: ackTag{ca: e.caVersion}, cert: e}, true, nil
 	case kindBundle:
 		res, version, ok := s.cache.bundle(w.id.Mesh, name)
-		return res, version, ackTag{bundle: version}, ok, nil
+		return item{name: name, version: version, tag: ackTag{bundle: version}, res: res}, ok, nil
 	}
-	return nil, "", ackTag{}, false, nil
+	return item{}, false, nil
 }
 
-// collect builds a state-of-the-world answer for names: the known ones, in
+// collect gathers a state-of-the-world answer for names: the known ones, in
 // order, and one version over all of them. ready is false while any known
 // name cannot be served yet, so that a reply is never partial.
-func (s *Server) collect(w *watcher, names []string, info *streamInfo) (resources []*anypb.Any, version string, tag ackTag, ready bool, err error) {
-	versions := make([][]byte, 0, len(names))
+func (s *Server) collect(w *watcher, names []string, info *streamInfo) (items []item, version string, tag ackTag, ready bool, err error) {
+	versions := make([][]byte, 0, 2*len(names))
 	for _, name := range names {
 		if kindOf(name) == kindUnknown {
 			continue
 		}
-		res, v, t, ok, err := s.resource(w, name, info)
+		it, ok, err := s.resource(w, name, info)
 		if err != nil {
 			return nil, "", ackTag{}, false, err
 		}
 		if !ok {
 			return nil, "", ackTag{}, false, nil
 		}
-		resources = append(resources, res)
-		versions = append(versions, []byte(name), []byte(v))
-		tag = tag.with(t)
+		items = append(items, it)
+		versions = append(versions, []byte(name), []byte(it.version))
+		tag = tag.with(it.tag)
 	}
-	if len(resources) == 0 {
+	if len(items) == 0 {
 		return nil, "", ackTag{}, true, nil
 	}
-	return resources, contentVersion(versions...), tag, true, nil
+	return items, contentVersion(versions...), tag, true, nil
 }
 
 // sent counts a response carrying names and observes its push latency.

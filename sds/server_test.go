@@ -390,3 +390,21 @@ func TestRSAWorkloadKeys(t *testing.T) {
 	require.NotZero(t, web.held.Leaf.KeyUsage&x509.KeyUsageKeyEncipherment)
 	require.NoError(t, sdstest.Handshake(backend.held, web.held, sdstest.SPIFFE("default", "backend"), sdstest.SPIFFE("default", "web")))
 }
+
+func TestCloseStreamsEndsThemAndRefusesNewOnes(t *testing.T) {
+	h := newHarness(t)
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca"))}, time.Now())
+	h.cache.SetReady()
+	s := sdstest.OpenStream(t, h.dial("default", "web-1", "web"), "default.web-1", false, NameIdentityCert)
+	_, err := s.Recv(10 * time.Second)
+	require.NoError(t, err)
+
+	h.server.CloseStreams(status.Error(codes.Unavailable, "shutting down"))
+	_, err = s.Recv(10 * time.Second)
+	require.Equal(t, codes.Unavailable, status.Code(err), "got %v", err)
+
+	late := sdstest.OpenStream(t, h.dial("default", "web-2", "web"), "default.web-2", false, NameIdentityCert)
+	_, err = late.Recv(10 * time.Second)
+	require.Equal(t, codes.Unavailable, status.Code(err), "a stream opened after CloseStreams: got %v", err)
+	require.Empty(t, h.server.Dataplanes())
+}

@@ -41,20 +41,28 @@ func (i *streamInfo) setCert(serial string, notAfter time.Time) {
 }
 
 // track registers an open stream of id.
-func (s *Server) track(id *Identity, api string, close func(error)) *streamInfo {
+func (s *Server) track(id *Identity, api string, close func(error)) (*streamInfo, error) {
 	info := &streamInfo{id: id, api: api, connected: s.now(), acks: s.metrics.acks.WithLabelValues(api), close: close}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closing != nil {
+		return nil, s.closing // shutting down: CloseStreams has passed
+	}
 	s.streams[info] = struct{}{}
 	s.nodes[id.NodeID()]++
 	s.metrics.dataplanes.Set(float64(len(s.nodes)))
-	return info
+	return info, nil
 }
 
 // CloseStreams ends every open stream with err, such as Unavailable on
-// shutdown. It does not wait for them to end.
+// shutdown, and refuses streams opened from now on with it. It does not wait
+// for them to end.
 func (s *Server) CloseStreams(err error) {
 	s.mu.Lock()
+	if s.closing == nil {
+		s.closing = err
+		close(s.shutdown)
+	}
 	infos := make([]*streamInfo, 0, len(s.streams))
 	for info := range s.streams {
 		infos = append(infos, info)

@@ -22,9 +22,14 @@ const (
 	methodADSDelta = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 )
 
-// maxPending bounds the requests a stream may have queued and not yet
-// handled: Envoy sends one and waits for the answer.
-const maxPending = 16
+// maxPending and maxPendingBytes bound the requests a stream may have
+// queued and not yet handled: Envoy sends one and waits for the answer. The
+// transport gives flow-control window back as soon as a request arrives, so
+// this is what bounds a client that sends and never reads.
+const (
+	maxPending      = 16
+	maxPendingBytes = 1 << 20
+)
 
 // beginFunc starts a stream of one API with its first request: it
 // authenticates and opens the stream (st.open), answers, and returns how
@@ -42,14 +47,15 @@ type stream struct {
 	gs    *grpclite.Stream
 	begin beginFunc
 
-	mu      sync.Mutex
-	pending [][]byte
-	woken   bool
-	expired bool
-	end     error // why the client side ended (io.EOF: it is done sending)
-	stop    error // why the server ends the stream (CloseStreams)
-	running bool
-	done    bool
+	mu           sync.Mutex
+	pending      [][]byte
+	pendingBytes int
+	woken        bool
+	expired      bool
+	end          error // why the client side ended (io.EOF: it is done sending)
+	stop         error // why the server ends the stream (CloseStreams)
+	running      bool
+	done         bool
 
 	// Owned by the running goroutine.
 	requests prometheus.Counter
@@ -78,10 +84,11 @@ func (st *stream) Message(msg []byte) error {
 	if st.done {
 		return nil
 	}
-	if len(st.pending) >= maxPending {
+	if len(st.pending) >= maxPending || st.pendingBytes+len(msg) > maxPendingBytes {
 		return status.Error(codes.ResourceExhausted, "too many requests waiting for an answer")
 	}
 	st.pending = append(st.pending, append([]byte(nil), msg...))
+	st.pendingBytes += len(msg)
 	st.kickLocked()
 	return nil
 }
@@ -134,7 +141,7 @@ func (st *stream) run() {
 	for {
 		st.mu.Lock()
 		reqs, woken, expired, end, stop := st.pending, st.woken, st.expired, st.end, st.stop
-		st.pending, st.woken = nil, false
+		st.pending, st.pendingBytes, st.woken = nil, 0, false
 		if len(reqs) == 0 && !woken && !expired && end == nil && stop == nil {
 			st.running = false
 			st.mu.Unlock()
@@ -143,6 +150,10 @@ func (st *stream) run() {
 		st.mu.Unlock()
 		if stop != nil {
 			st.finish(stop)
+			return
+		}
+		if end != nil && !errors.Is(end, io.EOF) {
+			st.finish(end) // gone: its queued requests need no answer
 			return
 		}
 		if err := st.step(reqs, woken, expired); err != nil {
@@ -204,15 +215,20 @@ func (st *stream) open(node *corev3.Node) error {
 	case <-s.cache.Ready():
 	case <-ctx.Done():
 		return status.FromContextError(ctx.Err()).Err()
+	case <-s.shutdown:
+		return s.closingErr()
 	}
 	if s.cache.revoked(id) {
 		s.metrics.authFailures.WithLabelValues("revoked").Inc()
 		return status.Error(codes.PermissionDenied, "dataplane token revoked")
 	}
-	st.id = id
+	info, err := s.track(id, st.api, st.close)
+	if err != nil {
+		return err
+	}
+	st.id, st.info = id, info
 	st.requests = s.metrics.requests.WithLabelValues(st.api) // looked up once, counted per ACK
 	st.w, st.unwatch = s.cache.watch(id, st.wake)
-	st.info = s.track(id, st.api, st.close)
 	s.metrics.activeStreams.WithLabelValues(st.api).Inc()
 	// An expired token must not keep a stream, which would otherwise be
 	// handed renewed certificates for ever.

@@ -382,10 +382,9 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 		// Tell clients to go away, then end the SDS streams, which never
 		// end by themselves: Envoy reconnects, to another replica if
 		// there is one.
-		stopped := make(chan struct{})
-		go func() { stopGRPC(grpcSrv, cfg.shutdownTimeout); close(stopped) }()
+		grpcSrv.GoAway()
 		server.CloseStreams(status.Error(codes.Unavailable, "meshsds is shutting down"))
-		<-stopped
+		stopGRPC(grpcSrv, cfg.shutdownTimeout)
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 		defer cancel()
 		for _, l := range listeners {

@@ -57,6 +57,7 @@ type conn struct {
 	r           *frameReader
 	dec         *hpack.Decoder
 	fields      []hpack.HeaderField
+	fieldsSize  uint32
 	block       []byte // a header block awaiting CONTINUATION frames
 	blockStream uint32
 	blockEnd    bool // the HEADERS frame of block ended the stream
@@ -73,7 +74,9 @@ type conn struct {
 	peerFrame   int   // the client's SETTINGS_MAX_FRAME_SIZE
 	closed      bool
 	closeErr    error
+	started     bool // the handshake and the preface are done
 	draining    bool
+	drained     bool // draining, and the last stream ended
 	pingPending bool
 	keepalive   *time.Timer
 
@@ -102,6 +105,11 @@ func (c *conn) serve() {
 	if started {
 		err = c.frames()
 	}
+	c.mu.Lock()
+	if c.drained {
+		err = errServerStopped // however the client then went
+	}
+	c.mu.Unlock()
 	c.r.release()
 	var ce *connError
 	if errors.As(err, &ce) {
@@ -204,12 +212,22 @@ func (c *conn) start() error {
 	}
 	c.dec = hpack.NewDecoder(4096, nil)
 	c.dec.SetMaxStringLength(maxHeaderBlock)
-	c.dec.SetEmitFunc(func(f hpack.HeaderField) { c.fields = append(c.fields, f) })
+	c.dec.SetEmitFunc(func(f hpack.HeaderField) {
+		// The decoded size counts, not the compressed one: a block of
+		// one-byte references to a large table entry decodes to far more
+		// than it weighs. Fields beyond the limit are decoded (the HPACK
+		// table must stay in step) but not kept.
+		c.fieldsSize += f.Size()
+		if c.fieldsSize <= maxHeaderBlock {
+			c.fields = append(c.fields, f)
+		}
+	})
 	c.lastRead.Store(time.Now().UnixNano())
 	c.mu.Lock()
 	if !c.closed {
 		c.keepalive = time.AfterFunc(cfg.KeepaliveTime, c.keepaliveTick)
 	}
+	c.started = true
 	c.mu.Unlock()
 	return nil
 }
@@ -389,14 +407,14 @@ func (c *conn) onHeaders(id uint32, flags byte, p []byte) error {
 // onHeaderBlock decodes a complete header block: a new stream, or the
 // trailers of an open one.
 func (c *conn) onHeaderBlock(id uint32, block []byte, endStream bool) error {
-	c.fields = c.fields[:0]
+	c.fields, c.fieldsSize = c.fields[:0], 0
 	if _, err := c.dec.Write(block); err != nil {
 		return &connError{errCodeCompression, err.Error()}
 	}
 	if err := c.dec.Close(); err != nil {
 		return &connError{errCodeCompression, err.Error()}
 	}
-	fields := c.fields
+	fields, tooLarge := c.fields, c.fieldsSize > maxHeaderBlock
 	c.fields = nil // the stream may keep them through its metadata
 
 	c.mu.Lock()
@@ -426,6 +444,9 @@ func (c *conn) onHeaderBlock(id uint32, block []byte, endStream bool) error {
 	c.mu.Unlock()
 	if refused {
 		return c.writeReset(id, errCodeRefusedStream)
+	}
+	if tooLarge {
+		return c.writeTrailersOnly(id, codes.ResourceExhausted, "request headers larger than 64 KiB")
 	}
 	return c.open(id, fields, endStream)
 }
@@ -590,6 +611,7 @@ func (c *conn) onData(id uint32, flags byte, p []byte) error {
 		if err := c.writeIf(out); err != nil {
 			return err
 		}
+		st.abort(status.Error(codes.Internal, "DATA after the end of the request"))
 		return c.writeReset(id, errCodeStreamClosed)
 	}
 	st.recvUnacked += uint32(len(p))
@@ -700,6 +722,12 @@ func (c *conn) onWindowUpdate(id, n uint32) error {
 		if id == 0 {
 			return protocolError("WINDOW_UPDATE of 0")
 		}
+		c.mu.Lock()
+		st := c.streams[id]
+		c.mu.Unlock()
+		if st != nil {
+			st.abort(status.Error(codes.Internal, "WINDOW_UPDATE of 0"))
+		}
 		return c.writeReset(id, errCodeProtocol)
 	}
 	c.mu.Lock()
@@ -753,13 +781,41 @@ func (c *conn) drain() {
 		return
 	}
 	c.draining = true
-	last, empty := c.maxStreamID, len(c.streams) == 0
+	last, empty, started := c.maxStreamID, len(c.streams) == 0, c.started
 	c.mu.Unlock()
+	if !started {
+		// Still in its handshake: a GOAWAY must not come before the
+		// server's SETTINGS. It has no streams to lose.
+		c.close(errServerStopped)
+		return
+	}
 	buf := getBuf()
 	*buf = appendGoAway(*buf, last, errCodeNo, "server shutting down")
 	_ = c.write(*buf)
 	putBuf(buf)
 	if empty {
+		c.finishDrain()
+	}
+}
+
+// finishDrain ends a draining connection whose last stream ended. Closed
+// at once with the client's data unread, the socket would be reset and the
+// client could lose the last trailers and the GOAWAY; so the server stops
+// writing, and the reading goroutine reads on until the client closes, for
+// at most a second.
+func (c *conn) finishDrain() {
+	c.mu.Lock()
+	c.drained = true
+	if c.keepalive != nil {
+		c.keepalive.Stop() // nothing more is written
+	}
+	c.mu.Unlock()
+	type closeWriter interface{ CloseWrite() error }
+	if cw, ok := c.nc.(closeWriter); !ok || cw.CloseWrite() != nil {
+		c.close(errServerStopped)
+		return
+	}
+	if c.nc.SetReadDeadline(time.Now().Add(time.Second)) != nil {
 		c.close(errServerStopped)
 	}
 }
@@ -781,14 +837,21 @@ func (c *conn) close(err error) {
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
-	c.nc.Close() // the reading goroutine ends the streams
+	// The reading goroutine ends the streams. A TLS connection is closed
+	// underneath: its close_notify could wait seconds on a client that
+	// does not read.
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		tc.NetConn().Close()
+	} else {
+		c.nc.Close()
+	}
 	if !errors.Is(err, errConnClosed) && !errors.Is(err, errServerStopped) {
 		c.srv.cfg.Logger.Debug("connection closed", "peer", c.nc.RemoteAddr().String(), "err", err)
 	}
 }
 
-// streamEnded forgets a stream; a draining connection closes with its
-// last.
+// streamEndedLocked forgets a stream, and reports whether it was the last
+// of a draining connection, which then closes.
 func (c *conn) streamEndedLocked(st *Stream) (closeNow bool) {
 	delete(c.streams, st.id)
 	c.cond.Broadcast()

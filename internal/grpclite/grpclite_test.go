@@ -1457,6 +1457,36 @@ func TestRawSettingsAndPing(t *testing.T) {
 	}
 }
 
+func TestRawHeadersAreBoundedDecoded(t *testing.T) {
+	ts := startServer(t, serverSetup{})
+	c := dialRaw(t, ts.addr)
+	c.start()
+	// One 3 KB value, then 29 references to it in the HPACK table: a small
+	// block that decodes to 90 KB.
+	fields := grpcRequest(streamSecrets)
+	big := strings.Repeat("a", 3000)
+	for range 30 {
+		fields = append(fields, "x-big", big)
+	}
+	block := c.block(fields...)
+	require.Less(t, len(block), 16<<10, "the compressed block fits one frame")
+	require.NoError(t, c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndHeaders: true}))
+	h, ok := c.awaitStream(1).(*http2.MetaHeadersFrame)
+	require.True(t, ok)
+	got := ""
+	for _, f := range h.Fields {
+		if f.Name == "grpc-status" {
+			got = f.Value
+		}
+	}
+	require.Equal(t, strconv.Itoa(int(codes.ResourceExhausted)), got, "trailers-only answer: %v", h.Fields)
+
+	// The connection, and its HPACK table, are still good.
+	c.headers(3, false, grpcRequest(streamSecrets)...)
+	s := ts.sds.next(t)
+	require.NotNil(t, s)
+}
+
 func TestRawFloodsAreCut(t *testing.T) {
 	ts := startServer(t, serverSetup{})
 	tests := []struct {

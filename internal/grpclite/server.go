@@ -1,6 +1,6 @@
 // Package grpclite is a gRPC server transport for many long-lived, mostly
 // idle streams: one goroutine per connection, none per stream while it
-// waits, and no buffers held between frames.
+// waits, and no read or write buffer held by an idle connection.
 //
 // grpc-go's server keeps three goroutines per connection (reader, writer,
 // keepalive) and its handlers one per stream; an SDS server whose data
@@ -95,10 +95,11 @@ func (c *Config) defaults() {
 type StreamHandler func(st *Stream) StreamEvents
 
 // StreamEvents receives what a client sends on one stream. Both methods run
-// on the connection's reading goroutine (End also on a timer's, when the
-// client's grpc-timeout passes) and must not block: in particular they must
-// not call Stream.Send, which may wait for a flow-control update that only
-// the reading goroutine can read.
+// on the connection's reading goroutine and must not block: in particular
+// they must not call Stream.Send, which may wait for a flow-control update
+// that only the reading goroutine can read. When the client's grpc-timeout
+// passes, End runs on a timer's goroutine instead, possibly while Message
+// runs.
 type StreamEvents interface {
 	// Message is called with each message, in order. msg is valid only
 	// during the call. A non-nil error ends the stream with its status
@@ -276,10 +277,10 @@ func (s *Server) Stop() {
 	s.mu.Unlock()
 }
 
-// GracefulStop closes the listeners, tells every client to go away (HTTP/2
-// GOAWAY) and waits until their streams have ended and their connections
-// closed. Handlers of long-lived streams must end them, or Stop must follow.
-func (s *Server) GracefulStop() {
+// GoAway closes the listeners and tells every client to go away (HTTP/2
+// GOAWAY): no new streams, the open ones go on. A connection closes once
+// its last stream ends. It does not wait; GracefulStop does.
+func (s *Server) GoAway() {
 	s.mu.Lock()
 	s.draining = true
 	for l := range s.listeners {
@@ -293,6 +294,13 @@ func (s *Server) GracefulStop() {
 	for _, c := range conns {
 		c.drain()
 	}
+}
+
+// GracefulStop is GoAway, then waits until every stream has ended and every
+// connection closed. Handlers of long-lived streams must end them, or Stop
+// must follow.
+func (s *Server) GracefulStop() {
+	s.GoAway()
 	s.mu.Lock()
 	for len(s.conns) > 0 {
 		s.connsDone.Wait()

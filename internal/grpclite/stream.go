@@ -112,15 +112,25 @@ func (st *Stream) write(msg []byte, isMsg bool) error {
 	out := getBuf()
 	defer putBuf(out)
 	b := (*out)[:0]
-	if !st.headersSent {
+	// The headers count as sent only once a write carrying them went out:
+	// a stream ended meanwhile must still get them, with its trailers.
+	withHeaders := !st.headersSent
+	if withHeaders {
 		block := responseHeaders(nil)
 		block = appendMD(block, st.header)
 		b = appendHeaders(b, st.id, block, false, c.frameSize())
-		st.headersSent = true
+	}
+	flush := func() error {
+		*out = b
+		err := c.write(b)
+		if err == nil && withHeaders {
+			st.headersSent, withHeaders = true, false
+		}
+		b = b[:0]
+		return err
 	}
 	if !isMsg {
-		*out = b
-		return c.write(b)
+		return flush()
 	}
 	c.mu.Lock()
 	for len(msg) > 0 {
@@ -129,10 +139,9 @@ func (st *Stream) write(msg []byte, isMsg bool) error {
 				// Flush what is ready before waiting: the client may be
 				// waiting for it to grant more.
 				c.mu.Unlock()
-				if err := c.write(b); err != nil {
+				if err := flush(); err != nil {
 					return err
 				}
-				b = b[:0]
 				c.mu.Lock()
 				continue
 			}
@@ -151,8 +160,7 @@ func (st *Stream) write(msg []byte, isMsg bool) error {
 		msg = msg[n:]
 	}
 	c.mu.Unlock()
-	*out = b
-	return c.write(b)
+	return flush()
 }
 
 // endedErr is what a send on an ended stream returns.
@@ -166,12 +174,15 @@ func (st *Stream) endedErr() error {
 // Close ends the stream with err's status (OK for nil), sending the
 // trailers, and resets it if the client is still sending. It may be called
 // from any goroutine, more than once; only the first call counts.
-func (st *Stream) Close(err error) {
+func (st *Stream) Close(err error) { st.end(err) }
+
+// end is Close, reporting whether this call ended the stream.
+func (st *Stream) end(err error) bool {
 	c := st.c
 	c.mu.Lock()
 	if st.done {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	st.done = true
 	halfClosed := st.halfClosed
@@ -208,16 +219,18 @@ func (st *Stream) Close(err error) {
 		st.gen.end(status.Error(codes.Canceled, "stream ended"))
 	}
 	if closeConn {
-		c.close(errServerStopped)
+		c.finishDrain()
 	}
+	return true
 }
 
 // fail ends a stream with err on the transport's initiative (its deadline
 // passed, a message was too large or malformed, or the handler's Message
 // refused one) and tells the handler, which did not close it itself.
 func (st *Stream) fail(err error) {
-	st.Close(err)
-	st.deliverEnd(err)
+	if st.end(err) {
+		st.deliverEnd(err)
+	}
 }
 
 // abort ends a stream the client or the connection ended: nothing is
@@ -235,7 +248,7 @@ func (st *Stream) abort(err error) {
 	st.cancel()
 	st.deliverEnd(err)
 	if closeConn {
-		c.close(errServerStopped)
+		c.finishDrain()
 	}
 }
 

@@ -199,15 +199,18 @@ func (s *h2Stream) send(m proto.Message) error {
 	}
 	binary.BigEndian.PutUint32(b[1:5], uint32(len(b)-5))
 	c := s.c
-	c.mu.Lock()
-	if c.err != nil || s.ended {
+	// Taken and written under the write lock, so that a flush on the
+	// reading goroutine cannot put the stream's DATA out of order.
+	return c.writeLocked(func() error {
+		c.mu.Lock()
+		if c.err != nil || s.ended {
+			c.mu.Unlock()
+			return errors.New("stream ended")
+		}
+		s.pending = append(s.pending, b)
 		c.mu.Unlock()
-		return errors.New("stream ended")
-	}
-	s.pending = append(s.pending, b)
-	frames := c.takeSendableLocked(s)
-	c.mu.Unlock()
-	return c.writeData(s.id, frames)
+		return c.writeSendableLocked(s)
+	})
 }
 
 // takeSendableLocked takes what the windows allow of s's pending data.
@@ -228,18 +231,18 @@ func (c *h2Conn) takeSendableLocked(s *h2Stream) [][]byte {
 	return out
 }
 
-func (c *h2Conn) writeData(id uint32, frames [][]byte) error {
-	if len(frames) == 0 {
-		return nil
-	}
-	return c.writeLocked(func() error {
-		for _, f := range frames {
-			if err := c.wfr.WriteData(id, false, f); err != nil {
-				return err
-			}
+// writeSendableLocked writes what the windows allow of s's pending data;
+// the write lock must be held.
+func (c *h2Conn) writeSendableLocked(s *h2Stream) error {
+	c.mu.Lock()
+	frames := c.takeSendableLocked(s)
+	c.mu.Unlock()
+	for _, f := range frames {
+		if err := c.wfr.WriteData(s.id, false, f); err != nil {
+			return err
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // readLoop reads and handles frames until the connection ends.
@@ -347,15 +350,17 @@ func (c *h2Conn) stream(id uint32) *h2Stream {
 
 // flush sends what the windows now allow of the given streams' data.
 func (c *h2Conn) flush(streams ...*h2Stream) error {
-	for _, s := range streams {
-		c.mu.Lock()
-		frames := c.takeSendableLocked(s)
-		c.mu.Unlock()
-		if err := c.writeData(s.id, frames); err != nil {
-			return err
-		}
+	if len(streams) == 0 {
+		return nil
 	}
-	return nil
+	return c.writeLocked(func() error {
+		for _, s := range streams {
+			if err := c.writeSendableLocked(s); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // data hands on the messages of a DATA frame and gives the window back.
