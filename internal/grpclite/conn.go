@@ -149,9 +149,7 @@ func (c *conn) serve() {
 // reads it. So the server stops writing, then reads and drops what the
 // client still sends, for at most a second.
 func (c *conn) lingerAfterGoAway() {
-	type closeWriter interface{ CloseWrite() error }
-	cw, ok := c.nc.(closeWriter)
-	if !ok || cw.CloseWrite() != nil {
+	if !c.closeWrite() {
 		return
 	}
 	_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
@@ -161,6 +159,13 @@ func (c *conn) lingerAfterGoAway() {
 			return
 		}
 	}
+}
+
+// closeWrite ends the server's side of the connection (TCP FIN, or TLS
+// close_notify and FIN), reporting whether it could.
+func (c *conn) closeWrite() bool {
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	return ok && cw.CloseWrite() == nil
 }
 
 func (c *conn) lastStreamID() uint32 {
@@ -810,8 +815,7 @@ func (c *conn) finishDrain() {
 		c.keepalive.Stop() // nothing more is written
 	}
 	c.mu.Unlock()
-	type closeWriter interface{ CloseWrite() error }
-	if cw, ok := c.nc.(closeWriter); !ok || cw.CloseWrite() != nil {
+	if !c.closeWrite() {
 		c.close(errServerStopped)
 		return
 	}

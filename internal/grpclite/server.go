@@ -257,32 +257,27 @@ func (s *Server) removeConn(c *conn) {
 // Stop closes every listener and connection at once; open streams end as
 // cancelled for their handlers.
 func (s *Server) Stop() {
-	s.mu.Lock()
-	s.stopped = true
-	for l := range s.listeners {
-		l.Close()
-	}
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
+	for _, c := range s.shutdown(func() { s.stopped = true }) {
 		c.close(errServerStopped)
 	}
-	s.mu.Lock()
-	for len(s.conns) > 0 {
-		s.connsDone.Wait()
-	}
-	s.mu.Unlock()
+	s.waitConns()
 }
 
 // GoAway closes the listeners and tells every client to go away (HTTP/2
 // GOAWAY): no new streams, the open ones go on. A connection closes once
 // its last stream ends. It does not wait; GracefulStop does.
 func (s *Server) GoAway() {
+	for _, c := range s.shutdown(func() { s.draining = true }) {
+		c.drain()
+	}
+}
+
+// shutdown marks the server (mark runs under its lock), closes the
+// listeners and returns the open connections.
+func (s *Server) shutdown(mark func()) []*conn {
 	s.mu.Lock()
-	s.draining = true
+	defer s.mu.Unlock()
+	mark()
 	for l := range s.listeners {
 		l.Close()
 	}
@@ -290,10 +285,16 @@ func (s *Server) GoAway() {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		c.drain()
+	return conns
+}
+
+// waitConns waits until every connection has ended.
+func (s *Server) waitConns() {
+	s.mu.Lock()
+	for len(s.conns) > 0 {
+		s.connsDone.Wait()
 	}
+	s.mu.Unlock()
 }
 
 // GracefulStop is GoAway, then waits until every stream has ended and every
@@ -301,9 +302,5 @@ func (s *Server) GoAway() {
 // must follow.
 func (s *Server) GracefulStop() {
 	s.GoAway()
-	s.mu.Lock()
-	for len(s.conns) > 0 {
-		s.connsDone.Wait()
-	}
-	s.mu.Unlock()
+	s.waitConns()
 }
