@@ -277,15 +277,15 @@ const (
 	methodADSDelta = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 )
 
+// bidiStream is a client stream of Req and Resp, as grpc-go generates it.
+type bidiStream[Req, Resp any] interface {
+	Send(Req) error
+	Recv() (Resp, error)
+}
+
 type (
-	sotwStream interface {
-		Send(*discoveryv3.DiscoveryRequest) error
-		Recv() (*discoveryv3.DiscoveryResponse, error)
-	}
-	deltaStream interface {
-		Send(*discoveryv3.DeltaDiscoveryRequest) error
-		Recv() (*discoveryv3.DeltaDiscoveryResponse, error)
-	}
+	sotwStream  = bidiStream[*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse]
+	deltaStream = bidiStream[*discoveryv3.DeltaDiscoveryRequest, *discoveryv3.DeltaDiscoveryResponse]
 )
 
 // streamOpen is one stream a data plane opens, and the secrets it carries.
@@ -348,15 +348,16 @@ func (f *Fleet) connect(i int) error {
 	opens := f.streamsOf(id, bundle)
 	for _, o := range opens {
 		var err error
+		dp := o.slots[0].dp
 		if o.method == methodSotW || o.method == methodADS {
 			var st sotwStream
 			if st, err = sotw(o.method); err == nil {
-				err = f.runSotW(st, node, o.slots)
+				err = runStream(f, st, sotwFirst(node, o.slots), f.sotwAnswer(o.slots), dp)
 			}
 		} else {
 			var st deltaStream
 			if st, err = delta(o.method); err == nil {
-				err = f.runDelta(st, node, o.slots)
+				err = runStream(f, st, deltaFirst(node, o.slots), f.deltaAnswer(o.slots), dp)
 			}
 		}
 		if err != nil {
@@ -393,30 +394,36 @@ func namesOf(slots []*slot) []string {
 	return names
 }
 
-// runSotW sends the first request of a state-of-the-world stream for
-// slots and runs its receive loop in a goroutine, answering each response
-// as sotwAnswer does.
-func (f *Fleet) runSotW(s sotwStream, node *corev3.Node, slots []*slot) error {
-	if err := s.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNames: namesOf(slots)}); err != nil {
+// runStream sends the first request of a grpc-go stream and runs its
+// receive loop in a goroutine, answering each response as answer does.
+func runStream[Req, Resp any](f *Fleet, s bidiStream[Req, Resp], first Req, answer func(Resp) Req, dp int) error {
+	if err := s.Send(first); err != nil {
 		return fmt.Errorf("sending first request: %w", err)
 	}
-	answer := f.sotwAnswer(slots)
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
 		for {
 			resp, err := s.Recv()
-			if err != nil {
-				f.streamEnded(slots[0].dp, err)
-				return
+			if err == nil {
+				err = s.Send(answer(resp))
 			}
-			if err := s.Send(answer(resp)); err != nil {
-				f.streamEnded(slots[0].dp, err)
+			if err != nil {
+				f.streamEnded(dp, err)
 				return
 			}
 		}
 	}()
 	return nil
+}
+
+// sotwFirst and deltaFirst are the first requests of a stream of slots.
+func sotwFirst(node *corev3.Node, slots []*slot) *discoveryv3.DiscoveryRequest {
+	return &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNames: namesOf(slots)}
+}
+
+func deltaFirst(node *corev3.Node, slots []*slot) *discoveryv3.DeltaDiscoveryRequest {
+	return &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNamesSubscribe: namesOf(slots)}
 }
 
 // sotwAnswer returns what a state-of-the-world stream of slots does with
@@ -444,31 +451,6 @@ func (f *Fleet) sotwAnswer(slots []*slot) func(*discoveryv3.DiscoveryResponse) *
 		}
 		return req
 	}
-}
-
-// runDelta sends the first request of an incremental stream subscribing
-// to slots and runs its receive loop in a goroutine.
-func (f *Fleet) runDelta(s deltaStream, node *corev3.Node, slots []*slot) error {
-	if err := s.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNamesSubscribe: namesOf(slots)}); err != nil {
-		return fmt.Errorf("sending first request: %w", err)
-	}
-	answer := f.deltaAnswer(slots)
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		for {
-			resp, err := s.Recv()
-			if err != nil {
-				f.streamEnded(slots[0].dp, err)
-				return
-			}
-			if err := s.Send(answer(resp)); err != nil {
-				f.streamEnded(slots[0].dp, err)
-				return
-			}
-		}
-	}()
-	return nil
 }
 
 // deltaAnswer is sotwAnswer for incremental streams.
@@ -507,25 +489,9 @@ func (f *Fleet) openH2(conn *h2Conn, node *corev3.Node, id, bundle *slot) error 
 			respond func([]byte) (proto.Message, error)
 		)
 		if o.method == methodSotW || o.method == methodADS {
-			first = &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNames: namesOf(o.slots)}
-			answer := f.sotwAnswer(o.slots)
-			respond = func(msg []byte) (proto.Message, error) {
-				resp := &discoveryv3.DiscoveryResponse{}
-				if err := proto.Unmarshal(msg, resp); err != nil {
-					return nil, err
-				}
-				return answer(resp), nil
-			}
+			first, respond = sotwFirst(node, o.slots), decodeThen(f.sotwAnswer(o.slots))
 		} else {
-			first = &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNamesSubscribe: namesOf(o.slots)}
-			answer := f.deltaAnswer(o.slots)
-			respond = func(msg []byte) (proto.Message, error) {
-				resp := &discoveryv3.DeltaDiscoveryResponse{}
-				if err := proto.Unmarshal(msg, resp); err != nil {
-					return nil, err
-				}
-				return answer(resp), nil
-			}
+			first, respond = deltaFirst(node, o.slots), decodeThen(f.deltaAnswer(o.slots))
 		}
 		onMessage := func(msg []byte) {
 			req, err := respond(msg)
@@ -545,6 +511,18 @@ func (f *Fleet) openH2(conn *h2Conn, node *corev3.Node, id, bundle *slot) error 
 		}
 	}
 	return nil
+}
+
+// decodeThen unmarshals a response and answers it.
+func decodeThen[Req proto.Message, Resp proto.Message](answer func(Resp) Req) func([]byte) (proto.Message, error) {
+	return func(msg []byte) (proto.Message, error) {
+		var zero Resp
+		resp := zero.ProtoReflect().New().Interface().(Resp)
+		if err := proto.Unmarshal(msg, resp); err != nil {
+			return nil, err
+		}
+		return answer(resp), nil
+	}
 }
 
 // held is a secret as received, with a hash of its content: a version
