@@ -143,57 +143,10 @@ func TestGetOrCreateAgreesAcrossInstances(t *testing.T) {
 	require.Equal(t, int64(5), rev, "one write per key: the losing Creates wrote nothing")
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
 func TestTimesComeFromTheClock(t *testing.T) {
-	ctx := t.Context()
-	t0 := time.Date(2026, 11, 26, 10, 0, 0, 123456789, time.UTC)
-	clock := &fakeClock{now: t0}
-	s := openWith(t, postgres.Config{URL: newDatabase(t), Now: clock.Now})
-	micro := func(t time.Time) time.Time { return t.Truncate(time.Microsecond).UTC() }
-
-	key := store.Key{Kind: store.KindSecret, Mesh: "default", Name: "ca"}
-	rec, _, err := s.Put(ctx, store.Record{Key: key, Data: []byte("a")}, 0)
-	require.NoError(t, err)
-	require.Equal(t, micro(t0), rec.CreatedAt, "kept to the microsecond, in UTC")
-	require.Equal(t, micro(t0), rec.ModifiedAt)
-
-	t1 := t0.Add(time.Hour)
-	clock.Set(t1.In(time.FixedZone("CET", 3600)))
-	rec, _, err = s.Put(ctx, store.Record{Key: key, Data: []byte("b")}, 0)
-	require.NoError(t, err)
-	require.Equal(t, micro(t0), rec.CreatedAt)
-	require.Equal(t, micro(t1), rec.ModifiedAt, "times are returned in UTC")
-
-	got, err := s.Get(ctx, key)
-	require.NoError(t, err)
-	require.Equal(t, rec, got, "Get returns what Put returned")
-
-	t2 := t1.Add(time.Minute)
-	clock.Set(t2)
-	created, err := s.Create(ctx, store.Record{Key: store.Key{Kind: store.KindMesh, Name: "default"}, Data: []byte("{}")})
-	require.NoError(t, err)
-	require.Equal(t, micro(t2), created.CreatedAt)
-	require.Equal(t, micro(t2), created.ModifiedAt)
-	list, err := s.List(ctx, store.KindMesh, "")
-	require.NoError(t, err)
-	require.Equal(t, []store.Record{created}, list)
+	storetest.RunClock(t, func(t *testing.T, now func() time.Time) store.Store {
+		return openWith(t, postgres.Config{URL: newDatabase(t), Now: now})
+	}, time.Microsecond)
 }
 
 // TestListIsByteOrderWhateverTheCollation lists names that a language

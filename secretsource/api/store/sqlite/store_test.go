@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -43,57 +42,13 @@ func TestConformanceTwoInstances(t *testing.T) {
 	})
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
 func TestTimesComeFromTheClock(t *testing.T) {
-	ctx := t.Context()
-	t0 := time.Date(2026, 11, 26, 10, 0, 0, 123456789, time.UTC)
-	clock := &fakeClock{now: t0}
-	path := filepath.Join(t.TempDir(), "meshsds.db")
-	s, err := sqlite.Open(sqlite.Config{Path: path, Now: clock.Now})
-	require.NoError(t, err)
-	defer s.Close()
-
-	key := store.Key{Kind: store.KindSecret, Mesh: "default", Name: "ca"}
-	rec, _, err := s.Put(ctx, store.Record{Key: key, Data: []byte("a")}, 0)
-	require.NoError(t, err)
-	require.Equal(t, t0, rec.CreatedAt, "nanoseconds are kept")
-	require.Equal(t, t0, rec.ModifiedAt)
-
-	t1 := t0.Add(time.Hour)
-	clock.Set(t1.In(time.FixedZone("CET", 3600)))
-	rec, _, err = s.Put(ctx, store.Record{Key: key, Data: []byte("b")}, 0)
-	require.NoError(t, err)
-	require.Equal(t, t0, rec.CreatedAt)
-	require.Equal(t, t1, rec.ModifiedAt, "times are returned in UTC")
-
-	got, err := s.Get(ctx, key)
-	require.NoError(t, err)
-	require.Equal(t, t0, got.CreatedAt)
-	require.Equal(t, t1, got.ModifiedAt)
-
-	t2 := t1.Add(time.Minute)
-	clock.Set(t2)
-	created, err := s.Create(ctx, store.Record{Key: store.Key{Kind: store.KindMesh, Name: "default"}, Data: []byte("{}")})
-	require.NoError(t, err)
-	require.Equal(t, t2, created.CreatedAt)
-	require.Equal(t, t2, created.ModifiedAt)
+	storetest.RunClock(t, func(t *testing.T, now func() time.Time) store.Store {
+		s, err := sqlite.Open(sqlite.Config{Path: filepath.Join(t.TempDir(), "meshsds.db"), Now: now})
+		require.NoError(t, err)
+		t.Cleanup(func() { s.Close() })
+		return s
+	}, time.Nanosecond)
 }
 
 func TestOpenCreatesPrivateFiles(t *testing.T) {

@@ -34,6 +34,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -634,3 +635,46 @@ func (t *alternating) Revision(ctx context.Context) (int64, error) {
 }
 
 func (t *alternating) Close() error { return nil }
+
+// RunClock checks that a store takes its times from the clock it is given,
+// keeps them to precision (time.Nanosecond, or time.Microsecond for
+// PostgreSQL) and returns them in UTC. open must return a new, empty store
+// reading its time from now.
+func RunClock(t *testing.T, open func(t *testing.T, now func() time.Time) store.Store, precision time.Duration) {
+	ctx := t.Context()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 123456789, time.UTC)
+	var (
+		mu  sync.Mutex
+		now = t0
+	)
+	set := func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
+	s := open(t, func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
+	kept := func(t time.Time) time.Time { return t.Truncate(precision).UTC() }
+
+	key := store.Key{Kind: store.KindSecret, Mesh: "default", Name: "ca"}
+	rec, _, err := s.Put(ctx, store.Record{Key: key, Data: []byte("a")}, 0)
+	require.NoError(t, err)
+	require.Equal(t, kept(t0), rec.CreatedAt, "kept to %s, in UTC", precision)
+	require.Equal(t, kept(t0), rec.ModifiedAt)
+
+	t1 := t0.Add(time.Hour)
+	set(t1.In(time.FixedZone("CET", 3600)))
+	rec, _, err = s.Put(ctx, store.Record{Key: key, Data: []byte("b")}, 0)
+	require.NoError(t, err)
+	require.Equal(t, kept(t0), rec.CreatedAt)
+	require.Equal(t, kept(t1), rec.ModifiedAt, "times are returned in UTC")
+
+	got, err := s.Get(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, rec, got, "Get returns what Put returned")
+
+	t2 := t1.Add(time.Minute)
+	set(t2)
+	created, err := s.Create(ctx, store.Record{Key: store.Key{Kind: store.KindMesh, Name: "default"}, Data: []byte("{}")})
+	require.NoError(t, err)
+	require.Equal(t, kept(t2), created.CreatedAt)
+	require.Equal(t, kept(t2), created.ModifiedAt)
+	list, err := s.List(ctx, store.KindMesh, "")
+	require.NoError(t, err)
+	require.Equal(t, []store.Record{created}, list)
+}
