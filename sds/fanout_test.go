@@ -72,8 +72,7 @@ func TestRootReissueIsABundleOnlyChange(t *testing.T) {
 // however the wake-ups and requests interleave.
 func TestCAChangeIssuesOncePerDataplane(t *testing.T) {
 	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.IssueWorkers = 1 })
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca1"))}, time.Now())
-	h.cache.SetReady()
+	h.serve(sdstest.NewRootCA(t, "ca1"))
 	const n = 20
 	var wls []*workload
 	for i := range n {
@@ -102,8 +101,7 @@ func TestCAChangeIssuesOncePerDataplane(t *testing.T) {
 func TestTwoCAChangesInARowServeNothingOfTheMiddleOne(t *testing.T) {
 	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.IssueWorkers = 1 })
 	ca1 := sdstest.NewRootCA(t, "ca1")
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", ca1)}, time.Now())
-	h.cache.SetReady()
+	h.serve(ca1)
 	const n = 10
 	var wls []*workload
 	for i := range n {

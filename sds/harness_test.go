@@ -70,6 +70,13 @@ func (h *harness) dial(mesh, name, svc string) *grpc.ClientConn {
 	return sdstest.Dial(h.t, h.addr, h.token(mesh, name, svc))
 }
 
+// serve makes the cache serve mesh "default" with ca, and ready.
+func (h *harness) serve(ca *sdstest.CA) {
+	h.t.Helper()
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(h.t, "default", ca)}, time.Now())
+	h.cache.SetReady()
+}
+
 // resolved builds a resolved mesh served by ca.
 func resolved(t *testing.T, mesh string, ca *sdstest.CA) *meshconfig.ResolvedMesh {
 	t.Helper()

@@ -33,8 +33,7 @@ func bundleIs(cas ...*sdstest.CA) func(*sdstest.Workload) bool {
 func TestCAChangeWithoutAFailedHandshake(t *testing.T) {
 	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.RotationTimeout = time.Minute })
 	oldCA, newCA := sdstest.NewRootCA(t, "old"), sdstest.NewRootCA(t, "new")
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", oldCA)}, time.Now())
-	h.cache.SetReady()
+	h.serve(oldCA)
 	web := h.follow("web-1", "web", true)
 	backend := h.follow("backend-1", "backend", true)
 	web.WaitFor("a certificate", signedBy(oldCA))
@@ -73,8 +72,7 @@ func TestCAChangeWithoutAFailedHandshake(t *testing.T) {
 func TestCAChangeGoesOnAfterTheTimeoutWhenADataPlaneNeverACKs(t *testing.T) {
 	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.RotationTimeout = 300 * time.Millisecond })
 	oldCA, newCA := sdstest.NewRootCA(t, "old"), sdstest.NewRootCA(t, "new")
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", oldCA)}, time.Now())
-	h.cache.SetReady()
+	h.serve(oldCA)
 	good := h.follow("web-1", "web", true)
 	stuck := h.follow("stuck-1", "stuck", false)
 	good.WaitFor("a certificate", signedBy(oldCA))
@@ -108,8 +106,7 @@ func TestCAExpiringBeforeItsCertificatesIsReported(t *testing.T) {
 func TestCAChangeSignsTheNewCertificatesDuringTheTrustPhase(t *testing.T) {
 	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.RotationTimeout = time.Second })
 	oldCA, newCA := sdstest.NewRootCA(t, "old"), sdstest.NewRootCA(t, "new")
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", oldCA)}, time.Now())
-	h.cache.SetReady()
+	h.serve(oldCA)
 	good := h.follow("web-1", "web", true)
 	stuck := h.follow("stuck-1", "stuck", false) // holds the trust phase until the timeout
 	good.WaitFor("a certificate", signedBy(oldCA))

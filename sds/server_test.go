@@ -145,8 +145,7 @@ func TestWorkloadCertificateShape(t *testing.T) {
 
 func TestNamesAliasesAndUnknown(t *testing.T) {
 	h := newHarness(t)
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca"))}, time.Now())
-	h.cache.SetReady()
+	h.serve(sdstest.NewRootCA(t, "ca"))
 	conn := h.dial("default", "web-1", "web")
 
 	t.Run("several names on one stream, plus an unknown one", func(t *testing.T) {
@@ -198,8 +197,7 @@ func TestNamesAliasesAndUnknown(t *testing.T) {
 func TestFetchAndDelta(t *testing.T) {
 	h := newHarness(t)
 	ca := sdstest.NewRootCA(t, "ca")
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", ca)}, time.Now())
-	h.cache.SetReady()
+	h.serve(ca)
 	conn := h.dial("default", "web-1", "web")
 	client := secretv3.NewSecretDiscoveryServiceClient(conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -283,8 +281,7 @@ func TestRotationReachesOnlyItsMesh(t *testing.T) {
 
 func TestReconnectDoesNotReissue(t *testing.T) {
 	h := newHarness(t)
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca"))}, time.Now())
-	h.cache.SetReady()
+	h.serve(sdstest.NewRootCA(t, "ca"))
 	first := h.connect("default", "web-1", "web")
 	first.identity.Cancel()
 	first.bundle.Cancel()
@@ -319,8 +316,7 @@ func TestMeshWithoutCAWaits(t *testing.T) {
 
 func TestNackIsRecordedAndNotResent(t *testing.T) {
 	h := newHarness(t)
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca"))}, time.Now())
-	h.cache.SetReady()
+	h.serve(sdstest.NewRootCA(t, "ca"))
 	conn := h.dial("default", "web-1", "web")
 	s := sdstest.OpenStream(t, conn, "default.web-1", false, NameIdentityCert)
 	resp, err := s.Recv(10 * time.Second)
@@ -339,8 +335,7 @@ func TestNackIsRecordedAndNotResent(t *testing.T) {
 
 func TestNodeCannotChange(t *testing.T) {
 	h := newHarness(t)
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca"))}, time.Now())
-	h.cache.SetReady()
+	h.serve(sdstest.NewRootCA(t, "ca"))
 	conn := h.dial("default", "web-1", "web")
 	s := sdstest.OpenStream(t, conn, "default.web-1", false, NameIdentityCert)
 	resp, err := s.Recv(10 * time.Second)
@@ -355,8 +350,7 @@ func TestNodeCannotChange(t *testing.T) {
 
 func TestStreamEndedByTheTransportIsForgotten(t *testing.T) {
 	h := newHarness(t)
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca"))}, time.Now())
-	h.cache.SetReady()
+	h.serve(sdstest.NewRootCA(t, "ca"))
 	conn := h.dial("default", "web-1", "web")
 	s := sdstest.OpenStream(t, conn, "default.web-1", false, NameIdentityCert)
 	resp, err := s.Recv(10 * time.Second)
@@ -381,8 +375,7 @@ func tokenClaims(mesh, name string, tags map[string][]string) token.Claims {
 
 func TestRSAWorkloadKeys(t *testing.T) {
 	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.KeyType = KeyRSA })
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca"))}, time.Now())
-	h.cache.SetReady()
+	h.serve(sdstest.NewRootCA(t, "ca"))
 	web := h.connect("default", "web-1", "web")
 	backend := h.connect("default", "backend-1", "backend")
 	require.Equal(t, x509.RSA, web.held.Leaf.PublicKeyAlgorithm)
@@ -393,8 +386,7 @@ func TestRSAWorkloadKeys(t *testing.T) {
 
 func TestCloseStreamsEndsThemAndRefusesNewOnes(t *testing.T) {
 	h := newHarness(t)
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca"))}, time.Now())
-	h.cache.SetReady()
+	h.serve(sdstest.NewRootCA(t, "ca"))
 	s := sdstest.OpenStream(t, h.dial("default", "web-1", "web"), "default.web-1", false, NameIdentityCert)
 	_, err := s.Recv(10 * time.Second)
 	require.NoError(t, err)
