@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -49,9 +50,11 @@ type h2Conn struct {
 	unacked  uint32
 	readDone chan struct{}
 
-	wmu sync.Mutex // orders writes
-	bw  *bufio.Writer
-	wfr *http2.Framer
+	wmu  sync.Mutex // orders writes
+	bw   *bufio.Writer
+	wfr  *http2.Framer
+	hbuf bytes.Buffer // under wmu, with henc
+	henc *hpack.Encoder
 
 	mu         sync.Mutex
 	streams    map[uint32]*h2Stream
@@ -95,6 +98,7 @@ func dialH2(ctx context.Context, addr, token string) (*h2Conn, error) {
 	}
 	c.bw = bufio.NewWriterSize(nc, 4096)
 	c.wfr = http2.NewFramer(c.bw, nil)
+	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.fr = http2.NewFramer(nil, bufio.NewReaderSize(nc, 4096))
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = 64 << 10
@@ -135,16 +139,6 @@ func (c *h2Conn) Close() error {
 
 // open starts a call of method ("/package.Service/Method").
 func (c *h2Conn) open(method string, onMessage func([]byte), onEnd func(error)) (*h2Stream, error) {
-	var hb []byte
-	hb = appendLiteral(hb, ":method", "POST")
-	hb = appendLiteral(hb, ":scheme", "http")
-	hb = appendLiteral(hb, ":path", method)
-	hb = appendLiteral(hb, ":authority", c.authority)
-	hb = appendLiteral(hb, "content-type", "application/grpc")
-	hb = appendLiteral(hb, "te", "trailers")
-	if c.token != "" {
-		hb = appendLiteral(hb, "authorization", "Bearer "+c.token)
-	}
 	// Stream ids must reach the server in increasing order: each is taken
 	// under the write lock.
 	var s *h2Stream
@@ -158,35 +152,24 @@ func (c *h2Conn) open(method string, onMessage func([]byte), onEnd func(error)) 
 		c.nextID += 2
 		c.streams[s.id] = s
 		c.mu.Unlock()
-		return c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: hb, EndHeaders: true})
+		// Encoded under the write lock, in the order the server decodes:
+		// the HPACK table indexes the token, as Envoy's encoder does.
+		c.hbuf.Reset()
+		for _, f := range [][2]string{
+			{":method", "POST"}, {":scheme", "http"}, {":path", method}, {":authority", c.authority},
+			{"content-type", "application/grpc"}, {"te", "trailers"},
+		} {
+			_ = c.henc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if c.token != "" {
+			_ = c.henc.WriteField(hpack.HeaderField{Name: "authorization", Value: "Bearer " + c.token})
+		}
+		return c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true})
 	})
 	if err != nil {
 		return nil, err
 	}
 	return s, nil
-}
-
-// appendLiteral appends a header field as an HPACK literal without
-// indexing, which needs no encoder state.
-func appendLiteral(b []byte, name, value string) []byte {
-	b = append(b, 0)
-	b = appendLen(b, len(name))
-	b = append(b, name...)
-	b = appendLen(b, len(value))
-	return append(b, value...)
-}
-
-func appendLen(b []byte, n int) []byte {
-	if n < 127 {
-		return append(b, byte(n))
-	}
-	b = append(b, 127)
-	n -= 127
-	for n >= 128 {
-		b = append(b, byte(n&0x7f|0x80))
-		n >>= 7
-	}
-	return append(b, byte(n))
 }
 
 // send sends m on the stream; it may be called from the stream's callbacks.
