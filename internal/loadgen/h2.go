@@ -156,8 +156,12 @@ func (c *h2Conn) open(method string, onMessage func([]byte), onEnd func(error)) 
 		// the HPACK table indexes the token, as Envoy's encoder does.
 		c.hbuf.Reset()
 		for _, f := range [][2]string{
-			{":method", "POST"}, {":scheme", "http"}, {":path", method}, {":authority", c.authority},
-			{"content-type", "application/grpc"}, {"te", "trailers"},
+			{":method", "POST"},
+			{":scheme", "http"},
+			{":path", method},
+			{":authority", c.authority},
+			{"content-type", "application/grpc"},
+			{"te", "trailers"},
 		} {
 			_ = c.henc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
 		}
