@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/meshsds/meshsds/internal/sdstest"
+	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/sds/token"
 )

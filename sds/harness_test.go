@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/meshsds/meshsds/internal/grpclite"
-	"github.com/meshsds/meshsds/internal/sdstest"
+	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/sds/token"
 )

@@ -16,7 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"github.com/meshsds/meshsds/internal/kubetest"
+	"github.com/meshsds/meshsds/internal/testing/kubetest"
 )
 
 func TestWebhookFlags(t *testing.T) {

@@ -50,7 +50,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshsds/meshsds/internal/grpclite"
-	"github.com/meshsds/meshsds/internal/sdstest"
+	"github.com/meshsds/meshsds/internal/testing/sdstest"
 )
 
 // TestMain fails the package if a connection, stream or handler goroutine

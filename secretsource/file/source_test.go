@@ -20,7 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshsds/meshsds/internal/syncbuf"
+	"github.com/meshsds/meshsds/internal/testing/syncbuf"
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/secretsource/file"
 )

@@ -22,8 +22,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/meshsds/meshsds/internal/kubetest"
-	"github.com/meshsds/meshsds/internal/sdstest"
+	"github.com/meshsds/meshsds/internal/testing/kubetest"
+	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
 )
 

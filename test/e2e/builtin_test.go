@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshsds/meshsds/internal/sdstest"
+	"github.com/meshsds/meshsds/internal/testing/sdstest"
 )
 
 func TestBuiltinCAFromFilesIsGeneratedOnceAndKept(t *testing.T) {

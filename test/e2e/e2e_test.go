@@ -25,8 +25,8 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/meshsds/meshsds/internal/sdstest"
-	"github.com/meshsds/meshsds/internal/syncbuf"
+	"github.com/meshsds/meshsds/internal/testing/sdstest"
+	"github.com/meshsds/meshsds/internal/testing/syncbuf"
 )
 
 var binary string

@@ -6,8 +6,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshsds/meshsds/internal/pgtest"
-	"github.com/meshsds/meshsds/internal/sdstest"
+	"github.com/meshsds/meshsds/internal/testing/pgtest"
+	"github.com/meshsds/meshsds/internal/testing/sdstest"
 )
 
 // follow connects a data plane to s with a token issued by issuer's admin

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshsds/meshsds/internal/sdstest"
+	"github.com/meshsds/meshsds/internal/testing/sdstest"
 )
 
 // TestSwitchingToABuiltinCAWithoutAFailedHandshake switches a live mesh from

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/meshsds/meshsds/internal/sdstest"
+	"github.com/meshsds/meshsds/internal/testing/sdstest"
 )
 
 // TestSDSOverTLSOnAPublicAddress serves SDS with a certificate on a

@@ -7,7 +7,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/meshsds/meshsds/internal/pgtest"
+	"github.com/meshsds/meshsds/internal/testing/pgtest"
 )
 
 // TestMain shares one PostgreSQL server between the tests (each test has

@@ -15,8 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshsds/meshsds/internal/pgtest"
-	"github.com/meshsds/meshsds/internal/syncbuf"
+	"github.com/meshsds/meshsds/internal/testing/pgtest"
+	"github.com/meshsds/meshsds/internal/testing/syncbuf"
 	"github.com/meshsds/meshsds/secretsource/api/store"
 	"github.com/meshsds/meshsds/secretsource/api/store/postgres"
 	"github.com/meshsds/meshsds/secretsource/api/store/storetest"

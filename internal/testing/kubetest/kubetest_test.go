@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/meshsds/meshsds/internal/kubetest"
+	"github.com/meshsds/meshsds/internal/testing/kubetest"
 )
 
 // TestClusterSurvivesPartitionAndRestart checks the harness itself: state

@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshsds/meshsds/internal/pgtest"
+	"github.com/meshsds/meshsds/internal/testing/pgtest"
 )
 
 func connect(t *testing.T, url string) *pgx.Conn {
