@@ -1,19 +1,13 @@
 package meshconfig
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/url"
 	"time"
+
+	"github.com/meshsds/meshsds/meshconfig/pki"
 )
 
 // DefaultBuiltinCAValidity is the lifetime of a generated mesh CA.
@@ -68,30 +62,22 @@ func BuiltinSecretNames(mesh, backend string) (cert, key string) {
 
 // GenerateBuiltinKey makes the private key of a builtin CA, as PKCS#8 PEM.
 func GenerateBuiltinKey(cfg *BuiltinConfig) ([]byte, error) {
-	var (
-		key crypto.Signer
-		err error
-	)
+	kt, bits := pki.KeyECDSA, 0
 	if cfg.CACert != nil && cfg.CACert.RSAbits != 0 {
-		key, err = rsa.GenerateKey(rand.Reader, cfg.CACert.RSAbits)
-	} else {
-		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		kt, bits = pki.KeyRSA, cfg.CACert.RSAbits
 	}
+	key, err := pki.GenerateKey(kt, bits)
 	if err != nil {
 		return nil, fmt.Errorf("generating CA key: %w", err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+	return pki.MarshalKeyPEM(key)
 }
 
 // GenerateBuiltinCert self-signs the CA certificate of mesh for keyPEM: URI
 // SAN spiffe://<mesh>, keyCertSign and cRLSign, valid from a minute before
 // now for the configured expiration.
 func GenerateBuiltinCert(mesh string, cfg *BuiltinConfig, keyPEM []byte, now time.Time) ([]byte, error) {
-	key, err := parsePrivateKey(keyPEM)
+	key, err := pki.ParsePrivateKey(keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("builtin CA key: %w", err)
 	}
@@ -101,23 +87,15 @@ func GenerateBuiltinCert(mesh string, cfg *BuiltinConfig, keyPEM []byte, now tim
 			return nil, err
 		}
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{Organization: []string{"meshsds"}, CommonName: "meshsds builtin CA for mesh " + mesh},
-		NotBefore:             now.Add(-time.Minute),
-		NotAfter:              now.Add(validity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		URIs:                  []*url.URL{{Scheme: "spiffe", Host: mesh}},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	kp, err := pki.Create(pki.Template{
+		Subject:   pkix.Name{Organization: []string{"meshsds"}, CommonName: "meshsds builtin CA for mesh " + mesh},
+		NotBefore: now.Add(-time.Minute),
+		NotAfter:  now.Add(validity),
+		IsCA:      true,
+		URIs:      []*url.URL{{Scheme: "spiffe", Host: mesh}},
+	}, key, nil)
 	if err != nil {
 		return nil, fmt.Errorf("signing builtin CA: %w", err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+	return kp.CertPEM, nil
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshsds/meshsds/meshconfig/pki"
 )
 
 func TestGenerateBuiltinCA(t *testing.T) {
@@ -29,7 +31,7 @@ func TestGenerateBuiltinCA(t *testing.T) {
 			certPEM, err := GenerateBuiltinCert("payments", cfg, keyPEM, now)
 			require.NoError(t, err)
 			// The pair passes the same rules as a provided CA.
-			ca, err := ParseCA(certPEM, keyPEM, now)
+			ca, err := pki.ParseCA(certPEM, keyPEM, now)
 			require.NoError(t, err)
 			c := ca.Chain[0]
 			require.True(t, c.IsCA)

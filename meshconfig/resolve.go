@@ -2,12 +2,15 @@ package meshconfig
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/meshsds/meshsds/meshconfig/pki"
 )
 
 // ResolveOptions tunes ResolveMesh and the Resolver.
@@ -85,7 +88,7 @@ func resolveInto(rm *ResolvedMesh, m *Mesh, secrets map[SecretKey]*Secret, now t
 				Message: fmt.Sprintf("the builtin CA (secrets %q and %q) has not been generated yet", certName, keyName),
 			}}}
 		}
-		ca, err := ParseCA(cert.Data, key.Data, now)
+		ca, err := parseCA(cert.Data, key.Data, now)
 		if err != nil {
 			var verr ValidationError
 			verr.AddError(JoinField(field, "type"), err)
@@ -102,7 +105,7 @@ func resolveInto(rm *ResolvedMesh, m *Mesh, secrets map[SecretKey]*Secret, now t
 
 // resolveProvided reads the cert and key of a provided backend and parses
 // them. Fields of the error are relative to the backend's config.
-func resolveProvided(mesh string, b *Backend, secrets map[SecretKey]*Secret, now time.Time, opts ResolveOptions) (*CA, error) {
+func resolveProvided(mesh string, b *Backend, secrets map[SecretKey]*Secret, now time.Time, opts ResolveOptions) (*pki.CA, error) {
 	cfg, err := ParseProvidedConfig(b.Config)
 	if err != nil {
 		return nil, err
@@ -115,7 +118,7 @@ func resolveProvided(mesh string, b *Backend, secrets map[SecretKey]*Secret, now
 	if err := verr.ErrOrNil(); err != nil {
 		return nil, err
 	}
-	return ParseCA(certPEM, keyPEM, now)
+	return parseCA(certPEM, keyPEM, now)
 }
 
 // resolveDataSource returns the bytes ds names. Fields of the error are
@@ -227,14 +230,14 @@ func (r *Resolver) Resolve(res Resources, now time.Time) map[string]*ResolvedMes
 		rm, err := ResolveMesh(m, res.Secrets, now, r.opts)
 		good := r.lastGood[name]
 		if err == nil {
-			if good != nil && sameCA(good.CA, rm.CA) {
+			if good != nil && pki.SameCA(good.CA, rm.CA) {
 				rm.CA = good.CA
 			}
 		} else if good != nil {
 			fallback := *good
 			fallback.Err = err
 			fallback.RevokedTokenIDs = rm.RevokedTokenIDs
-			if fallback.CA != nil && caExpired(fallback.CA, now) {
+			if fallback.CA != nil && fallback.CA.Expired(now) {
 				fallback.CA = nil
 			}
 			rm = &fallback
@@ -251,22 +254,6 @@ func (r *Resolver) Resolve(res Resources, now time.Time) map[string]*ResolvedMes
 	r.lastGood = lastGood
 	r.prev = out
 	return out
-}
-
-// sameCA reports whether a and b are both set and hold the same chain.
-func sameCA(a, b *CA) bool {
-	return a != nil && b != nil && a.Fingerprint == b.Fingerprint
-}
-
-// caExpired reports whether any certificate of ca is outside its validity
-// at now, making the CA useless as a fallback.
-func caExpired(ca *CA, now time.Time) bool {
-	for _, c := range ca.Chain {
-		if now.After(c.NotAfter) || now.Before(c.NotBefore) {
-			return true
-		}
-	}
-	return false
 }
 
 // equivalent reports whether two results carry the same content.
@@ -286,4 +273,18 @@ func equivalent(a, b *ResolvedMesh) bool {
 		}
 	}
 	return true
+}
+
+// parseCA parses a CA with pki.ParseCA, its errors as causes "cert" and
+// "key" for the caller to place below the backend's fields.
+func parseCA(certPEM, keyPEM []byte, now time.Time) (*pki.CA, error) {
+	ca, err := pki.ParseCA(certPEM, keyPEM, now)
+	var cerr *pki.CAError
+	if !errors.As(err, &cerr) {
+		return ca, err
+	}
+	var verr ValidationError
+	verr.AddError("cert", cerr.Cert)
+	verr.AddError("key", cerr.Key)
+	return nil, &verr
 }

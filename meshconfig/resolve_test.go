@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshsds/meshsds/meshconfig/pki"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
 // providedMesh returns a mesh with one provided backend using cfg.
@@ -35,10 +38,10 @@ func jsonString(t testing.TB, s []byte) string {
 }
 
 func TestResolveMesh(t *testing.T) {
-	root := newCert(t, certSpec{cn: "root"})
-	certPEM := certsPEM(root)
-	keyData := keyPEM(t, root.key, formatPKCS8)
-	expired := newCert(t, certSpec{cn: "old", notBefore: testNow.AddDate(-2, 0, 0), notAfter: testNow.AddDate(-1, 0, 0)})
+	root := newCert(t, pkitest.Spec{CN: "root"})
+	certPEM := pkitest.CertsPEM(root)
+	keyData := pkitest.KeyPEM(t, root.Key, pkitest.PKCS8)
+	expired := newCert(t, pkitest.Spec{CN: "old", NotBefore: testNow.AddDate(-2, 0, 0), NotAfter: testNow.AddDate(-1, 0, 0)})
 
 	dir := t.TempDir()
 	certFile := filepath.Join(dir, "ca.pem")
@@ -118,7 +121,7 @@ func TestResolveMesh(t *testing.T) {
 		},
 		{
 			name: "expired CA", mesh: providedMesh("default", secretsCfg),
-			secrets: secretMap(&Secret{Mesh: "default", Name: "my-cert", Data: certsPEM(expired)}, &Secret{Mesh: "default", Name: "my-key", Data: keyPEM(t, expired.key, formatPKCS8)}),
+			secrets: secretMap(&Secret{Mesh: "default", Name: "my-cert", Data: pkitest.CertsPEM(expired)}, &Secret{Mesh: "default", Name: "my-key", Data: pkitest.KeyPEM(t, expired.Key, pkitest.PKCS8)}),
 			wantErr: `mtls.backends[0].config.cert: certificate 1 (CN=old) expired at`,
 		},
 		{
@@ -162,7 +165,7 @@ func TestResolveMesh(t *testing.T) {
 				return
 			}
 			require.NotNil(t, rm.CA)
-			require.Equal(t, root.cert.Raw, rm.CA.Chain[0].Raw)
+			require.Equal(t, root.Cert.Raw, rm.CA.Chain[0].Raw)
 		})
 	}
 }
@@ -208,22 +211,22 @@ func TestParseRevocations(t *testing.T) {
 
 // resolverFixture holds two working meshes and their secrets.
 type resolverFixture struct {
-	rootA, rootB *testCert
+	rootA, rootB *pki.KeyPair
 	secrets      map[SecretKey]*Secret
 	meshes       map[string]*Mesh
 }
 
 func newResolverFixture(t *testing.T) *resolverFixture {
 	f := &resolverFixture{
-		rootA: newCert(t, certSpec{cn: "root-a"}),
-		rootB: newCert(t, certSpec{cn: "root-b"}),
+		rootA: newCert(t, pkitest.Spec{CN: "root-a"}),
+		rootB: newCert(t, pkitest.Spec{CN: "root-b"}),
 	}
 	cfg := `{"cert":{"secret":"ca-cert"},"key":{"secret":"ca-key"}}`
 	f.secrets = secretMap(
-		&Secret{Mesh: "a", Name: "ca-cert", Data: certsPEM(f.rootA)},
-		&Secret{Mesh: "a", Name: "ca-key", Data: keyPEM(t, f.rootA.key, formatPKCS8)},
-		&Secret{Mesh: "b", Name: "ca-cert", Data: certsPEM(f.rootB)},
-		&Secret{Mesh: "b", Name: "ca-key", Data: keyPEM(t, f.rootB.key, formatPKCS8)},
+		&Secret{Mesh: "a", Name: "ca-cert", Data: pkitest.CertsPEM(f.rootA)},
+		&Secret{Mesh: "a", Name: "ca-key", Data: pkitest.KeyPEM(t, f.rootA.Key, pkitest.PKCS8)},
+		&Secret{Mesh: "b", Name: "ca-cert", Data: pkitest.CertsPEM(f.rootB)},
+		&Secret{Mesh: "b", Name: "ca-key", Data: pkitest.KeyPEM(t, f.rootB.Key, pkitest.PKCS8)},
 	)
 	f.meshes = map[string]*Mesh{"a": providedMesh("a", cfg), "b": providedMesh("b", cfg)}
 	return f
@@ -271,19 +274,19 @@ func TestResolverKeepsLastGood(t *testing.T) {
 	require.Same(t, broken["a"], again["a"])
 
 	// Fixed again with the same CA: the CA pointer is reused.
-	f.secrets[SecretKey{Mesh: "a", Name: "ca-cert"}] = &Secret{Mesh: "a", Name: "ca-cert", Data: certsPEM(f.rootA)}
+	f.secrets[SecretKey{Mesh: "a", Name: "ca-cert"}] = &Secret{Mesh: "a", Name: "ca-cert", Data: pkitest.CertsPEM(f.rootA)}
 	fixed := r.Resolve(f.resources(), testNow)
 	require.NoError(t, fixed["a"].Err)
 	require.Same(t, goodA, fixed["a"].CA)
 
 	// A new CA gives a new pointer and becomes the last good one.
-	newRoot := newCert(t, certSpec{cn: "root-a2"})
-	f.secrets[SecretKey{Mesh: "a", Name: "ca-cert"}] = &Secret{Mesh: "a", Name: "ca-cert", Data: certsPEM(newRoot)}
-	f.secrets[SecretKey{Mesh: "a", Name: "ca-key"}] = &Secret{Mesh: "a", Name: "ca-key", Data: keyPEM(t, newRoot.key, formatPKCS8)}
+	newRoot := newCert(t, pkitest.Spec{CN: "root-a2"})
+	f.secrets[SecretKey{Mesh: "a", Name: "ca-cert"}] = &Secret{Mesh: "a", Name: "ca-cert", Data: pkitest.CertsPEM(newRoot)}
+	f.secrets[SecretKey{Mesh: "a", Name: "ca-key"}] = &Secret{Mesh: "a", Name: "ca-key", Data: pkitest.KeyPEM(t, newRoot.Key, pkitest.PKCS8)}
 	rotated := r.Resolve(f.resources(), testNow)
 	require.NoError(t, rotated["a"].Err)
 	require.NotSame(t, goodA, rotated["a"].CA)
-	require.Equal(t, newRoot.cert.Raw, rotated["a"].CA.Chain[0].Raw)
+	require.Equal(t, newRoot.Cert.Raw, rotated["a"].CA.Chain[0].Raw)
 	require.Same(t, first["b"], rotated["b"])
 }
 

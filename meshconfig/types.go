@@ -3,17 +3,18 @@
 // validation, and the resolution of a Mesh's enabled mutual-TLS backend into a
 // certificate authority.
 //
-// The package imports none of meshsds' other packages; sources and the SDS
-// server depend on it, never the other way round.
+// The package imports none of meshsds' other packages but its own pki
+// (certificates and keys); sources and the SDS server depend on it, never the
+// other way round.
 package meshconfig
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/x509"
 	"encoding/json"
 	"reflect"
 	"time"
+
+	"github.com/meshsds/meshsds/meshconfig/pki"
 )
 
 // DefaultMesh is the mesh a resource belongs to when it names none.
@@ -115,24 +116,6 @@ type Resources struct {
 	Secrets map[SecretKey]*Secret
 }
 
-// CA is a resolved certificate authority, ready to issue workload
-// certificates. A CA is immutable once built and may be shared between
-// goroutines.
-type CA struct {
-	// Chain holds the signing certificate first, then each issuer in turn.
-	Chain []*x509.Certificate
-	// Key is the private key of Chain[0].
-	Key crypto.Signer
-	// IssuedChainPEM is appended after an issued leaf: Chain in PEM, without
-	// a trailing self-signed root.
-	IssuedChainPEM []byte
-	// TrustBundlePEM is what data planes trust: the last certificate of Chain
-	// (the root when the chain reaches one).
-	TrustBundlePEM []byte
-	// Fingerprint is a hex SHA-256 over the chain's DER, identifying the CA.
-	Fingerprint string
-}
-
 // ResolvedMesh is a Mesh with its enabled backend resolved.
 type ResolvedMesh struct {
 	Name string
@@ -140,7 +123,7 @@ type ResolvedMesh struct {
 	Backend string
 	// CA signs workload certificates. It is nil when mTLS is off, or when the
 	// backend never resolved. When Err is set, CA is the last good one.
-	CA *CA
+	CA *pki.CA
 	// DPCertValidity is the lifetime of issued workload certificates.
 	DPCertValidity time.Duration
 	// RevokedTokenIDs are the dataplane token ids listed in the Secret

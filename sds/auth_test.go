@@ -20,14 +20,16 @@ import (
 
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/meshconfig/pki"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 	"github.com/meshsds/meshsds/sds/token"
 )
 
 func TestAuthentication(t *testing.T) {
 	h := newHarness(t)
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{
-		"a": resolved(t, "a", sdstest.NewRootCA(t, "a")),
-		"b": resolved(t, "b", sdstest.NewRootCA(t, "b")),
+		"a": resolved(t, "a", pkitest.NewRootCA(t, "a")),
+		"b": resolved(t, "b", pkitest.NewRootCA(t, "b")),
 	}, time.Now())
 	h.cache.SetReady()
 
@@ -107,7 +109,7 @@ func TestAuthentication(t *testing.T) {
 
 func TestRevocationClosesLiveStreams(t *testing.T) {
 	h := newHarness(t)
-	rm := resolved(t, "default", sdstest.NewRootCA(t, "ca"))
+	rm := resolved(t, "default", pkitest.NewRootCA(t, "ca"))
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": rm}, time.Now())
 	h.cache.SetReady()
 
@@ -165,7 +167,7 @@ func TestRenewalIsScheduledAndPushed(t *testing.T) {
 		c.AfterFunc = timers.afterFunc
 		c.Jitter = func() float64 { return 0 }
 	})
-	rm := resolved(t, "default", sdstest.NewRootCA(t, "ca"))
+	rm := resolved(t, "default", pkitest.NewRootCA(t, "ca"))
 	rm.DPCertValidity = 10 * time.Hour
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": rm}, time.Now())
 	h.cache.SetReady()
@@ -173,8 +175,8 @@ func TestRenewalIsScheduledAndPushed(t *testing.T) {
 	first := w.held.Leaf.SerialNumber
 
 	wait, fire := timers.last()
-	life := 10*time.Hour + backdate
-	require.InDelta(t, float64(life*4/5-backdate), float64(wait), float64(time.Second))
+	life := 10*time.Hour + pki.Backdate
+	require.InDelta(t, float64(life*4/5-pki.Backdate), float64(wait), float64(time.Second))
 
 	fire()
 	w.refresh(t, true, false)
@@ -193,7 +195,7 @@ func TestRenewalTime(t *testing.T) {
 
 func TestStreamClosedWhenItsTokenExpires(t *testing.T) {
 	h := newHarness(t)
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca"))}, time.Now())
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", pkitest.NewRootCA(t, "ca"))}, time.Now())
 	h.cache.SetReady()
 	raw, err := h.issuer.Issue(token.Claims{Mesh: "default", Name: "web-1", Tags: map[string][]string{ServiceTag: {"web"}}}, 2*time.Second, time.Now())
 	require.NoError(t, err)

@@ -15,13 +15,15 @@ import (
 	"github.com/meshsds/meshsds/internal/grpclite"
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/meshconfig/pki"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
 // benchCA is a parsed test CA for benchmarks.
-func benchCA(b *testing.B) *meshconfig.CA {
+func benchCA(b *testing.B) *pki.CA {
 	b.Helper()
-	root := sdstest.NewRootCA(b, "bench root")
-	ca, err := meshconfig.ParseCA(root.CertPEM, root.KeyPEM, time.Now())
+	root := pkitest.NewRootCA(b, "bench root")
+	ca, err := pki.ParseCA(root.CertPEM, root.KeyPEM, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -31,36 +33,6 @@ func benchCA(b *testing.B) *meshconfig.CA {
 func benchIdentity(i int) *Identity {
 	name := fmt.Sprintf("web-%d", i)
 	return &Identity{Mesh: "default", Name: name, Tags: map[string][]string{ServiceTag: {"web"}, "version": {"v1"}}}
-}
-
-// BenchmarkIssueWorkloadCert is the cost of one workload certificate: key
-// generation, signing and PEM encoding.
-func BenchmarkIssueWorkloadCert(b *testing.B) {
-	ca := benchCA(b)
-	id := benchIdentity(0)
-	now := time.Now()
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := IssueWorkloadCert(ca, id, 24*time.Hour, KeyECDSA, now); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkIssueWorkloadCertParallel is issuing on every core at once, as a
-// CA rotation does.
-func BenchmarkIssueWorkloadCertParallel(b *testing.B) {
-	ca := benchCA(b)
-	now := time.Now()
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		id := benchIdentity(0)
-		for pb.Next() {
-			if _, err := IssueWorkloadCert(ca, id, 24*time.Hour, KeyECDSA, now); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
 }
 
 // BenchmarkBuildAndMarshalResponse is what a push costs a stream once the
@@ -111,9 +83,9 @@ func BenchmarkPushToWatchers(b *testing.B) {
 
 func benchPush(b *testing.B, n int) {
 	cache := NewCache(CacheConfig{})
-	root := sdstest.NewRootCA(b, "bench root")
-	mesh := func(ca *sdstest.CA) map[string]*meshconfig.ResolvedMesh {
-		c, err := meshconfig.ParseCA(ca.CertPEM, ca.KeyPEM, time.Now())
+	root := pkitest.NewRootCA(b, "bench root")
+	mesh := func(ca *pki.KeyPair) map[string]*meshconfig.ResolvedMesh {
+		c, err := pki.ParseCA(ca.CertPEM, ca.KeyPEM, time.Now())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -155,7 +127,7 @@ func benchPush(b *testing.B, n int) {
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
-		next := mesh(sdstest.NewRootCA(b, fmt.Sprint("bench root ", i)))
+		next := mesh(pkitest.NewRootCA(b, fmt.Sprint("bench root ", i)))
 		b.StartTimer()
 		cache.Update(next, time.Now())
 		for range 2 * n {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/meshconfig/pki"
 )
 
 // SDS resource names (DESIGN.md "SDS"), with the aliases used by configs
@@ -90,11 +91,11 @@ type meshState struct {
 	resolved *meshconfig.ResolvedMesh
 	// ca signs workload certificates; during a CA change it is the old CA
 	// until every data plane trusts the new one (see rotation.go).
-	ca *meshconfig.CA
+	ca *pki.CA
 	// target is the CA the mesh resolves to now.
-	target *meshconfig.CA
+	target *pki.CA
 	// trusted are the CAs in the trust bundle.
-	trusted []*meshconfig.CA
+	trusted []*pki.CA
 	rotation
 	validity  time.Duration
 	caVersion string // identifies what a workload certificate depends on: a change re-issues
@@ -112,7 +113,7 @@ type meshState struct {
 // the CA's intermediates would cost more than the serializing.
 type certEntry struct {
 	caVersion string
-	cert      *WorkloadCert
+	cert      *pki.WorkloadCert
 	version   string
 	renewAt   time.Time
 	stop      func() bool
@@ -137,7 +138,7 @@ type CacheConfig struct {
 	Logger  *slog.Logger
 	Metrics *Metrics
 	// KeyType of workload keys; default ECDSA P-256.
-	KeyType KeyType
+	KeyType pki.KeyType
 	// Now and AfterFunc are the clock; defaults are time.Now and
 	// time.AfterFunc. Tests inject their own.
 	Now       func() time.Time
@@ -425,7 +426,7 @@ func (c *Cache) buildMeshState(rm *meshconfig.ResolvedMesh, old *meshState, chan
 	}
 	var (
 		prev       rotationStep
-		prevTarget *meshconfig.CA
+		prevTarget *pki.CA
 	)
 	if old != nil {
 		ms.watchers = old.watchers
@@ -454,7 +455,7 @@ func (c *Cache) buildMeshState(rm *meshconfig.ResolvedMesh, old *meshState, chan
 // validity, not the root: a root re-issued with the same key (a longer
 // validity, say) changes the trust bundle only, and is pushed to the bundle
 // streams only.
-func caVersionOf(ca *meshconfig.CA, validity time.Duration) string {
+func caVersionOf(ca *pki.CA, validity time.Duration) string {
 	return fmt.Sprintf("%s/%d", contentVersion(ca.Chain[0].Raw, ca.IssuedChainPEM), validity)
 }
 
@@ -656,7 +657,7 @@ func (c *Cache) startIssueLocked(id *Identity, key string, ms *meshState, wake b
 
 // issue signs a certificate for id (whose key is key) and caches it with a
 // renewal timer. Only one issue per identity and CA runs at a time.
-func (c *Cache) issue(id *Identity, key string, ca *meshconfig.CA, validity time.Duration, caVersion string) (*certEntry, error) {
+func (c *Cache) issue(id *Identity, key string, ca *pki.CA, validity time.Duration, caVersion string) (*certEntry, error) {
 	c.mu.Lock()
 	if e := c.certs[key]; e != nil && e.caVersion == caVersion {
 		c.mu.Unlock()
@@ -682,11 +683,11 @@ func (c *Cache) issue(id *Identity, key string, ca *meshconfig.CA, validity time
 }
 
 // sign issues a certificate for id under ca, not yet cached.
-func (c *Cache) sign(id *Identity, ca *meshconfig.CA, validity time.Duration, caVersion string) (*certEntry, error) {
+func (c *Cache) sign(id *Identity, ca *pki.CA, validity time.Duration, caVersion string) (*certEntry, error) {
 	start := c.cfg.Now()
-	cert, err := IssueWorkloadCert(ca, id, validity, c.cfg.KeyType, start)
+	cert, err := pki.IssueWorkloadCert(ca, id.URIs(), validity, c.cfg.KeyType, start)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("issuing for %s: %w", id.NodeID(), err)
 	}
 	c.metrics.issued.Inc()
 	c.metrics.issueSeconds.Observe(c.cfg.Now().Sub(start).Seconds())
@@ -708,7 +709,7 @@ func (c *Cache) installLocked(mesh, key string, e *certEntry) {
 }
 
 // identityResource serializes cert as the Secret called name.
-func identityResource(name string, cert *WorkloadCert) (*anypb.Any, error) {
+func identityResource(name string, cert *pki.WorkloadCert) (*anypb.Any, error) {
 	a := &anypb.Any{}
 	err := anypb.MarshalFrom(a, &tlsv3.Secret{
 		Name: name,

@@ -1,10 +1,6 @@
 package sds
 
 import (
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -12,35 +8,29 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/meshconfig/pki"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
 // reissue makes a new certificate for ca's subject and key, as an operator
 // does to extend a root's validity without changing its key.
-func reissue(t *testing.T, ca *sdstest.CA) *sdstest.CA {
+func reissue(t *testing.T, ca *pki.KeyPair) *pki.KeyPair {
 	t.Helper()
-	tmpl := *ca.Cert
-	tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
-	tmpl.NotAfter = ca.Cert.NotAfter.Add(24 * time.Hour)
-	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, ca.Key.Public(), ca.Key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	return &sdstest.CA{Cert: cert, Key: ca.Key, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), KeyPEM: ca.KeyPEM}
+	return pkitest.New(t, pkitest.Spec{CN: ca.Cert.Subject.CommonName, Key: ca.Key, NotAfter: ca.Cert.NotAfter.Add(24 * time.Hour)})
 }
 
-func chained(t *testing.T, inter, root *sdstest.CA) *meshconfig.ResolvedMesh {
+func chained(t *testing.T, inter, root *pki.KeyPair) *meshconfig.ResolvedMesh {
 	t.Helper()
-	ca, err := meshconfig.ParseCA(append(append([]byte{}, inter.CertPEM...), root.CertPEM...), inter.KeyPEM, time.Now())
+	ca, err := pki.ParseCA(append(append([]byte{}, inter.CertPEM...), root.CertPEM...), inter.KeyPEM, time.Now())
 	require.NoError(t, err)
 	return &meshconfig.ResolvedMesh{Name: "default", CA: ca, DPCertValidity: time.Hour}
 }
 
 func TestRootReissueIsABundleOnlyChange(t *testing.T) {
 	h := newHarness(t)
-	root := sdstest.NewRootCA(t, "root")
-	inter := sdstest.NewIntermediateCA(t, "intermediate", root)
+	root := pkitest.NewRootCA(t, "root")
+	inter := pkitest.NewIntermediateCA(t, "intermediate", root)
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": chained(t, inter, root)}, time.Now())
 	h.cache.SetReady()
 	web := h.connect("default", "web-1", "web")
@@ -59,7 +49,7 @@ func TestRootReissueIsABundleOnlyChange(t *testing.T) {
 
 	// A new intermediate under the same root is the opposite: new
 	// certificates, the same bundle.
-	inter2 := sdstest.NewIntermediateCA(t, "intermediate 2", root)
+	inter2 := pkitest.NewIntermediateCA(t, "intermediate 2", root)
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": chained(t, inter2, root2)}, time.Now())
 	web.refresh(t, true, false)
 	web.bundle.ExpectNothing(quiet)
@@ -72,7 +62,7 @@ func TestRootReissueIsABundleOnlyChange(t *testing.T) {
 // however the wake-ups and requests interleave.
 func TestCAChangeIssuesOncePerDataplane(t *testing.T) {
 	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.IssueWorkers = 1 })
-	h.serve(sdstest.NewRootCA(t, "ca1"))
+	h.serve(pkitest.NewRootCA(t, "ca1"))
 	const n = 20
 	var wls []*workload
 	for i := range n {
@@ -82,7 +72,7 @@ func TestCAChangeIssuesOncePerDataplane(t *testing.T) {
 	}
 	require.InDelta(t, n, testutil.ToFloat64(h.metrics.issued), 0)
 
-	ca2 := sdstest.NewRootCA(t, "ca2")
+	ca2 := pkitest.NewRootCA(t, "ca2")
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", ca2)}, time.Now())
 	rotate(t, wls...)
 	for _, w := range wls {
@@ -100,14 +90,14 @@ func TestCAChangeIssuesOncePerDataplane(t *testing.T) {
 // the last one's, after trusting all three.
 func TestTwoCAChangesInARowServeNothingOfTheMiddleOne(t *testing.T) {
 	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.IssueWorkers = 1 })
-	ca1 := sdstest.NewRootCA(t, "ca1")
+	ca1 := pkitest.NewRootCA(t, "ca1")
 	h.serve(ca1)
 	const n = 10
 	var wls []*workload
 	for i := range n {
 		wls = append(wls, h.connect("default", "dp-"+string(rune('a'+i)), "web"))
 	}
-	ca2, ca3 := sdstest.NewRootCA(t, "ca2"), sdstest.NewRootCA(t, "ca3")
+	ca2, ca3 := pkitest.NewRootCA(t, "ca2"), pkitest.NewRootCA(t, "ca3")
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", ca2)}, time.Now())
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", ca3)}, time.Now())
 	for _, w := range wls {

@@ -15,6 +15,7 @@ import (
 	"github.com/meshsds/meshsds/internal/grpclite"
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/sds/token"
 )
 
@@ -71,16 +72,16 @@ func (h *harness) dial(mesh, name, svc string) *grpc.ClientConn {
 }
 
 // serve makes the cache serve mesh "default" with ca, and ready.
-func (h *harness) serve(ca *sdstest.CA) {
+func (h *harness) serve(ca *pki.KeyPair) {
 	h.t.Helper()
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(h.t, "default", ca)}, time.Now())
 	h.cache.SetReady()
 }
 
 // resolved builds a resolved mesh served by ca.
-func resolved(t *testing.T, mesh string, ca *sdstest.CA) *meshconfig.ResolvedMesh {
+func resolved(t *testing.T, mesh string, ca *pki.KeyPair) *meshconfig.ResolvedMesh {
 	t.Helper()
-	c, err := meshconfig.ParseCA(ca.CertPEM, ca.KeyPEM, time.Now())
+	c, err := pki.ParseCA(ca.CertPEM, ca.KeyPEM, time.Now())
 	require.NoError(t, err)
 	return &meshconfig.ResolvedMesh{Name: mesh, Backend: "ca-1", CA: c, DPCertValidity: time.Hour}
 }

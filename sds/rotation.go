@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/meshconfig/pki"
 )
 
 // Phase is where a mesh is in a change of its CA. A change never breaks a
@@ -42,42 +42,37 @@ func (p Phase) String() string {
 
 // rotationStep is the CA state of a mesh: who signs, who is trusted.
 type rotationStep struct {
-	issuing *meshconfig.CA
-	trusted []*meshconfig.CA
+	issuing *pki.CA
+	trusted []*pki.CA
 	phase   Phase
-}
-
-// sameCA reports whether a and b are the same CA (by chain fingerprint).
-func sameCA(a, b *meshconfig.CA) bool {
-	return a != nil && b != nil && a.Fingerprint == b.Fingerprint
 }
 
 // nextStep decides how a mesh moves from prev (its state, whose target was
 // prevTarget) to target, the CA it resolves to now. It is a pure function.
-func nextStep(prev rotationStep, prevTarget, target *meshconfig.CA, now time.Time) rotationStep {
+func nextStep(prev rotationStep, prevTarget, target *pki.CA, now time.Time) rotationStep {
 	switch {
 	case target == nil:
 		return rotationStep{phase: PhaseSteady}
 	case prev.issuing == nil:
 		// The first CA, or mTLS turned on: nothing to stay compatible with.
-		return rotationStep{issuing: target, trusted: []*meshconfig.CA{target}}
-	case sameCA(target, prevTarget):
+		return rotationStep{issuing: target, trusted: []*pki.CA{target}}
+	case pki.SameCA(target, prevTarget):
 		return prev // no news: carry on with the change in progress, if any
-	case sameCA(target, prev.issuing):
+	case pki.SameCA(target, prev.issuing):
 		// Back to the CA that still signs everything: the aborted target
 		// signed nothing yet, so it can leave the bundle at once.
-		return rotationStep{issuing: prev.issuing, trusted: []*meshconfig.CA{prev.issuing}}
+		return rotationStep{issuing: prev.issuing, trusted: []*pki.CA{prev.issuing}}
 	case prev.phase == PhaseSteady && compatibleCA(prev.issuing, target):
 		// The same names and keys (a root or intermediate re-issued to
 		// extend it): what either signs verifies under the other, so the
 		// change needs no phases.
-		return rotationStep{issuing: target, trusted: []*meshconfig.CA{target}}
+		return rotationStep{issuing: target, trusted: []*pki.CA{target}}
 	case !prev.issuing.Chain[0].NotAfter.After(now):
 		// The signing CA has expired: what it signed is dead already, so
 		// there is nothing to keep working.
-		return rotationStep{issuing: target, trusted: []*meshconfig.CA{target}}
+		return rotationStep{issuing: target, trusted: []*pki.CA{target}}
 	}
-	trusted := append([]*meshconfig.CA(nil), prev.trusted...)
+	trusted := append([]*pki.CA(nil), prev.trusted...)
 	if !containsCA(trusted, target) {
 		trusted = append(trusted, target)
 	}
@@ -87,7 +82,7 @@ func nextStep(prev rotationStep, prevTarget, target *meshconfig.CA, now time.Tim
 // compatibleCA reports whether a and b chain the same subjects with the
 // same keys, level by level: a certificate signed under one then verifies
 // under the other's trust anchor.
-func compatibleCA(a, b *meshconfig.CA) bool {
+func compatibleCA(a, b *pki.CA) bool {
 	if len(a.Chain) != len(b.Chain) {
 		return false
 	}
@@ -100,9 +95,9 @@ func compatibleCA(a, b *meshconfig.CA) bool {
 	return true
 }
 
-func containsCA(list []*meshconfig.CA, ca *meshconfig.CA) bool {
+func containsCA(list []*pki.CA, ca *pki.CA) bool {
 	for _, c := range list {
-		if sameCA(c, ca) {
+		if pki.SameCA(c, ca) {
 			return true
 		}
 	}
@@ -110,7 +105,7 @@ func containsCA(list []*meshconfig.CA, ca *meshconfig.CA) bool {
 }
 
 // bundlePEM joins the trust anchors of cas, each once, in order.
-func bundlePEM(cas []*meshconfig.CA) []byte {
+func bundlePEM(cas []*pki.CA) []byte {
 	var out []byte
 	var seen [][]byte
 	for _, ca := range cas {
@@ -298,7 +293,7 @@ func (c *Cache) advanceLocked(mesh string, ms *meshState, timedOut bool) {
 		c.reissueLocked(ms, now)
 	case PhaseReissue:
 		// Nothing served chains to the old CA any more: drop it.
-		ms.trusted = []*meshconfig.CA{ms.target}
+		ms.trusted = []*pki.CA{ms.target}
 		c.startPhaseLocked(mesh, ms, PhaseSteady)
 		if c.setBundle(ms) {
 			c.wakeLocked(ms, wantBundle, now)
@@ -404,7 +399,7 @@ func (c *Cache) wakeLocked(ms *meshState, want uint32, now time.Time) {
 // starts or ends CA change phases and reports a CA that expires before the
 // certificates it signs would.
 func (c *Cache) rotationUpdatedLocked(mesh string, old, ms *meshState) {
-	oldPhase, oldTrusted := PhaseSteady, []*meshconfig.CA(nil)
+	oldPhase, oldTrusted := PhaseSteady, []*pki.CA(nil)
 	if old != nil {
 		oldPhase, oldTrusted = old.phase, old.trusted
 	}
@@ -480,7 +475,7 @@ func (c *Cache) MeshStatus(mesh string) any {
 	return st
 }
 
-func describeCA(ca *meshconfig.CA) string {
+func describeCA(ca *pki.CA) string {
 	fp := ca.Fingerprint
 	if len(fp) > 16 {
 		fp = fp[:16]

@@ -7,25 +7,25 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/meshconfig/pki"
 )
 
 func TestNextStep(t *testing.T) {
 	now := time.Now()
-	ca := func(fp string, expired bool) *meshconfig.CA {
+	ca := func(fp string, expired bool) *pki.CA {
 		c := resolvedCAForStep(fp, now, expired)
 		return c
 	}
 	a, b, c := ca("a", false), ca("b", false), ca("c", false)
 	dead := ca("dead", true)
-	reissuedA := &meshconfig.CA{Fingerprint: "a-reissued", Chain: []*x509.Certificate{{NotAfter: now.Add(2 * time.Hour), RawSubject: []byte("a")}}}
-	steadyA := rotationStep{issuing: a, trusted: []*meshconfig.CA{a}}
+	reissuedA := &pki.CA{Fingerprint: "a-reissued", Chain: []*x509.Certificate{{NotAfter: now.Add(2 * time.Hour), RawSubject: []byte("a")}}}
+	steadyA := rotationStep{issuing: a, trusted: []*pki.CA{a}}
 
 	tests := []struct {
 		name       string
 		prev       rotationStep
-		prevTarget *meshconfig.CA
-		target     *meshconfig.CA
+		prevTarget *pki.CA
+		target     *pki.CA
 		want       rotationStep
 	}{
 		{"first CA", rotationStep{}, nil, a, steadyA},
@@ -33,30 +33,30 @@ func TestNextStep(t *testing.T) {
 		{"unchanged", steadyA, a, a, steadyA},
 		{
 			"new CA: trust both, keep signing with the old", steadyA, a, b,
-			rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseTrustNew},
+			rotationStep{issuing: a, trusted: []*pki.CA{a, b}, phase: PhaseTrustNew},
 		},
 		{
 			"change in progress carries on",
-			rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseReissue},
+			rotationStep{issuing: a, trusted: []*pki.CA{a, b}, phase: PhaseReissue},
 			b, b,
-			rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseReissue},
+			rotationStep{issuing: a, trusted: []*pki.CA{a, b}, phase: PhaseReissue},
 		},
 		{
 			"another CA mid-change: trust all three again",
-			rotationStep{issuing: b, trusted: []*meshconfig.CA{a, b}, phase: PhaseReissue},
+			rotationStep{issuing: b, trusted: []*pki.CA{a, b}, phase: PhaseReissue},
 			b, c,
-			rotationStep{issuing: b, trusted: []*meshconfig.CA{a, b, c}, phase: PhaseTrustNew},
+			rotationStep{issuing: b, trusted: []*pki.CA{a, b, c}, phase: PhaseTrustNew},
 		},
-		{"back to the signing CA: the aborted one leaves", rotationStep{issuing: a, trusted: []*meshconfig.CA{a, b}, phase: PhaseTrustNew}, b, a, steadyA},
+		{"back to the signing CA: the aborted one leaves", rotationStep{issuing: a, trusted: []*pki.CA{a, b}, phase: PhaseTrustNew}, b, a, steadyA},
 		{
 			"same names and keys, re-issued: switch at once", steadyA, a, reissuedA,
-			rotationStep{issuing: reissuedA, trusted: []*meshconfig.CA{reissuedA}},
+			rotationStep{issuing: reissuedA, trusted: []*pki.CA{reissuedA}},
 		},
 		{
 			"the signing CA expired: switch at once",
-			rotationStep{issuing: dead, trusted: []*meshconfig.CA{dead}},
+			rotationStep{issuing: dead, trusted: []*pki.CA{dead}},
 			dead, b,
-			rotationStep{issuing: b, trusted: []*meshconfig.CA{b}},
+			rotationStep{issuing: b, trusted: []*pki.CA{b}},
 		},
 	}
 	for _, tc := range tests {
@@ -67,17 +67,17 @@ func TestNextStep(t *testing.T) {
 }
 
 func TestBundlePEMJoinsEachAnchorOnce(t *testing.T) {
-	a := &meshconfig.CA{Fingerprint: "a", TrustBundlePEM: []byte("A\n")}
-	sameRoot := &meshconfig.CA{Fingerprint: "a2", TrustBundlePEM: []byte("A\n")} // another intermediate, same root
-	b := &meshconfig.CA{Fingerprint: "b", TrustBundlePEM: []byte("B")}
-	require.Equal(t, "A\nB\n", string(bundlePEM([]*meshconfig.CA{a, sameRoot, b})))
+	a := &pki.CA{Fingerprint: "a", TrustBundlePEM: []byte("A\n")}
+	sameRoot := &pki.CA{Fingerprint: "a2", TrustBundlePEM: []byte("A\n")} // another intermediate, same root
+	b := &pki.CA{Fingerprint: "b", TrustBundlePEM: []byte("B")}
+	require.Equal(t, "A\nB\n", string(bundlePEM([]*pki.CA{a, sameRoot, b})))
 }
 
 // resolvedCAForStep is a CA with just what nextStep reads.
-func resolvedCAForStep(fp string, now time.Time, expired bool) *meshconfig.CA {
+func resolvedCAForStep(fp string, now time.Time, expired bool) *pki.CA {
 	end := now.Add(time.Hour)
 	if expired {
 		end = now.Add(-time.Hour)
 	}
-	return &meshconfig.CA{Fingerprint: fp, Chain: []*x509.Certificate{{NotAfter: end, RawSubject: []byte(fp)}}, TrustBundlePEM: []byte(fp)}
+	return &pki.CA{Fingerprint: fp, Chain: []*x509.Certificate{{NotAfter: end, RawSubject: []byte(fp)}}, TrustBundlePEM: []byte(fp)}
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/meshconfig/pki"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
 // follow connects a live data plane of mesh "default".
@@ -18,11 +20,11 @@ func (h *harness) follow(name, svc string, ack bool) *sdstest.Live {
 	return sdstest.Follow(h.t, h.dial("default", name, svc), "default."+name, NameIdentityCert, NameMeshCA, ack)
 }
 
-func signedBy(ca *sdstest.CA) func(*sdstest.Workload) bool {
+func signedBy(ca *pki.KeyPair) func(*sdstest.Workload) bool {
 	return func(w *sdstest.Workload) bool { return w.Leaf.CheckSignatureFrom(ca.Cert) == nil }
 }
 
-func bundleIs(cas ...*sdstest.CA) func(*sdstest.Workload) bool {
+func bundleIs(cas ...*pki.KeyPair) func(*sdstest.Workload) bool {
 	var want []byte
 	for _, ca := range cas {
 		want = append(want, ca.CertPEM...)
@@ -32,7 +34,7 @@ func bundleIs(cas ...*sdstest.CA) func(*sdstest.Workload) bool {
 
 func TestCAChangeWithoutAFailedHandshake(t *testing.T) {
 	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.RotationTimeout = time.Minute })
-	oldCA, newCA := sdstest.NewRootCA(t, "old"), sdstest.NewRootCA(t, "new")
+	oldCA, newCA := pkitest.NewRootCA(t, "old"), pkitest.NewRootCA(t, "new")
 	h.serve(oldCA)
 	web := h.follow("web-1", "web", true)
 	backend := h.follow("backend-1", "backend", true)
@@ -71,7 +73,7 @@ func TestCAChangeWithoutAFailedHandshake(t *testing.T) {
 
 func TestCAChangeGoesOnAfterTheTimeoutWhenADataPlaneNeverACKs(t *testing.T) {
 	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.RotationTimeout = 300 * time.Millisecond })
-	oldCA, newCA := sdstest.NewRootCA(t, "old"), sdstest.NewRootCA(t, "new")
+	oldCA, newCA := pkitest.NewRootCA(t, "old"), pkitest.NewRootCA(t, "new")
 	h.serve(oldCA)
 	good := h.follow("web-1", "web", true)
 	stuck := h.follow("stuck-1", "stuck", false)
@@ -94,7 +96,7 @@ func TestCAChangeGoesOnAfterTheTimeoutWhenADataPlaneNeverACKs(t *testing.T) {
 
 func TestCAExpiringBeforeItsCertificatesIsReported(t *testing.T) {
 	h := newHarness(t)
-	rm := resolved(t, "default", sdstest.NewRootCA(t, "ca")) // valid for a year
+	rm := resolved(t, "default", pkitest.NewRootCA(t, "ca")) // valid for a year
 	rm.DPCertValidity = 2 * 365 * 24 * time.Hour
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": rm}, time.Now())
 	status := h.cache.MeshStatus("default").(*MeshStatus)
@@ -105,7 +107,7 @@ func TestCAExpiringBeforeItsCertificatesIsReported(t *testing.T) {
 
 func TestCAChangeSignsTheNewCertificatesDuringTheTrustPhase(t *testing.T) {
 	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.RotationTimeout = time.Second })
-	oldCA, newCA := sdstest.NewRootCA(t, "old"), sdstest.NewRootCA(t, "new")
+	oldCA, newCA := pkitest.NewRootCA(t, "old"), pkitest.NewRootCA(t, "new")
 	h.serve(oldCA)
 	good := h.follow("web-1", "web", true)
 	stuck := h.follow("stuck-1", "stuck", false) // holds the trust phase until the timeout

@@ -20,6 +20,8 @@ import (
 
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/meshconfig/pki"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 	"github.com/meshsds/meshsds/sds/token"
 )
 
@@ -80,7 +82,7 @@ func rotate(t *testing.T, wls ...*workload) {
 
 func TestTwoDataplanesHandshakeAndOtherMeshFails(t *testing.T) {
 	h := newHarness(t)
-	caA, caB := sdstest.NewRootCA(t, "mesh a"), sdstest.NewRootCA(t, "mesh b")
+	caA, caB := pkitest.NewRootCA(t, "mesh a"), pkitest.NewRootCA(t, "mesh b")
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"a": resolved(t, "a", caA), "b": resolved(t, "b", caB)}, time.Now())
 	h.cache.SetReady()
 
@@ -111,9 +113,9 @@ func urisOf(c *x509.Certificate) []string {
 
 func TestWorkloadCertificateShape(t *testing.T) {
 	h := newHarness(t)
-	root := sdstest.NewRootCA(t, "root")
-	inter := sdstest.NewIntermediateCA(t, "intermediate", root)
-	ca, err := meshconfig.ParseCA(append(append([]byte{}, inter.CertPEM...), root.CertPEM...), inter.KeyPEM, time.Now())
+	root := pkitest.NewRootCA(t, "root")
+	inter := pkitest.NewIntermediateCA(t, "intermediate", root)
+	ca, err := pki.ParseCA(append(append([]byte{}, inter.CertPEM...), root.CertPEM...), inter.KeyPEM, time.Now())
 	require.NoError(t, err)
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": {Name: "default", CA: ca, DPCertValidity: 2 * time.Hour}}, time.Now())
 	h.cache.SetReady()
@@ -145,7 +147,7 @@ func TestWorkloadCertificateShape(t *testing.T) {
 
 func TestNamesAliasesAndUnknown(t *testing.T) {
 	h := newHarness(t)
-	h.serve(sdstest.NewRootCA(t, "ca"))
+	h.serve(pkitest.NewRootCA(t, "ca"))
 	conn := h.dial("default", "web-1", "web")
 
 	t.Run("several names on one stream, plus an unknown one", func(t *testing.T) {
@@ -196,7 +198,7 @@ func TestNamesAliasesAndUnknown(t *testing.T) {
 
 func TestFetchAndDelta(t *testing.T) {
 	h := newHarness(t)
-	ca := sdstest.NewRootCA(t, "ca")
+	ca := pkitest.NewRootCA(t, "ca")
 	h.serve(ca)
 	conn := h.dial("default", "web-1", "web")
 	client := secretv3.NewSecretDiscoveryServiceClient(conn)
@@ -233,7 +235,7 @@ func TestFetchAndDelta(t *testing.T) {
 
 	// A CA change reaches the delta stream in its phases: each push carries
 	// only what changed, and the stream ends with both secrets new.
-	newCA := sdstest.NewRootCA(t, "ca2")
+	newCA := pkitest.NewRootCA(t, "ca2")
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", newCA)}, time.Now())
 	got := map[string]*tlsv3.Secret{}
 	var order []string
@@ -256,8 +258,8 @@ func TestFetchAndDelta(t *testing.T) {
 func TestRotationReachesOnlyItsMesh(t *testing.T) {
 	h := newHarness(t)
 	h.cache.Update(map[string]*meshconfig.ResolvedMesh{
-		"a": resolved(t, "a", sdstest.NewRootCA(t, "a1")),
-		"b": resolved(t, "b", sdstest.NewRootCA(t, "b1")),
+		"a": resolved(t, "a", pkitest.NewRootCA(t, "a1")),
+		"b": resolved(t, "b", pkitest.NewRootCA(t, "b1")),
 	}, time.Now())
 	h.cache.SetReady()
 
@@ -269,7 +271,7 @@ func TestRotationReachesOnlyItsMesh(t *testing.T) {
 	h.cache.mu.Lock()
 	bState := h.cache.meshes["b"].resolved
 	h.cache.mu.Unlock()
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"a": resolved(t, "a", sdstest.NewRootCA(t, "a2")), "b": bState}, time.Now())
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"a": resolved(t, "a", pkitest.NewRootCA(t, "a2")), "b": bState}, time.Now())
 
 	rotate(t, web, backend)
 	require.NotEqual(t, oldSerial, web.held.Leaf.SerialNumber)
@@ -281,7 +283,7 @@ func TestRotationReachesOnlyItsMesh(t *testing.T) {
 
 func TestReconnectDoesNotReissue(t *testing.T) {
 	h := newHarness(t)
-	h.serve(sdstest.NewRootCA(t, "ca"))
+	h.serve(pkitest.NewRootCA(t, "ca"))
 	first := h.connect("default", "web-1", "web")
 	first.identity.Cancel()
 	first.bundle.Cancel()
@@ -295,7 +297,7 @@ func TestNotReadyAnswersNothing(t *testing.T) {
 	conn := h.dial("default", "web-1", "web")
 	s := sdstest.OpenStream(t, conn, "default.web-1", false, NameIdentityCert, NameMeshCA)
 	s.ExpectNothing(quiet)
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca"))}, time.Now())
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", pkitest.NewRootCA(t, "ca"))}, time.Now())
 	s.ExpectNothing(quiet) // a view is in, but not every source has synced
 	h.cache.SetReady()
 	got, _ := s.Expect()
@@ -309,14 +311,14 @@ func TestMeshWithoutCAWaits(t *testing.T) {
 	conn := h.dial("default", "web-1", "web")
 	s := sdstest.OpenStream(t, conn, "default.web-1", false, NameIdentityCert)
 	s.ExpectNothing(quiet)
-	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", sdstest.NewRootCA(t, "ca"))}, time.Now())
+	h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", pkitest.NewRootCA(t, "ca"))}, time.Now())
 	got, _ := s.Expect()
 	require.Len(t, got, 1)
 }
 
 func TestNackIsRecordedAndNotResent(t *testing.T) {
 	h := newHarness(t)
-	h.serve(sdstest.NewRootCA(t, "ca"))
+	h.serve(pkitest.NewRootCA(t, "ca"))
 	conn := h.dial("default", "web-1", "web")
 	s := sdstest.OpenStream(t, conn, "default.web-1", false, NameIdentityCert)
 	resp, err := s.Recv(10 * time.Second)
@@ -335,7 +337,7 @@ func TestNackIsRecordedAndNotResent(t *testing.T) {
 
 func TestNodeCannotChange(t *testing.T) {
 	h := newHarness(t)
-	h.serve(sdstest.NewRootCA(t, "ca"))
+	h.serve(pkitest.NewRootCA(t, "ca"))
 	conn := h.dial("default", "web-1", "web")
 	s := sdstest.OpenStream(t, conn, "default.web-1", false, NameIdentityCert)
 	resp, err := s.Recv(10 * time.Second)
@@ -350,7 +352,7 @@ func TestNodeCannotChange(t *testing.T) {
 
 func TestStreamEndedByTheTransportIsForgotten(t *testing.T) {
 	h := newHarness(t)
-	h.serve(sdstest.NewRootCA(t, "ca"))
+	h.serve(pkitest.NewRootCA(t, "ca"))
 	conn := h.dial("default", "web-1", "web")
 	s := sdstest.OpenStream(t, conn, "default.web-1", false, NameIdentityCert)
 	resp, err := s.Recv(10 * time.Second)
@@ -374,8 +376,8 @@ func tokenClaims(mesh, name string, tags map[string][]string) token.Claims {
 }
 
 func TestRSAWorkloadKeys(t *testing.T) {
-	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.KeyType = KeyRSA })
-	h.serve(sdstest.NewRootCA(t, "ca"))
+	h := newHarness(t, func(c *CacheConfig, _ *ServerConfig) { c.KeyType = pki.KeyRSA })
+	h.serve(pkitest.NewRootCA(t, "ca"))
 	web := h.connect("default", "web-1", "web")
 	backend := h.connect("default", "backend-1", "backend")
 	require.Equal(t, x509.RSA, web.held.Leaf.PublicKeyAlgorithm)
@@ -386,7 +388,7 @@ func TestRSAWorkloadKeys(t *testing.T) {
 
 func TestCloseStreamsEndsThemAndRefusesNewOnes(t *testing.T) {
 	h := newHarness(t)
-	h.serve(sdstest.NewRootCA(t, "ca"))
+	h.serve(pkitest.NewRootCA(t, "ca"))
 	s := sdstest.OpenStream(t, h.dial("default", "web-1", "web"), "default.web-1", false, NameIdentityCert)
 	_, err := s.Recv(10 * time.Second)
 	require.NoError(t, err)

@@ -2,16 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/sds/token"
 )
 
@@ -160,11 +156,10 @@ server's --admin-client-certs-dir.`,
 
 // selfSigned makes a self-signed certificate for a TLS server or client.
 func selfSigned(kind string, hostnames []string, validFor time.Duration, now time.Time) (certPEM, keyPEM []byte, err error) {
-	tmpl := &x509.Certificate{
-		NotBefore:             now.Add(-time.Minute),
-		NotAfter:              now.Add(validFor),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
+	tmpl := pki.Template{
+		NotBefore: now.Add(-time.Minute),
+		NotAfter:  now.Add(validFor),
+		KeyUsage:  x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		// Self-signed: the certificate is its own trust anchor, so it must
 		// be allowed to sign itself.
 		IsCA: true,
@@ -192,21 +187,9 @@ func selfSigned(kind string, hostnames []string, validFor time.Duration, now tim
 	if validFor <= 0 {
 		return nil, nil, errors.New("--valid-for must be positive")
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	kp, err := pki.Create(tmpl, nil, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	if tmpl.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127)); err != nil {
-		return nil, nil, err
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, nil, err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+	return kp.CertPEM, kp.KeyPEM, nil
 }

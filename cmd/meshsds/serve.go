@@ -29,6 +29,7 @@ import (
 	"github.com/meshsds/meshsds/internal/grpclite"
 	"github.com/meshsds/meshsds/internal/reconcile"
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/sds"
 	"github.com/meshsds/meshsds/sds/token"
 	"github.com/meshsds/meshsds/secretsource/api"
@@ -135,7 +136,7 @@ func (c *serveConfig) validate() error {
 	if err := c.webhook.validate(c.kubernetes); err != nil {
 		return err
 	}
-	if c.workloadKeyType != string(sds.KeyECDSA) && c.workloadKeyType != string(sds.KeyRSA) {
+	if c.workloadKeyType != string(pki.KeyECDSA) && c.workloadKeyType != string(pki.KeyRSA) {
 		return fmt.Errorf("--workload-key-type must be ecdsa or rsa, not %q", c.workloadKeyType)
 	}
 	if c.store != "sqlite" && c.store != "postgres" {
@@ -254,7 +255,7 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 		return err
 	}
 	cache := sds.NewCache(sds.CacheConfig{
-		Logger: log, Metrics: metrics, RotationTimeout: cfg.caRotationTimeout, KeyType: sds.KeyType(cfg.workloadKeyType),
+		Logger: log, Metrics: metrics, RotationTimeout: cfg.caRotationTimeout, KeyType: pki.KeyType(cfg.workloadKeyType),
 	})
 	server, err := sds.NewServer(sds.ServerConfig{Cache: cache, Auth: auth, Logger: log, Metrics: metrics})
 	if err != nil {

@@ -11,23 +11,19 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
-	"math/big"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"time"
+
+	"github.com/meshsds/meshsds/meshconfig/pki"
 )
 
 // File names of the generated raw secrets.
@@ -110,34 +106,17 @@ func run(args []string, out io.Writer, now time.Time) error {
 
 // generate returns a self-signed CA certificate and its PKCS#8 key, as PEM.
 func generate(mesh string, now time.Time) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generating key: %w", err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-	if err != nil {
-		return nil, nil, fmt.Errorf("generating serial: %w", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{Organization: []string{"meshsds example"}, CommonName: "meshsds example CA for mesh " + mesh},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              now.Add(validity),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		URIs:                  []*url.URL{{Scheme: "spiffe", Host: mesh}},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ca, err := pki.Create(pki.Template{
+		Subject:   pkix.Name{Organization: []string{"meshsds example"}, CommonName: "meshsds example CA for mesh " + mesh},
+		NotBefore: now.Add(-backdate),
+		NotAfter:  now.Add(validity),
+		IsCA:      true,
+		URIs:      []*url.URL{{Scheme: "spiffe", Host: mesh}},
+	}, nil, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating certificate: %w", err)
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("encoding key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+	return ca.CertPEM, ca.KeyPEM, nil
 }
 
 func exists(path string) (bool, error) {

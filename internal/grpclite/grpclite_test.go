@@ -51,6 +51,8 @@ import (
 
 	"github.com/meshsds/meshsds/internal/grpclite"
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
+	"github.com/meshsds/meshsds/meshconfig/pki"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
 // TestMain fails the package if a connection, stream or handler goroutine
@@ -1155,7 +1157,7 @@ type tlsFixture struct {
 }
 
 func newTLSFixture(t *testing.T) *tlsFixture {
-	ca := sdstest.NewRootCA(t, "grpclite test CA")
+	ca := pkitest.NewRootCA(t, "grpclite test CA")
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
 	return &tlsFixture{
@@ -1165,7 +1167,7 @@ func newTLSFixture(t *testing.T) *tlsFixture {
 	}
 }
 
-func issueCert(t *testing.T, ca *sdstest.CA, cn string, usage x509.ExtKeyUsage, ips ...net.IP) tls.Certificate {
+func issueCert(t *testing.T, ca *pki.KeyPair, cn string, usage x509.ExtKeyUsage, ips ...net.IP) tls.Certificate {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))

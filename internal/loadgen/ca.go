@@ -2,81 +2,41 @@ package loadgen
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
+	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"time"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-)
 
-// CA is a certificate authority the load generator makes.
-type CA struct {
-	Cert    *x509.Certificate
-	CertPEM []byte
-	KeyPEM  []byte
-	key     *ecdsa.PrivateKey
-}
+	"github.com/meshsds/meshsds/meshconfig/pki"
+)
 
 // newCA makes an ECDSA P-256 CA valid from an hour before now for 30 days,
 // signed by parent (self-signed when nil). A non-nil key is reused.
-func newCA(cn string, parent *CA, key *ecdsa.PrivateKey, now time.Time) (*CA, error) {
-	if key == nil {
-		var err error
-		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-			return nil, fmt.Errorf("generating CA key: %w", err)
-		}
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+func newCA(cn string, parent *pki.KeyPair, key crypto.Signer, now time.Time) (*pki.KeyPair, error) {
+	ca, err := pki.Create(pki.Template{
+		Subject:   pkix.Name{CommonName: cn},
+		NotBefore: now.Add(-time.Hour),
+		NotAfter:  now.Add(30 * 24 * time.Hour),
+		IsCA:      true,
+	}, key, parent)
 	if err != nil {
-		return nil, fmt.Errorf("generating serial: %w", err)
+		return nil, fmt.Errorf("making CA %q: %w", cn, err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(30 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	issuer, signer := tmpl, key
-	if parent != nil {
-		issuer, signer = parent.Cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
-	if err != nil {
-		return nil, fmt.Errorf("signing CA: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return &CA{
-		Cert:    cert,
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		key:     key,
-	}, nil
+	return ca, nil
 }
 
 // MeshCA is a mesh's provided CA as the load generator lays it out: a root,
 // which is the trust bundle, and an intermediate, which signs the workload
 // certificates.
 type MeshCA struct {
-	Root, Intermediate *CA
+	Root, Intermediate *pki.KeyPair
 }
 
 // NewMeshCA makes a new root and intermediate, both with new keys.
@@ -96,7 +56,7 @@ func NewMeshCA(name string, now time.Time) (*MeshCA, error) {
 // and name, a new serial and validity. The intermediate stays valid, so
 // workload certificates do not change; only the trust bundle does.
 func (m *MeshCA) ReissueRoot(now time.Time) (*MeshCA, error) {
-	root, err := newCA(m.Root.Cert.Subject.CommonName, nil, m.Root.key, now.Add(time.Second))
+	root, err := newCA(m.Root.Cert.Subject.CommonName, nil, m.Root.Key, now.Add(time.Second))
 	if err != nil {
 		return nil, err
 	}
@@ -144,36 +104,15 @@ func LoadMeshCA(meshDir string) (*MeshCA, error) {
 		}
 		data[i] = b
 	}
-	root, err := parseCA(data[0], data[1])
+	root, err := pki.ParseKeyPair(data[0], data[1])
 	if err != nil {
 		return nil, err
 	}
-	inter, err := parseCA(data[2], data[3])
+	inter, err := pki.ParseKeyPair(data[2], data[3])
 	if err != nil {
 		return nil, err
 	}
 	return &MeshCA{Root: root, Intermediate: inter}, nil
-}
-
-func parseCA(certPEM, keyPEM []byte) (*CA, error) {
-	cb, _ := pem.Decode(certPEM)
-	kb, _ := pem.Decode(keyPEM)
-	if cb == nil || kb == nil {
-		return nil, errors.New("CA state: no PEM block")
-	}
-	cert, err := x509.ParseCertificate(cb.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	key, ok := k.(*ecdsa.PrivateKey)
-	if !ok {
-		return nil, errors.New("CA state: not an ECDSA key")
-	}
-	return &CA{Cert: cert, CertPEM: certPEM, KeyPEM: keyPEM, key: key}, nil
 }
 
 // MeshManifest is a Mesh using the provided CA in the raw secret files

@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -75,7 +75,7 @@ func view(t *testing.T, meshes ...string) meshconfig.Resources {
 	t.Helper()
 	r := meshconfig.Resources{Meshes: map[string]*meshconfig.Mesh{}, Secrets: map[meshconfig.SecretKey]*meshconfig.Secret{}}
 	for _, m := range meshes {
-		ca := sdstest.NewRootCA(t, m)
+		ca := pkitest.NewRootCA(t, m)
 		r.Meshes[m] = meshWithCA(m)
 		r.Secrets[meshconfig.SecretKey{Mesh: m, Name: "ca-cert"}] = &meshconfig.Secret{Mesh: m, Name: "ca-cert", Data: ca.CertPEM}
 		r.Secrets[meshconfig.SecretKey{Mesh: m, Name: "ca-key"}] = &meshconfig.Secret{Mesh: m, Name: "ca-key", Data: ca.KeyPEM}

@@ -17,8 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/meshconfig/pki"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 	"github.com/meshsds/meshsds/sds/token"
 	"github.com/meshsds/meshsds/secretsource/api/store"
 	"github.com/meshsds/meshsds/secretsource/api/store/sqlite"
@@ -237,9 +238,9 @@ func TestOversizedChunkedBodyIsCut(t *testing.T) {
 }
 
 func TestMeshValidatedAtPut(t *testing.T) {
-	ca := sdstest.NewRootCA(t, "ca")
-	other := sdstest.NewRootCA(t, "other")
-	fileCA := sdstest.NewRootCA(t, "from files")
+	ca := pkitest.NewRootCA(t, "ca")
+	other := pkitest.NewRootCA(t, "other")
+	fileCA := pkitest.NewRootCA(t, "from files")
 	others := &otherSources{secrets: map[meshconfig.SecretKey][]byte{
 		{Mesh: "files", Name: "ca-cert"}: fileCA.CertPEM, {Mesh: "files", Name: "ca-key"}: fileCA.KeyPEM,
 	}}
@@ -385,7 +386,7 @@ func TestBuiltinCAGeneratedOnceAndRemovedWithItsMesh(t *testing.T) {
 	require.NoError(t, err)
 	key, err := f.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: keyName})
 	require.NoError(t, err)
-	ca, err := meshconfig.ParseCA(cert.Data, key.Data, time.Now())
+	ca, err := pki.ParseCA(cert.Data, key.Data, time.Now())
 	require.NoError(t, err)
 	require.Equal(t, "spiffe://default", ca.Chain[0].URIs[0].String())
 
@@ -433,7 +434,7 @@ func TestBuiltinCAAgreedAcrossTwoServersSharingAStore(t *testing.T) {
 		require.NoError(t, err)
 		k, err := a.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: keyName})
 		require.NoError(t, err)
-		_, err = meshconfig.ParseCA(c.Data, k.Data, time.Now())
+		_, err = pki.ParseCA(c.Data, k.Data, time.Now())
 		require.NoError(t, err, "certificate and key must match")
 		certs = append(certs, c.Data)
 	}

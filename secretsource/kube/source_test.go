@@ -23,8 +23,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshsds/meshsds/internal/testing/kubetest"
-	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
 const testNS = "kuma-system"
@@ -122,7 +122,7 @@ func secretKeys(view meshconfig.Resources) []string {
 func TestSourceFollowsTheAPIServer(t *testing.T) {
 	c := startCluster(t, kubetest.Options{}, true)
 	ctx := context.Background()
-	ca := sdstest.NewRootCA(t, "m1 CA")
+	ca := pkitest.NewRootCA(t, "m1 CA")
 
 	c.createSecret(t, kumaSecret(testNS, "ca-cert", "m1", ca.CertPEM))
 	c.createSecret(t, kumaSecret(testNS, "ca-key", "m1", ca.KeyPEM))
@@ -167,7 +167,7 @@ func TestSourceFollowsTheAPIServer(t *testing.T) {
 	require.Equal(t, []string{testNS + "/ca-cert", testNS + "/ca-key", testNS + "/no-label"}, cached)
 
 	// An update of the payload.
-	ca2 := sdstest.NewRootCA(t, "m1 CA 2")
+	ca2 := pkitest.NewRootCA(t, "m1 CA 2")
 	c.updateSecret(t, "ca-cert", func(s *corev1.Secret) { s.Data[DataKey] = ca2.CertPEM })
 	v.waitFor(t, "the new ca-cert", func(r meshconfig.Resources) bool { return hasSecret(r, "m1", "ca-cert", ca2.CertPEM) })
 

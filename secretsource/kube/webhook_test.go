@@ -18,8 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
 // fakeView is a fixed ResourceView.
@@ -47,8 +47,8 @@ var (
 
 func TestWebhookReview(t *testing.T) {
 	const ns = "kuma-system"
-	ca := sdstest.NewRootCA(t, "m1 CA")
-	other := sdstest.NewRootCA(t, "unrelated")
+	ca := pkitest.NewRootCA(t, "m1 CA")
+	other := pkitest.NewRootCA(t, "unrelated")
 	m1, err := DecodeMesh(providedMesh("m1", "ca-cert", "ca-key"))
 	require.NoError(t, err)
 	synced := fakeView{ok: true, res: meshconfig.Resources{

@@ -19,6 +19,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
+	"github.com/meshsds/meshsds/meshconfig/pki"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 	"github.com/meshsds/meshsds/sds/token"
 )
 
@@ -40,7 +42,7 @@ func (s *server) mustCLI(t *testing.T, stdin string, args ...string) string {
 
 // caManifests is a Mesh (first, to show apply orders it after its secrets)
 // and its provided CA as Secrets.
-func caManifests(mesh string, ca *sdstest.CA) string {
+func caManifests(mesh string, ca *pki.KeyPair) string {
 	return fmt.Sprintf(`type: Mesh
 name: %[1]s
 mtls:
@@ -65,7 +67,7 @@ data: %[3]s
 
 func TestCLIManagesResourcesThroughTheAPI(t *testing.T) {
 	s := start(t, t.TempDir())
-	ca := sdstest.NewRootCA(t, "api CA")
+	ca := pkitest.NewRootCA(t, "api CA")
 
 	out := s.mustCLI(t, caManifests("default", ca), "apply", "-f", "-")
 	require.Equal(t, "secret \"ca-cert\" (mesh \"default\") created\nsecret \"ca-key\" (mesh \"default\") created\nmesh \"default\" created\n", out)
@@ -108,15 +110,15 @@ func TestCLIManagesResourcesThroughTheAPI(t *testing.T) {
 
 func TestAPIWriteRotatesConnectedDataplanes(t *testing.T) {
 	s := start(t, t.TempDir())
-	s.mustCLI(t, caManifests("default", sdstest.NewRootCA(t, "first")), "apply", "-f", "-")
-	s.mustCLI(t, caManifests("other", sdstest.NewRootCA(t, "other")), "apply", "-f", "-")
+	s.mustCLI(t, caManifests("default", pkitest.NewRootCA(t, "first")), "apply", "-f", "-")
+	s.mustCLI(t, caManifests("other", pkitest.NewRootCA(t, "other")), "apply", "-f", "-")
 
 	// Tokens from the admin API (online), not from the data dir.
 	tok := strings.TrimSpace(s.mustCLI(t, "", "generate", "dataplane-token", "--mesh", "default", "--name", "web-1", "--tag", "kuma.io/service=web"))
 	dp := followConn(t, sdstest.Dial(t, s.sds, tok), "default.web-1")
 	stranger := connect(t, s, "other", "web-1", "web")
 
-	second := sdstest.NewRootCA(t, "second")
+	second := pkitest.NewRootCA(t, "second")
 	s.mustCLI(t, caManifests("default", second), "apply", "-f", "-")
 	dp.rotatedTo(t, second)
 	stranger.quiet(t, 300*time.Millisecond)
@@ -129,7 +131,7 @@ func TestAPIWriteRotatesConnectedDataplanes(t *testing.T) {
 func TestWritesSurviveSIGKILL(t *testing.T) {
 	dataDir := t.TempDir()
 	s := start(t, t.TempDir(), "--data-dir", dataDir)
-	ca := sdstest.NewRootCA(t, "durable")
+	ca := pkitest.NewRootCA(t, "durable")
 	s.mustCLI(t, caManifests("default", ca), "apply", "-f", "-")
 	s.kill(t) // right after the 2xx answers
 

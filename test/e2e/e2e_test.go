@@ -27,6 +27,8 @@ import (
 
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/internal/testing/syncbuf"
+	"github.com/meshsds/meshsds/meshconfig/pki"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
 var binary string
@@ -185,13 +187,13 @@ mtls:
 
 // secretsDir lays out a secrets directory with meshes default and other,
 // each with its own CA as raw files <dir>/<mesh>/ca-cert and ca-key.
-func secretsDir(t *testing.T) (string, map[string]*sdstest.CA) {
+func secretsDir(t *testing.T) (string, map[string]*pki.KeyPair) {
 	t.Helper()
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "meshes.yaml"), []byte(meshes), 0o600))
-	cas := map[string]*sdstest.CA{}
+	cas := map[string]*pki.KeyPair{}
 	for _, mesh := range []string{"default", "other"} {
-		ca := sdstest.NewRootCA(t, mesh+" CA")
+		ca := pkitest.NewRootCA(t, mesh+" CA")
 		cas[mesh] = ca
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, mesh), 0o700))
 		require.NoError(t, os.WriteFile(filepath.Join(dir, mesh, "ca-cert"), ca.CertPEM, 0o600))
@@ -220,7 +222,7 @@ func followConn(t *testing.T, conn *grpc.ClientConn, nodeID string) *dataplane {
 
 // rotatedTo waits until the data plane holds a certificate of ca and trusts
 // ca alone: the end of a CA change, through its phases.
-func (dp *dataplane) rotatedTo(t *testing.T, ca *sdstest.CA) {
+func (dp *dataplane) rotatedTo(t *testing.T, ca *pki.KeyPair) {
 	t.Helper()
 	dp.held = dp.live.WaitFor("the end of the CA change", sdstest.SignedBy(ca))
 }
@@ -246,7 +248,7 @@ func TestTwoDataplanesHandshakeThenRotate(t *testing.T) {
 		"a data plane of another mesh must not be trusted")
 
 	// Rotate mesh default's CA by atomic renames of both files.
-	newCA := sdstest.NewRootCA(t, "default CA 2")
+	newCA := pkitest.NewRootCA(t, "default CA 2")
 	oldSerial := web.held.Leaf.SerialNumber
 	writeAtomic(t, filepath.Join(dir, "default", "ca-key"), newCA.KeyPEM)
 	writeAtomic(t, filepath.Join(dir, "default", "ca-cert"), newCA.CertPEM)
@@ -277,7 +279,7 @@ func TestBrokenMeshHarmsOnlyItself(t *testing.T) {
 	stranger := connect(t, s, "other", "web-1", "web")
 
 	// Break mesh other: a key that does not match its certificate.
-	writeAtomic(t, filepath.Join(dir, "other", "ca-key"), sdstest.NewRootCA(t, "unrelated").KeyPEM)
+	writeAtomic(t, filepath.Join(dir, "other", "ca-key"), pkitest.NewRootCA(t, "unrelated").KeyPEM)
 	require.Eventually(t, func() bool {
 		return strings.Contains(s.scrape(t), `meshsds_mesh_resolution_failing{mesh="other"} 1`)
 	}, 10*time.Second, 50*time.Millisecond)
@@ -286,7 +288,7 @@ func TestBrokenMeshHarmsOnlyItself(t *testing.T) {
 	require.NotContains(t, s.logs.String(), "PRIVATE KEY", "key material must never be logged")
 
 	// Mesh default still works: a CA change there is pushed.
-	newCA := sdstest.NewRootCA(t, "default CA 2")
+	newCA := pkitest.NewRootCA(t, "default CA 2")
 	writeAtomic(t, filepath.Join(dir, "default", "ca-key"), newCA.KeyPEM)
 	writeAtomic(t, filepath.Join(dir, "default", "ca-cert"), newCA.CertPEM)
 	web.rotatedTo(t, newCA)

@@ -22,6 +22,8 @@ import (
 
 	"github.com/meshsds/meshsds/internal/testing/kubetest"
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
+	"github.com/meshsds/meshsds/meshconfig/pki"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 	"github.com/meshsds/meshsds/sds/token"
 )
 
@@ -82,7 +84,7 @@ func (e *kubeEnv) putSecret(t *testing.T, name, mesh string, data []byte) {
 }
 
 // putCA stores ca as the Secrets name-cert and name-key of mesh.
-func (e *kubeEnv) putCA(t *testing.T, name, mesh string, ca *sdstest.CA) {
+func (e *kubeEnv) putCA(t *testing.T, name, mesh string, ca *pki.KeyPair) {
 	t.Helper()
 	e.putSecret(t, name+"-cert", mesh, ca.CertPEM)
 	e.putSecret(t, name+"-key", mesh, ca.KeyPEM)
@@ -125,7 +127,7 @@ func mustRead(t *testing.T, path string) []byte {
 
 // signedBy returns a WaitFor condition: the workload certificate is signed
 // by ca.
-func signedBy(ca *sdstest.CA) func(*sdstest.Workload) bool {
+func signedBy(ca *pki.KeyPair) func(*sdstest.Workload) bool {
 	return func(w *sdstest.Workload) bool { return w.Leaf.CheckSignatureFrom(ca.Cert) == nil }
 }
 
@@ -141,7 +143,7 @@ func TestKubernetesMode(t *testing.T) {
 	ctx := context.Background()
 
 	// The Mesh of examples/kubernetes and its CA, created with client-go.
-	ca1 := sdstest.NewRootCA(t, "default CA 1")
+	ca1 := pkitest.NewRootCA(t, "default CA 1")
 	e.putCA(t, "ca", "default", ca1)
 	e.cluster.Apply(filepath.Join(kubetest.ModuleRoot(t), "examples", "kubernetes", "mesh.yaml"))
 
@@ -176,7 +178,7 @@ func TestKubernetesMode(t *testing.T) {
 
 	// Rotate the CA by updating the Secrets: the push reaches both data
 	// planes, which trust each other again.
-	ca2 := sdstest.NewRootCA(t, "default CA 2")
+	ca2 := pkitest.NewRootCA(t, "default CA 2")
 	e.putCA(t, "ca", "default", ca2)
 	webHeld = web.WaitFor("a certificate from CA 2", signedBy(ca2))
 	backendHeld = backend.WaitFor("a certificate from CA 2", signedBy(ca2))
@@ -184,7 +186,7 @@ func TestKubernetesMode(t *testing.T) {
 
 	// Mesh "payments" uses Secrets that are in mesh "staging": it has no
 	// CA until their label moves them.
-	caP := sdstest.NewRootCA(t, "payments CA")
+	caP := pkitest.NewRootCA(t, "payments CA")
 	e.putCA(t, "pay", "staging", caP)
 	_, err = e.dynamic.Resource(kubeMeshes).Create(ctx, meshObject("payments", "pay-cert", "pay-key"), metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -239,7 +241,7 @@ func TestKubernetesMode(t *testing.T) {
 	e.cluster.StartAPIServer()
 
 	// After the restart, changes are followed again.
-	ca3 := sdstest.NewRootCA(t, "default CA 3")
+	ca3 := pkitest.NewRootCA(t, "default CA 3")
 	e.putCA(t, "ca", "default", ca3)
 	web.WaitFor("a certificate from CA 3 after the restart", signedBy(ca3))
 	backend.WaitFor("a certificate from CA 3 after the restart", signedBy(ca3))
@@ -281,7 +283,7 @@ func TestKubernetesMode(t *testing.T) {
 	require.NoError(t, err)
 
 	for _, srv := range []*server{a, b} {
-		for _, ca := range []*sdstest.CA{ca1, ca2, ca3, caP} {
+		for _, ca := range []*pki.KeyPair{ca1, ca2, ca3, caP} {
 			require.NotContains(t, srv.logs.String(), string(ca.KeyPEM))
 		}
 		require.NotContains(t, srv.logs.String(), "PRIVATE KEY", "key material must never be logged")

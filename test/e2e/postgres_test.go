@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshsds/meshsds/internal/testing/pgtest"
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
 // follow connects a data plane to s with a token issued by issuer's admin
@@ -32,7 +33,7 @@ func TestTwoServersShareOnePostgreSQL(t *testing.T) {
 	// A data plane on B, with a token from A, connected before its mesh
 	// exists; the mesh and its CA are then applied through A only.
 	onB := follow(t, b, a, "default", "web-1", "web")
-	ca := sdstest.NewRootCA(t, "applied on A")
+	ca := pkitest.NewRootCA(t, "applied on A")
 	a.mustCLI(t, caManifests("default", ca), "apply", "-f", "-")
 	web := onB.WaitFor("a certificate from the CA applied on A", func(w *sdstest.Workload) bool {
 		return w.Leaf.CheckSignatureFrom(ca.Cert) == nil
@@ -40,7 +41,7 @@ func TestTwoServersShareOnePostgreSQL(t *testing.T) {
 	require.Contains(t, b.mustCLI(t, "", "get", "meshes"), "provided/ca-1", "B's API reads the shared store")
 
 	// A change through A reaches B's data plane too.
-	second := sdstest.NewRootCA(t, "rotated on A")
+	second := pkitest.NewRootCA(t, "rotated on A")
 	a.mustCLI(t, caManifests("default", second), "apply", "-f", "-")
 	onB.WaitFor("a certificate from the rotated CA", func(w *sdstest.Workload) bool {
 		return w.Leaf.CheckSignatureFrom(second.Cert) == nil

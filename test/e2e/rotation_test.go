@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
 // TestSwitchingToABuiltinCAWithoutAFailedHandshake switches a live mesh from
@@ -18,7 +19,7 @@ import (
 // handshaking with whatever they hold: not one handshake may fail.
 func TestSwitchingToABuiltinCAWithoutAFailedHandshake(t *testing.T) {
 	s := start(t, t.TempDir(), "--ca-rotation-timeout", "30s")
-	oldCA := sdstest.NewRootCA(t, "provided")
+	oldCA := pkitest.NewRootCA(t, "provided")
 	s.mustCLI(t, caManifests("default", oldCA), "apply", "-f", "-")
 	web := connect(t, s, "default", "web-1", "web")
 	backend := connect(t, s, "default", "backend-1", "backend")

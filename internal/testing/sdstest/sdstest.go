@@ -1,22 +1,15 @@
 // Package sdstest holds what tests need to play the data plane side of SDS:
-// test CAs, a gRPC client that reads secrets like Envoy does, and real
+// a gRPC client that reads secrets like Envoy does, and real
 // crypto/tls handshakes between two simulated data planes using only what
 // they were served.
 package sdstest
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/url"
 	"sync"
@@ -32,62 +25,12 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/meshsds/meshsds/meshconfig/pki"
 )
 
 // SecretTypeURL is the xDS type of SDS secrets.
 const SecretTypeURL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-
-// CA is a test certificate authority.
-type CA struct {
-	Cert    *x509.Certificate
-	Key     crypto.Signer
-	CertPEM []byte
-	KeyPEM  []byte
-}
-
-// NewRootCA makes a self-signed ECDSA root CA valid for a year.
-func NewRootCA(t testing.TB, cn string) *CA {
-	t.Helper()
-	return newCA(t, cn, nil)
-}
-
-// NewIntermediateCA makes a CA signed by parent.
-func NewIntermediateCA(t testing.TB, cn string, parent *CA) *CA {
-	t.Helper()
-	return newCA(t, cn, parent)
-}
-
-func newCA(t testing.TB, cn string, parent *CA) *CA {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	issuer, signer := tmpl, crypto.Signer(key)
-	if parent != nil {
-		issuer, signer = parent.Cert, parent.Key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	return &CA{
-		Cert:    cert,
-		Key:     key,
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-	}
-}
 
 // Dial connects to an SDS server on addr in plain text, sending token (if
 // any) as "authorization: Bearer <token>" on every call, as Envoy does with
@@ -505,7 +448,7 @@ func (l *Live) Pushes() int {
 
 // SignedBy is a WaitFor condition: the certificate is signed by ca and the
 // trust bundle is ca alone, as at the end of a CA change to ca.
-func SignedBy(ca *CA) func(*Workload) bool {
+func SignedBy(ca *pki.KeyPair) func(*Workload) bool {
 	return func(w *Workload) bool {
 		return w.Leaf.CheckSignatureFrom(ca.Cert) == nil && string(w.BundlePEM) == string(ca.CertPEM)
 	}

@@ -1,4 +1,4 @@
-package sds
+package pki
 
 import (
 	"crypto"
@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net/url"
 	"testing"
 	"time"
 
@@ -50,13 +51,16 @@ func TestWorkloadDERMatchesX509(t *testing.T) {
 	require.NoError(t, err)
 	workload, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
-	id := &Identity{Mesh: "default", Name: "web-1", Tags: map[string][]string{
-		ServiceTag: {"web", "web-admin"}, "kuma.io/zone": {"east"}, "version": {"v 1/ä"},
-	}}
+	uris := []*url.URL{
+		{Scheme: "spiffe", Host: "default", Path: "/web"},
+		{Scheme: "spiffe", Host: "default", Path: "/web-admin"},
+		{Scheme: "kuma", Opaque: "//kuma.io/zone/east"},
+		{Scheme: "kuma", Opaque: "//version/" + url.PathEscape("v 1/ä")},
+	}
 	now := time.Date(2030, 1, 2, 3, 4, 5, 600, time.FixedZone("x", 3600))
-	many := &Identity{Mesh: "default", Name: "web-1", Tags: map[string][]string{}}
+	var many []*url.URL
 	for i := range 20 {
-		many.Tags[ServiceTag] = append(many.Tags[ServiceTag], fmt.Sprintf("service-with-a-long-name-%d", i))
+		many = append(many, &url.URL{Scheme: "spiffe", Host: "default", Path: fmt.Sprintf("/service-with-a-long-name-%d", i)})
 	}
 	highBit := new(big.Int).Add(new(big.Int).Lsh(big.NewInt(1), 127), big.NewInt(5))
 	for _, tc := range []struct {
@@ -64,23 +68,20 @@ func TestWorkloadDERMatchesX509(t *testing.T) {
 		key    crypto.Signer
 		ku     x509.KeyUsage
 		end    time.Time
-		id     *Identity
+		uris   []*url.URL
 		serial *big.Int
 	}{
-		{"p256", p256, x509.KeyUsageDigitalSignature, now.Add(24 * time.Hour), id, big.NewInt(1234567890123)},
-		{"p256 serial with the high bit set", p256, x509.KeyUsageDigitalSignature, now.Add(24 * time.Hour), id, highBit},
+		{"p256", p256, x509.KeyUsageDigitalSignature, now.Add(24 * time.Hour), uris, big.NewInt(1234567890123)},
+		{"p256 serial with the high bit set", p256, x509.KeyUsageDigitalSignature, now.Add(24 * time.Hour), uris, highBit},
 		{"p256 long SAN list", p256, x509.KeyUsageDigitalSignature, now.Add(24 * time.Hour), many, highBit},
-		{"p384 rsa-style usages", p384, x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, now.Add(time.Hour), id, big.NewInt(1)},
-		{"p521 after 2049", p521, x509.KeyUsageDigitalSignature, time.Date(2051, 1, 1, 0, 0, 0, 0, time.UTC), id, highBit},
+		{"p384 rsa-style usages", p384, x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, now.Add(time.Hour), uris, big.NewInt(1)},
+		{"p521 after 2049", p521, x509.KeyUsageDigitalSignature, time.Date(2051, 1, 1, 0, 0, 0, 0, time.UTC), uris, highBit},
 		{"p256 no SANs", p256, x509.KeyUsageDigitalSignature, now.Add(time.Hour), nil, big.NewInt(300)},
-		{"rsa CA (x509 path)", rsaKey, x509.KeyUsageDigitalSignature, now.Add(time.Hour), id, big.NewInt(7)},
+		{"rsa CA (x509 path)", rsaKey, x509.KeyUsageDigitalSignature, now.Add(time.Hour), uris, big.NewInt(7)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			parent := testCA(t, tc.key)
-			tmpl := &workloadTemplate{serial: tc.serial, notBefore: now.Add(-backdate), notAfter: tc.end, keyUsage: tc.ku}
-			if tc.id != nil {
-				tmpl.uris = tc.id.URIs()
-			}
+			tmpl := &workloadTemplate{serial: tc.serial, notBefore: now.Add(-Backdate), notAfter: tc.end, keyUsage: tc.ku, uris: tc.uris}
 			ours, err := createWorkloadCert(tmpl, parent, workload.Public(), tc.key)
 			require.NoError(t, err)
 			theirs, err := x509.CreateCertificate(rand.Reader, tmpl.x509(), parent, workload.Public(), tc.key)

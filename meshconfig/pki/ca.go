@@ -1,4 +1,10 @@
-package meshconfig
+// Package pki is meshsds' one home for certificates and keys: parsing and
+// checking a mesh CA (ParseCA), generating keys and CA or TLS certificates
+// (GenerateKey, Create), and issuing workload certificates
+// (IssueWorkloadCert), with a hand-built DER fast path for ECDSA CAs that
+// signs a certificate once instead of twice. Every function is pure but for
+// the random source; callers pass the time.
+package pki
 
 import (
 	"bytes"
@@ -10,7 +16,9 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -27,8 +35,59 @@ const (
 	pemEncryptedPKCS = "ENCRYPTED PRIVATE KEY"
 )
 
-// ParseCA builds a CA from the PEM of a provided backend and checks it at
-// time now.
+// CA is a resolved certificate authority, ready to issue workload
+// certificates. A CA is immutable once built and may be shared between
+// goroutines.
+type CA struct {
+	// Chain holds the signing certificate first, then each issuer in turn.
+	Chain []*x509.Certificate
+	// Key is the private key of Chain[0].
+	Key crypto.Signer
+	// IssuedChainPEM is appended after an issued leaf: Chain in PEM, without
+	// a trailing self-signed root.
+	IssuedChainPEM []byte
+	// TrustBundlePEM is what data planes trust: the last certificate of Chain
+	// (the root when the chain reaches one).
+	TrustBundlePEM []byte
+	// Fingerprint is a hex SHA-256 over the chain's DER, identifying the CA.
+	Fingerprint string
+}
+
+// SameCA reports whether a and b are both set and hold the same chain.
+func SameCA(a, b *CA) bool {
+	return a != nil && b != nil && a.Fingerprint == b.Fingerprint
+}
+
+// Expired reports whether any certificate of ca is outside its validity at
+// now, which makes the CA useless.
+func (ca *CA) Expired(now time.Time) bool {
+	for _, c := range ca.Chain {
+		if now.After(c.NotAfter) || now.Before(c.NotBefore) {
+			return true
+		}
+	}
+	return false
+}
+
+// CAError is why ParseCA refused a certificate chain and key: Cert and Key
+// are the problems of each (either may be nil), for the caller to report
+// under its own field names.
+type CAError struct {
+	Cert, Key error
+}
+
+func (e *CAError) Error() string {
+	var parts []string
+	if e.Cert != nil {
+		parts = append(parts, "cert: "+e.Cert.Error())
+	}
+	if e.Key != nil {
+		parts = append(parts, "key: "+e.Key.Error())
+	}
+	return strings.Join(parts, "; ")
+}
+
+// ParseCA builds a CA from PEM and checks it at time now.
 //
 // certPEM holds one or more CERTIFICATE blocks: the signing CA first, then
 // each issuer in turn, optionally up to the root. Every certificate must be a
@@ -37,23 +96,22 @@ const (
 // certificate as PKCS#8, SEC 1 ("EC PRIVATE KEY") or PKCS#1 ("RSA PRIVATE
 // KEY"); RSA, ECDSA and Ed25519 keys are accepted.
 //
-// Errors are a *ValidationError whose causes have the field "cert" or "key",
-// for the caller to place below the backend's config.
+// Errors are a *CAError.
 func ParseCA(certPEM, keyPEM []byte, now time.Time) (*CA, error) {
-	var verr ValidationError
+	var cerr CAError
 	chain, err := parseChain(certPEM, now)
 	if err != nil {
-		verr.Add("cert", err.Error())
+		cerr.Cert = err
 	}
-	key, err := parsePrivateKey(keyPEM)
+	key, err := ParsePrivateKey(keyPEM)
 	if err != nil {
-		verr.Add("key", err.Error())
+		cerr.Key = err
 	}
 	if chain != nil && key != nil && !publicKeyMatches(chain[0].PublicKey, key.Public()) {
-		verr.Add("key", "key does not match the certificate")
+		cerr.Key = errors.New("key does not match the certificate")
 	}
-	if err := verr.ErrOrNil(); err != nil {
-		return nil, err
+	if cerr.Cert != nil || cerr.Key != nil {
+		return nil, &cerr
 	}
 	return newCA(chain, key), nil
 }
@@ -113,7 +171,7 @@ func parseChain(data []byte, now time.Time) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("unexpected data after certificate %d: only PEM CERTIFICATE blocks are allowed", len(chain))
 	}
 	if len(chain) == 0 {
-		return nil, fmt.Errorf("%s: no PEM-encoded certificate found", msgEmpty)
+		return nil, errors.New("cannot be empty: no PEM-encoded certificate found")
 	}
 	for i, c := range chain {
 		if err := checkCACertificate(c, now); err != nil {
@@ -167,9 +225,9 @@ func isSelfSigned(c *x509.Certificate) bool {
 		c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
 }
 
-// parsePrivateKey decodes the single private key of keyPEM. "EC PARAMETERS"
+// ParsePrivateKey decodes the single private key of a PEM document. "EC PARAMETERS"
 // blocks, as written by "openssl ecparam -genkey", are skipped.
-func parsePrivateKey(data []byte) (crypto.Signer, error) {
+func ParsePrivateKey(data []byte) (crypto.Signer, error) {
 	var key crypto.Signer
 	rest := data
 	for {
@@ -197,7 +255,7 @@ func parsePrivateKey(data []byte) (crypto.Signer, error) {
 		return nil, fmt.Errorf("unexpected data after the private key")
 	}
 	if key == nil {
-		return nil, fmt.Errorf("%s: no PEM-encoded private key found", msgEmpty)
+		return nil, errors.New("cannot be empty: no PEM-encoded private key found")
 	}
 	return key, nil
 }

@@ -1,0 +1,102 @@
+package sds
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+)
+
+// ServiceTag is the tag whose values become SPIFFE identities.
+const ServiceTag = "kuma.io/service"
+
+// Identity is who an authenticated data plane is: its mesh, its name and the
+// tags its token grants. It is immutable once built.
+type Identity struct {
+	Mesh    string
+	Name    string
+	Tags    map[string][]string
+	TokenID string
+	// Expires is when the credential that proved the identity expires;
+	// streams are closed then. Zero means never (--auth none).
+	Expires time.Time
+}
+
+// NodeID is the Envoy node id this identity must present: "<mesh>.<name>".
+func (id *Identity) NodeID() string { return id.Mesh + "." + id.Name }
+
+// key identifies the workload certificate this identity gets: two streams of
+// one data plane share it, a different token with other tags does not.
+func (id *Identity) key() string {
+	var b strings.Builder
+	b.WriteString(id.Mesh)
+	b.WriteByte(0)
+	b.WriteString(id.Name)
+	names := make([]string, 0, len(id.Tags))
+	for k := range id.Tags {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		vals := append([]string(nil), id.Tags[k]...)
+		sort.Strings(vals)
+		for _, v := range vals {
+			b.WriteByte(0)
+			b.WriteString(k)
+			b.WriteByte('=')
+			b.WriteString(v)
+		}
+	}
+	return b.String()
+}
+
+// URIs returns the URI SANs of the identity: spiffe://<mesh>/<service> for
+// every kuma.io/service value, then kuma://<tag>/<value> for the other tags,
+// each group sorted so that certificates are deterministic.
+func (id *Identity) URIs() []*url.URL {
+	var spiffe, kuma []*url.URL
+	for _, svc := range sortedCopy(id.Tags[ServiceTag]) {
+		spiffe = append(spiffe, &url.URL{Scheme: "spiffe", Host: id.Mesh, Path: "/" + svc})
+	}
+	names := make([]string, 0, len(id.Tags))
+	for k := range id.Tags {
+		if k != ServiceTag {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		for _, v := range sortedCopy(id.Tags[k]) {
+			kuma = append(kuma, &url.URL{Scheme: "kuma", Opaque: "//" + k + "/" + url.PathEscape(v)})
+		}
+	}
+	return append(spiffe, kuma...)
+}
+
+func sortedCopy(s []string) []string {
+	c := append([]string(nil), s...)
+	sort.Strings(c)
+	return c
+}
+
+// RenewalTime is when a certificate valid from notBefore to notAfter is
+// replaced: at 4/5 of its lifetime, moved by jitter (a fraction in [-1, 1])
+// by up to 1/20 of the lifetime so that data planes issued together do not
+// all renew in the same instant.
+func RenewalTime(notBefore, notAfter time.Time, jitter float64) time.Time {
+	life := notAfter.Sub(notBefore)
+	at := notBefore.Add(life * 4 / 5)
+	return at.Add(time.Duration(jitter * float64(life/20)))
+}
+
+// contentVersion is a short, deterministic version string for bytes.
+func contentVersion(parts ...[]byte) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write(p)
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
