@@ -1,8 +1,6 @@
 package sds
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"net/url"
 	"sort"
 	"strings"
@@ -27,9 +25,9 @@ type Identity struct {
 // NodeID is the Envoy node id this identity must present: "<mesh>.<name>".
 func (id *Identity) NodeID() string { return id.Mesh + "." + id.Name }
 
-// key identifies the workload certificate this identity gets: two streams of
+// Key identifies the workload certificate this identity gets: two streams of
 // one data plane share it, a different token with other tags does not.
-func (id *Identity) key() string {
+func (id *Identity) Key() string {
 	var b strings.Builder
 	b.WriteString(id.Mesh)
 	b.WriteByte(0)
@@ -79,24 +77,4 @@ func sortedCopy(s []string) []string {
 	c := append([]string(nil), s...)
 	sort.Strings(c)
 	return c
-}
-
-// RenewalTime is when a certificate valid from notBefore to notAfter is
-// replaced: at 4/5 of its lifetime, moved by jitter (a fraction in [-1, 1])
-// by up to 1/20 of the lifetime so that data planes issued together do not
-// all renew in the same instant.
-func RenewalTime(notBefore, notAfter time.Time, jitter float64) time.Time {
-	life := notAfter.Sub(notBefore)
-	at := notBefore.Add(life * 4 / 5)
-	return at.Add(time.Duration(jitter * float64(life/20)))
-}
-
-// contentVersion is a short, deterministic version string for bytes.
-func contentVersion(parts ...[]byte) string {
-	h := sha256.New()
-	for _, p := range parts {
-		h.Write(p)
-		h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil)[:8])
 }

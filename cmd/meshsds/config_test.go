@@ -95,7 +95,7 @@ func TestValidateRefusesUnsafeAddresses(t *testing.T) {
 	base := func() *serveConfig {
 		return &serveConfig{
 			auth: "dataplane-token", secretsDirs: []string{"/x"}, sdsAddress: "127.0.0.1:5677",
-			adminAddress: "127.0.0.1:5681", store: "sqlite", logLevel: "info", logFormat: "text", workloadKeyType: "ecdsa",
+			adminAddress: "127.0.0.1:5681", store: "sqlite", logLevel: "info", logFormat: "text", workloadKeyType: "ecdsa", sdsTransport: "grpclite",
 		}
 	}
 	require.NoError(t, base().validate())

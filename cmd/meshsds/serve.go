@@ -20,9 +20,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -31,6 +34,7 @@ import (
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/sds"
+	"github.com/meshsds/meshsds/sds/cache"
 	"github.com/meshsds/meshsds/sds/token"
 	"github.com/meshsds/meshsds/secretsource/api"
 	"github.com/meshsds/meshsds/secretsource/file"
@@ -66,6 +70,7 @@ type serveConfig struct {
 	shutdownTimeout     time.Duration
 	caRotationTimeout   time.Duration
 	workloadKeyType     string
+	sdsTransport        string
 }
 
 func newServeCommand() *cobra.Command {
@@ -107,6 +112,7 @@ environment, which wins over the file.`,
 	f.StringVar(&cfg.sdsTLSCert, "sds-tls-cert", "", "PEM certificate chain the SDS server presents (enables TLS)")
 	f.StringVar(&cfg.sdsTLSKey, "sds-tls-key", "", "PEM private key of --sds-tls-cert")
 	f.BoolVar(&cfg.sdsInsecure, "sds-insecure", false, "allow plain-text SDS on a non-loopback TCP address")
+	f.StringVar(&cfg.sdsTransport, "sds-transport", "grpclite", "gRPC server of the SDS port: grpclite (one goroutine per connection, the lightest) or grpc-go (grpc-go's own server)")
 	f.StringVar(&cfg.adminTLSAddress, "admin-tls-address", "", "admin HTTPS address for remote access; requires client certificates")
 	f.StringVar(&cfg.adminTLSCert, "admin-tls-cert", "", "PEM certificate chain of the admin HTTPS server")
 	f.StringVar(&cfg.adminTLSKey, "admin-tls-key", "", "PEM key of --admin-tls-cert")
@@ -138,6 +144,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.workloadKeyType != string(pki.KeyECDSA) && c.workloadKeyType != string(pki.KeyRSA) {
 		return fmt.Errorf("--workload-key-type must be ecdsa or rsa, not %q", c.workloadKeyType)
+	}
+	if c.sdsTransport != "grpclite" && c.sdsTransport != "grpc-go" {
+		return fmt.Errorf("--sds-transport must be grpclite or grpc-go, not %q", c.sdsTransport)
 	}
 	if c.store != "sqlite" && c.store != "postgres" {
 		return fmt.Errorf("--store must be sqlite or postgres, not %q", c.store)
@@ -205,7 +214,7 @@ func newLogger(cfg *serveConfig) *slog.Logger {
 // readySink hands resolved meshes to the SDS cache and flips the gRPC health
 // status once the first complete view is in.
 type readySink struct {
-	cache  *sds.Cache
+	cache  *cache.Cache
 	health *health.Server
 }
 
@@ -250,14 +259,18 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 		return err
 	}
 	auth := newAuthenticator(cfg, key, log)
+	cacheMetrics, err := cache.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	state := cache.New(cache.Config{
+		Logger: log, Metrics: cacheMetrics, RotationTimeout: cfg.caRotationTimeout, KeyType: pki.KeyType(cfg.workloadKeyType),
+	})
 	metrics, err := sds.NewMetrics(reg)
 	if err != nil {
 		return err
 	}
-	cache := sds.NewCache(sds.CacheConfig{
-		Logger: log, Metrics: metrics, RotationTimeout: cfg.caRotationTimeout, KeyType: pki.KeyType(cfg.workloadKeyType),
-	})
-	server, err := sds.NewServer(sds.ServerConfig{Cache: cache, Auth: auth, Logger: log, Metrics: metrics})
+	server, err := sds.NewServer(sds.ServerConfig{Secrets: state, Auth: auth, Logger: log, Metrics: metrics})
 	if err != nil {
 		return err
 	}
@@ -284,7 +297,7 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 		Dataplanes: dataplanesFunc(func() any { return server.Dataplanes() }),
 		Tokens:     token.NewIssuer(key),
 		Others:     others,
-		Status:     cache,
+		Status:     meshStatusFunc(state.MeshStatus),
 	})
 	if err != nil {
 		return err
@@ -298,7 +311,7 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthSrv.SetServingStatus("envoy.service.secret.v3.SecretDiscoveryService", healthpb.HealthCheckResponse_NOT_SERVING)
 	rec, err := reconcile.New(reconcile.Config{
-		Sources: sources, Sink: readySink{cache, healthSrv}, Provisioner: provisioner, Logger: log, Registerer: reg,
+		Sources: sources, Sink: readySink{state, healthSrv}, Provisioner: provisioner, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return err
@@ -315,12 +328,11 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 			}
 		}
 	}()
-	grpcSrv, sdsLis, err := newGRPCServer(cfg, log, reg)
+	grpcSrv, sdsLis, err := newSDSTransport(cfg, server, log, reg)
 	if err != nil {
 		return err
 	}
 	listeners = append(listeners, listener{name: "sds", lis: sdsLis})
-	server.Register(grpcSrv)
 	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
 	reflection.Register(grpcSrv)
 
@@ -366,7 +378,7 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 	for _, l := range listeners {
 		g.Go(func() error {
 			if l.http == nil {
-				if err := grpcSrv.Serve(l.lis); err != nil && !errors.Is(err, grpclite.ErrServerStopped) {
+				if err := grpcSrv.Serve(l.lis); err != nil && !errors.Is(err, grpclite.ErrServerStopped) && !errors.Is(err, grpc.ErrServerStopped) {
 					return fmt.Errorf("sds server: %w", err)
 				}
 				return nil
@@ -396,6 +408,16 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 		return nil
 	})
 	return g.Wait()
+}
+
+// meshStatusFunc adapts the serving state's mesh status to the admin API.
+type meshStatusFunc func(mesh string) *sds.MeshStatus
+
+func (f meshStatusFunc) MeshStatus(mesh string) any {
+	if st := f(mesh); st != nil {
+		return st
+	}
+	return nil
 }
 
 // dataplanesFunc adapts the SDS server's status to the admin API.
@@ -444,22 +466,23 @@ func newAuthenticator(cfg *serveConfig, key *ecdsa.PrivateKey, log *slog.Logger)
 	return &sds.TokenAuthenticator{Verifier: token.NewVerifier(&key.PublicKey), Now: time.Now}
 }
 
-// newGRPCServer builds the SDS gRPC server and its listener. The server is
-// grpclite, not grpc-go: one goroutine per connection, none per waiting
-// stream (see internal/grpclite).
-func newGRPCServer(cfg *serveConfig, log *slog.Logger, reg prometheus.Registerer) (*grpclite.Server, net.Listener, error) {
-	metrics, err := grpclite.NewMetrics(reg)
-	if err != nil {
-		return nil, nil, err
-	}
-	gcfg := grpclite.Config{
-		Metrics:              metrics,
-		Logger:               log,
-		KeepaliveTime:        60 * time.Second,
-		KeepaliveTimeout:     20 * time.Second,
-		MaxConcurrentStreams: 64,
-		MaxRecvMsgSize:       1 << 20,
-	}
+// sdsTransport is the gRPC server of the SDS port: grpclite or grpc-go.
+type sdsTransport interface {
+	reflection.GRPCServer
+	Serve(net.Listener) error
+	// GoAway stops accepting and tells clients to go away; open streams go
+	// on until CloseStreams ends them.
+	GoAway()
+	GracefulStop()
+	Stop()
+}
+
+// newSDSTransport builds the SDS gRPC server of --sds-transport with the
+// SDS services registered, and its listener. grpclite, the default, keeps
+// one goroutine per connection and none per waiting stream (see
+// internal/grpclite); grpc-go is grpc-go's own server.
+func newSDSTransport(cfg *serveConfig, server *sds.Server, log *slog.Logger, reg prometheus.Registerer) (sdsTransport, net.Listener, error) {
+	var tlsCfg *tls.Config
 	if cfg.sdsTLSCert != "" {
 		// Read again when the files change, so a renewed certificate is
 		// served without a restart.
@@ -467,13 +490,75 @@ func newGRPCServer(cfg *serveConfig, log *slog.Logger, reg prometheus.Registerer
 		if _, err := certs.get(); err != nil {
 			return nil, nil, fmt.Errorf("--sds-tls-cert/--sds-tls-key: %w", err)
 		}
-		gcfg.TLS = &tls.Config{GetCertificate: certs.getCertificate(log, "SDS"), MinVersion: tls.VersionTLS12}
+		tlsCfg = &tls.Config{GetCertificate: certs.getCertificate(log, "SDS"), MinVersion: tls.VersionTLS12}
+	}
+	const (
+		keepaliveTime    = 60 * time.Second
+		keepaliveTimeout = 20 * time.Second
+		maxStreams       = 64
+		maxRecvMsgSize   = 1 << 20
+	)
+	var t sdsTransport
+	switch cfg.sdsTransport {
+	case "grpc-go":
+		opts := []grpc.ServerOption{
+			sds.GRPCCodec(),
+			grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+			grpc.MaxConcurrentStreams(maxStreams),
+			grpc.MaxRecvMsgSize(maxRecvMsgSize),
+		}
+		if tlsCfg != nil {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+		}
+		gs := grpc.NewServer(opts...)
+		server.RegisterGRPC(gs)
+		t = &grpcGoTransport{Server: gs, stopped: make(chan struct{})}
+	default:
+		metrics, err := grpclite.NewMetrics(reg)
+		if err != nil {
+			return nil, nil, err
+		}
+		gs := grpclite.NewServer(grpclite.Config{
+			Metrics:              metrics,
+			Logger:               log,
+			KeepaliveTime:        keepaliveTime,
+			KeepaliveTimeout:     keepaliveTimeout,
+			MaxConcurrentStreams: maxStreams,
+			MaxRecvMsgSize:       maxRecvMsgSize,
+			TLS:                  tlsCfg,
+		})
+		server.RegisterGRPCLite(gs)
+		t = gs
 	}
 	lis, err := listen(cfg.sdsAddress)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--sds-address: %w", err)
 	}
-	return grpclite.NewServer(gcfg), lis, nil
+	return t, lis, nil
+}
+
+// grpcGoTransport gives grpc-go's server the GoAway of grpclite: its
+// GracefulStop sends GOAWAY at once and then waits for the streams, so
+// GoAway starts it and GracefulStop waits for it.
+type grpcGoTransport struct {
+	*grpc.Server
+	once    sync.Once
+	stopped chan struct{}
+}
+
+func (g *grpcGoTransport) GoAway() {
+	g.once.Do(func() {
+		go func() {
+			g.Server.GracefulStop()
+			close(g.stopped)
+		}()
+	})
+}
+
+func (g *grpcGoTransport) GracefulStop() {
+	g.GoAway()
+	<-g.stopped
 }
 
 // listen opens a TCP address or a unix:///path socket (replacing a stale one).
@@ -488,7 +573,7 @@ func listen(addr string) (net.Listener, error) {
 }
 
 // stopGRPC closes streams gracefully, then forcibly after timeout.
-func stopGRPC(s *grpclite.Server, timeout time.Duration) {
+func stopGRPC(s sdsTransport, timeout time.Duration) {
 	done := make(chan struct{})
 	go func() { s.GracefulStop(); close(done) }()
 	select {

@@ -10,7 +10,7 @@ func TestValidateStoreSettings(t *testing.T) {
 	base := func() *serveConfig {
 		return &serveConfig{
 			auth: "dataplane-token", sdsAddress: "127.0.0.1:5677",
-			adminAddress: "127.0.0.1:5681", store: "sqlite", logLevel: "info", logFormat: "text", workloadKeyType: "ecdsa",
+			adminAddress: "127.0.0.1:5681", store: "sqlite", logLevel: "info", logFormat: "text", workloadKeyType: "ecdsa", sdsTransport: "grpclite",
 		}
 	}
 	for _, tc := range []struct {

@@ -19,6 +19,7 @@ import (
 	"github.com/meshsds/meshsds/internal/grpclite"
 	"github.com/meshsds/meshsds/internal/reconcile"
 	"github.com/meshsds/meshsds/sds"
+	"github.com/meshsds/meshsds/sds/cache"
 	"github.com/meshsds/meshsds/sds/token"
 	"github.com/meshsds/meshsds/secretsource/file"
 )
@@ -30,7 +31,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // 127.0.0.1:0.
 type server struct {
 	addr, secretsDir, keyFile string
-	cache                     *sds.Cache
+	cache                     *cache.Cache
 }
 
 func startInProcess(t *testing.T, withTokens, withSource bool) *server {
@@ -41,7 +42,7 @@ func startInProcess(t *testing.T, withTokens, withSource bool) *server {
 	require.NoError(t, err)
 	require.NoError(t, WriteSecretsDir(s.secretsDir, "default", ca))
 
-	s.cache = sds.NewCache(sds.CacheConfig{})
+	s.cache = cache.New(cache.Config{})
 	var auth sds.Authenticator = sds.NoAuth{}
 	if withTokens {
 		key, err := token.LoadOrCreateSigningKey(filepath.Join(dir, "data"))
@@ -49,10 +50,10 @@ func startInProcess(t *testing.T, withTokens, withSource bool) *server {
 		s.keyFile = filepath.Join(dir, "data", token.SigningKeyFile)
 		auth = &sds.TokenAuthenticator{Verifier: token.NewVerifier(&key.PublicKey), Now: time.Now}
 	}
-	srv, err := sds.NewServer(sds.ServerConfig{Cache: s.cache, Auth: auth})
+	srv, err := sds.NewServer(sds.ServerConfig{Secrets: s.cache, Auth: auth})
 	require.NoError(t, err)
 	gs := grpclite.NewServer(grpclite.Config{})
-	srv.Register(gs)
+	srv.RegisterGRPCLite(gs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	s.addr = lis.Addr().String()

@@ -1,151 +1,14 @@
-package sds
+package cache
 
 import (
-	"bytes"
 	"fmt"
 	"time"
 
 	"github.com/meshsds/meshsds/meshconfig/pki"
+	"github.com/meshsds/meshsds/sds/xds"
+
+	"github.com/meshsds/meshsds/sds"
 )
-
-// Phase is where a mesh is in a change of its CA. A change never breaks a
-// handshake: the new CA is trusted everywhere before anything it signed is
-// served, and the old one is trusted until nothing it signed is served.
-type Phase int
-
-// The phases of a CA change.
-const (
-	// PhaseSteady: one CA signs certificates and is the whole bundle.
-	PhaseSteady Phase = iota
-	// PhaseTrustNew: the bundle carries the old and the new CA; certificates
-	// still come from the old one. Ends when every connected data plane has
-	// ACKed that bundle, or after the rotation timeout.
-	PhaseTrustNew
-	// PhaseReissue: certificates come from the new CA; the bundle still
-	// carries both. Ends when every connected data plane has ACKed a
-	// certificate of the new CA, or after the rotation timeout; then the old
-	// CA leaves the bundle.
-	PhaseReissue
-)
-
-// String names the phase in status, metrics and logs.
-func (p Phase) String() string {
-	switch p {
-	case PhaseTrustNew:
-		return "trust-new-ca"
-	case PhaseReissue:
-		return "reissue"
-	default:
-		return "steady"
-	}
-}
-
-// rotationStep is the CA state of a mesh: who signs, who is trusted.
-type rotationStep struct {
-	issuing *pki.CA
-	trusted []*pki.CA
-	phase   Phase
-}
-
-// nextStep decides how a mesh moves from prev (its state, whose target was
-// prevTarget) to target, the CA it resolves to now. It is a pure function.
-func nextStep(prev rotationStep, prevTarget, target *pki.CA, now time.Time) rotationStep {
-	switch {
-	case target == nil:
-		return rotationStep{phase: PhaseSteady}
-	case prev.issuing == nil:
-		// The first CA, or mTLS turned on: nothing to stay compatible with.
-		return rotationStep{issuing: target, trusted: []*pki.CA{target}}
-	case pki.SameCA(target, prevTarget):
-		return prev // no news: carry on with the change in progress, if any
-	case pki.SameCA(target, prev.issuing):
-		// Back to the CA that still signs everything: the aborted target
-		// signed nothing yet, so it can leave the bundle at once.
-		return rotationStep{issuing: prev.issuing, trusted: []*pki.CA{prev.issuing}}
-	case prev.phase == PhaseSteady && compatibleCA(prev.issuing, target):
-		// The same names and keys (a root or intermediate re-issued to
-		// extend it): what either signs verifies under the other, so the
-		// change needs no phases.
-		return rotationStep{issuing: target, trusted: []*pki.CA{target}}
-	case !prev.issuing.Chain[0].NotAfter.After(now):
-		// The signing CA has expired: what it signed is dead already, so
-		// there is nothing to keep working.
-		return rotationStep{issuing: target, trusted: []*pki.CA{target}}
-	}
-	trusted := append([]*pki.CA(nil), prev.trusted...)
-	if !containsCA(trusted, target) {
-		trusted = append(trusted, target)
-	}
-	return rotationStep{issuing: prev.issuing, trusted: trusted, phase: PhaseTrustNew}
-}
-
-// compatibleCA reports whether a and b chain the same subjects with the
-// same keys, level by level: a certificate signed under one then verifies
-// under the other's trust anchor.
-func compatibleCA(a, b *pki.CA) bool {
-	if len(a.Chain) != len(b.Chain) {
-		return false
-	}
-	for i := range a.Chain {
-		x, y := a.Chain[i], b.Chain[i]
-		if !bytes.Equal(x.RawSubject, y.RawSubject) || !bytes.Equal(x.RawSubjectPublicKeyInfo, y.RawSubjectPublicKeyInfo) {
-			return false
-		}
-	}
-	return true
-}
-
-func containsCA(list []*pki.CA, ca *pki.CA) bool {
-	for _, c := range list {
-		if pki.SameCA(c, ca) {
-			return true
-		}
-	}
-	return false
-}
-
-// bundlePEM joins the trust anchors of cas, each once, in order.
-func bundlePEM(cas []*pki.CA) []byte {
-	var out []byte
-	var seen [][]byte
-	for _, ca := range cas {
-		dup := false
-		for _, s := range seen {
-			if bytes.Equal(s, ca.TrustBundlePEM) {
-				dup = true
-				break
-			}
-		}
-		if dup {
-			continue
-		}
-		seen = append(seen, ca.TrustBundlePEM)
-		out = append(out, ca.TrustBundlePEM...)
-		if len(out) > 0 && out[len(out)-1] != '\n' {
-			out = append(out, '\n')
-		}
-	}
-	return out
-}
-
-// ackTag is what a response carried that a CA change waits on: the version
-// of the trust bundle and the CA version of the workload certificate. Empty
-// fields were not part of it.
-type ackTag struct {
-	bundle string
-	ca     string
-}
-
-// with merges o's fields into t.
-func (t ackTag) with(o ackTag) ackTag {
-	if o.bundle != "" {
-		t.bundle = o.bundle
-	}
-	if o.ca != "" {
-		t.ca = o.ca
-	}
-	return t
-}
 
 // rotation is the progress of a mesh's CA change, carried from one
 // meshState to the next.
@@ -166,11 +29,11 @@ const rotationCheckDelay = 20 * time.Millisecond
 
 // acked records what w's data plane acknowledged and, during a CA change,
 // schedules a look at whether the change can go on.
-func (c *Cache) acked(w *watcher, t ackTag) {
-	if t == (ackTag{}) {
+func (c *Cache) acked(w *Watch, t xds.Tag) {
+	if t == (xds.Tag{}) {
 		return
 	}
-	next := w.ackedTag().with(t)
+	next := w.heldTag().With(t)
 	w.acked.Store(&next)
 	if c.rotating.Load() == 0 {
 		return // no CA change waits for it
@@ -236,11 +99,11 @@ func (c *Cache) countWaitingLocked(ms *meshState, limit int) int {
 			in := w.interest.Load()
 			switch ms.phase {
 			case PhaseTrustNew:
-				if in&wantBundle != 0 && w.ackedTag().bundle != ms.bundleVer {
+				if in&wantBundle != 0 && w.heldTag()[tagBundle] != ms.bundleVer {
 					n++
 				}
 			case PhaseReissue:
-				if in&wantIdentity != 0 && w.ackedTag().ca != ms.caVersion {
+				if in&wantIdentity != 0 && w.heldTag()[tagCA] != ms.caVersion {
 					n++
 				}
 			}
@@ -271,14 +134,14 @@ func (c *Cache) startPhaseLocked(mesh string, ms *meshState, p Phase) {
 	gen := ms.gen
 	ms.stopTimer = c.cfg.AfterFunc(c.cfg.RotationTimeout, func() { c.phaseTimedOut(mesh, gen) })
 	c.scheduleCheckLocked(mesh, ms)
-	c.log.Info("CA change: entering phase", keyMesh, mesh, "phase", p.String(), "waiting", c.waitingLocked(ms))
+	c.log.Info("CA change: entering phase", sds.LogMesh, mesh, "phase", p.String(), "waiting", c.waitingLocked(ms))
 }
 
 // advanceLocked ends the current phase of a CA change.
 func (c *Cache) advanceLocked(mesh string, ms *meshState, timedOut bool) {
 	if timedOut {
 		c.metrics.rotationTimeouts.WithLabelValues(mesh).Inc()
-		c.log.Warn("CA change: data planes did not ACK in time; going on without them", keyMesh, mesh,
+		c.log.Warn("CA change: data planes did not ACK in time; going on without them", sds.LogMesh, mesh,
 			"phase", ms.phase.String(), "waiting", c.waitingLocked(ms), "timeout", c.cfg.RotationTimeout)
 	}
 	now := c.cfg.Now()
@@ -298,7 +161,7 @@ func (c *Cache) advanceLocked(mesh string, ms *meshState, timedOut bool) {
 		if c.setBundle(ms) {
 			c.wakeLocked(ms, wantBundle, now)
 		}
-		c.log.Info("CA change complete", keyMesh, mesh)
+		c.log.Info("CA change complete", sds.LogMesh, mesh)
 	}
 	c.publishLocked()
 }
@@ -333,7 +196,7 @@ func (c *Cache) issueAheadLocked(mesh string, ms *meshState) {
 				}
 				e, err := c.sign(id, target, validity, version)
 				if err != nil {
-					c.log.Error("issuing a workload certificate ahead of a CA change", keyMesh, mesh, keyDataplane, id.Name, keyErr, err)
+					c.log.Error("issuing a workload certificate ahead of a CA change", sds.LogMesh, mesh, sds.LogDataplane, id.Name, sds.LogErr, err)
 					return // issued again when the new CA signs
 				}
 				c.mu.Lock()
@@ -407,7 +270,7 @@ func (c *Cache) rotationUpdatedLocked(mesh string, old, ms *meshState) {
 	switch {
 	case newChange:
 		if ms.target != nil {
-			c.log.Info("CA change started: the new CA is trusted first, then signs", keyMesh, mesh,
+			c.log.Info("CA change started: the new CA is trusted first, then signs", sds.LogMesh, mesh,
 				"from", ms.ca.Chain[0].Subject.String(), "to", ms.target.Chain[0].Subject.String())
 		}
 		ms.phase = PhaseSteady // entered afresh below
@@ -429,56 +292,9 @@ func (c *Cache) rotationUpdatedLocked(mesh string, old, ms *meshState) {
 				end.UTC().Format(time.RFC3339), ms.validity)
 			if ms.warnedFor != ms.ca.Fingerprint {
 				ms.warnedFor = ms.ca.Fingerprint
-				c.log.Warn("CA expires soon", keyMesh, mesh, "expires", end.UTC().Format(time.RFC3339), "workload_validity", ms.validity)
+				c.log.Warn("CA expires soon", sds.LogMesh, mesh, "expires", end.UTC().Format(time.RFC3339), "workload_validity", ms.validity)
 			}
 		}
 	}
 	c.metrics.caExpiresSoon.WithLabelValues(mesh).Set(expiring)
-}
-
-// MeshStatus is what a mesh's CA looks like now, for the admin API.
-type MeshStatus struct {
-	// Phase of a CA change: steady, trust-new-ca or reissue.
-	Phase string    `json:"phase"`
-	Since time.Time `json:"since,omitzero"`
-	// Waiting counts the streams the current phase still waits for.
-	Waiting   int       `json:"waiting,omitempty"`
-	SigningCA string    `json:"signingCA,omitempty"`
-	TrustedCA []string  `json:"trustedCAs,omitempty"`
-	CAExpiry  time.Time `json:"caExpiry,omitzero"`
-	Warning   string    `json:"warning,omitempty"`
-	Error     string    `json:"error,omitempty"`
-}
-
-// MeshStatus reports the CA state of mesh, or nil when it is not served.
-func (c *Cache) MeshStatus(mesh string) any {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ms := c.meshes[mesh]
-	if ms == nil || ms.resolved == nil {
-		return nil
-	}
-	st := &MeshStatus{Phase: ms.phase.String(), Since: ms.since, Warning: ms.warning}
-	if ms.phase != PhaseSteady {
-		st.Waiting = c.waitingLocked(ms)
-	}
-	if ms.resolved.Err != nil {
-		st.Error = ms.resolved.Err.Error()
-	}
-	if ms.ca != nil {
-		st.SigningCA = describeCA(ms.ca)
-		st.CAExpiry = ms.ca.Chain[0].NotAfter
-	}
-	for _, ca := range ms.trusted {
-		st.TrustedCA = append(st.TrustedCA, describeCA(ca))
-	}
-	return st
-}
-
-func describeCA(ca *pki.CA) string {
-	fp := ca.Fingerprint
-	if len(fp) > 16 {
-		fp = fp[:16]
-	}
-	return ca.Chain[0].Subject.String() + " (sha256 " + fp + ")"
 }

@@ -1,4 +1,4 @@
-package sds
+package cache
 
 import (
 	"crypto/x509"
@@ -80,4 +80,12 @@ func resolvedCAForStep(fp string, now time.Time, expired bool) *pki.CA {
 		end = now.Add(-time.Hour)
 	}
 	return &pki.CA{Fingerprint: fp, Chain: []*x509.Certificate{{NotAfter: end, RawSubject: []byte(fp)}}, TrustBundlePEM: []byte(fp)}
+}
+
+func TestRenewalTime(t *testing.T) {
+	nb := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	na := nb.Add(100 * time.Hour)
+	require.Equal(t, nb.Add(80*time.Hour), RenewalTime(nb, na, 0))
+	require.Equal(t, nb.Add(85*time.Hour), RenewalTime(nb, na, 1))
+	require.Equal(t, nb.Add(75*time.Hour), RenewalTime(nb, na, -1))
 }

@@ -1,4 +1,4 @@
-package sds
+package xds
 
 import (
 	"strings"
@@ -11,8 +11,8 @@ import (
 )
 
 func TestAppendDiscoveryResponseIsProtoMarshal(t *testing.T) {
-	secret := &anypb.Any{TypeUrl: SecretTypeURL, Value: []byte("\x0a\x0didentity_cert" + strings.Repeat("x", 300))}
-	big := &anypb.Any{TypeUrl: SecretTypeURL, Value: []byte(strings.Repeat("y", 70000))} // multi-byte lengths
+	secret := &anypb.Any{TypeUrl: TypeSecret, Value: []byte("\x0a\x0didentity_cert" + strings.Repeat("x", 300))}
+	big := &anypb.Any{TypeUrl: TypeSecret, Value: []byte(strings.Repeat("y", 70000))} // multi-byte lengths
 	tests := []struct {
 		name      string
 		version   string
@@ -29,11 +29,11 @@ func TestAppendDiscoveryResponseIsProtoMarshal(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			want, err := proto.MarshalOptions{Deterministic: true}.Marshal(&discoveryv3.DiscoveryResponse{
-				VersionInfo: tc.version, Resources: tc.resources, TypeUrl: SecretTypeURL, Nonce: tc.nonce,
+				VersionInfo: tc.version, Resources: tc.resources, TypeUrl: TypeSecret, Nonce: tc.nonce,
 			})
 			require.NoError(t, err)
 			prefix := []byte{0xde, 0xad}
-			got := appendDiscoveryResponse(append([]byte(nil), prefix...), tc.version, tc.resources, tc.nonce)
+			got := AppendDiscoveryResponse(append([]byte(nil), prefix...), tc.version, tc.resources, tc.nonce)
 			require.Equal(t, prefix, got[:2], "appends, keeping what is there")
 			require.Equal(t, want, got[2:])
 		})

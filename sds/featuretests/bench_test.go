@@ -1,4 +1,4 @@
-package sds
+package featuretests
 
 import (
 	"context"
@@ -17,6 +17,9 @@ import (
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
+	"github.com/meshsds/meshsds/sds"
+	"github.com/meshsds/meshsds/sds/cache"
+	"github.com/meshsds/meshsds/sds/xds"
 )
 
 // benchCA is a parsed test CA for benchmarks.
@@ -30,41 +33,37 @@ func benchCA(b *testing.B) *pki.CA {
 	return ca
 }
 
-func benchIdentity(i int) *Identity {
+func benchIdentity(i int) *sds.Identity {
 	name := fmt.Sprintf("web-%d", i)
-	return &Identity{Mesh: "default", Name: name, Tags: map[string][]string{ServiceTag: {"web"}, "version": {"v1"}}}
+	return &sds.Identity{Mesh: "default", Name: name, Tags: map[string][]string{sds.ServiceTag: {"web"}, "version": {"v1"}}}
 }
 
 // BenchmarkBuildAndMarshalResponse is what a push costs a stream once the
 // secrets exist: collecting the shared resources and serializing the
 // response as a push does.
 func BenchmarkBuildAndMarshalResponse(b *testing.B) {
-	for _, names := range [][]string{{NameMeshCA}, {NameIdentityCert}, {NameIdentityCert, NameMeshCA}} {
+	for _, names := range [][]string{{sds.NameMeshCA}, {sds.NameIdentityCert}, {sds.NameIdentityCert, sds.NameMeshCA}} {
 		b.Run(fmt.Sprint(names), func(b *testing.B) {
-			cache := NewCache(CacheConfig{})
-			cache.Update(map[string]*meshconfig.ResolvedMesh{"default": {Name: "default", CA: benchCA(b), DPCertValidity: time.Hour}}, time.Now())
-			cache.SetReady()
-			srv, err := NewServer(ServerConfig{Cache: cache, Auth: NoAuth{}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			id := benchIdentity(0)
-			w := &watcher{id: id, idKey: id.key()}
-			if _, _, _, ready, err := srv.collect(w, names, nil); err != nil || !ready {
+			c := cache.New(cache.Config{})
+			c.Update(map[string]*meshconfig.ResolvedMesh{"default": {Name: "default", CA: benchCA(b), DPCertValidity: time.Hour}}, time.Now())
+			c.SetReady()
+			w := c.Watch(benchIdentity(0), nil)
+			defer w.Close()
+			if _, ready, err := xds.Collect(w, names); err != nil || !ready {
 				b.Fatal(err, ready)
 			}
 			var buf []byte // like grpclite's pooled one
 			b.ReportAllocs()
 			for b.Loop() {
-				items, version, _, _, err := srv.collect(w, names, nil)
+				resp, _, err := xds.Collect(w, names)
 				if err != nil {
 					b.Fatal(err)
 				}
-				res, err := build(items)
+				res, err := resp.Build()
 				if err != nil {
 					b.Fatal(err)
 				}
-				buf = appendDiscoveryResponse(buf[:0], version, res, "1")
+				buf = xds.AppendDiscoveryResponse(buf[:0], resp.Version(), res, "1")
 			}
 		})
 	}
@@ -82,7 +81,7 @@ func BenchmarkPushToWatchers(b *testing.B) {
 }
 
 func benchPush(b *testing.B, n int) {
-	cache := NewCache(CacheConfig{})
+	state := cache.New(cache.Config{})
 	root := pkitest.NewRootCA(b, "bench root")
 	mesh := func(ca *pki.KeyPair) map[string]*meshconfig.ResolvedMesh {
 		c, err := pki.ParseCA(ca.CertPEM, ca.KeyPEM, time.Now())
@@ -91,14 +90,14 @@ func benchPush(b *testing.B, n int) {
 		}
 		return map[string]*meshconfig.ResolvedMesh{"default": {Name: "default", CA: c, DPCertValidity: time.Hour}}
 	}
-	cache.Update(mesh(root), time.Now())
-	cache.SetReady()
-	srv, err := NewServer(ServerConfig{Cache: cache, Auth: NoAuth{}})
+	state.Update(mesh(root), time.Now())
+	state.SetReady()
+	srv, err := sds.NewServer(sds.ServerConfig{Secrets: state, Auth: sds.NoAuth{}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	gs := grpclite.NewServer(grpclite.Config{})
-	srv.Register(gs)
+	srv.RegisterGRPCLite(gs)
 	lis := listenLoopback(b)
 	go func() { _ = gs.Serve(lis) }()
 	b.Cleanup(gs.Stop)
@@ -109,13 +108,13 @@ func benchPush(b *testing.B, n int) {
 	b.Cleanup(cancel)
 	for i := range n {
 		conn := sdstest.Dial(b, lis.Addr().String(), "")
-		for _, name := range []string{NameIdentityCert, NameMeshCA} {
+		for _, name := range []string{sds.NameIdentityCert, sds.NameMeshCA} {
 			s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(metadata.NewOutgoingContext(ctx, nil))
 			if err != nil {
 				b.Fatal(err)
 			}
 			node := &corev3.Node{Id: fmt.Sprintf("default.dp-%d", i)}
-			if err := s.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: SecretTypeURL, ResourceNames: []string{name}}); err != nil {
+			if err := s.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: xds.TypeSecret, ResourceNames: []string{name}}); err != nil {
 				b.Fatal(err)
 			}
 			go ackLoop(s, []string{name}, got)
@@ -129,7 +128,7 @@ func benchPush(b *testing.B, n int) {
 		b.StopTimer()
 		next := mesh(pkitest.NewRootCA(b, fmt.Sprint("bench root ", i)))
 		b.StartTimer()
-		cache.Update(next, time.Now())
+		state.Update(next, time.Now())
 		for range 2 * n {
 			<-got
 		}
@@ -143,7 +142,7 @@ func ackLoop(s grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv
 			return
 		}
 		got <- struct{}{}
-		if err := s.Send(&discoveryv3.DiscoveryRequest{TypeUrl: SecretTypeURL, ResourceNames: names, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
+		if err := s.Send(&discoveryv3.DiscoveryRequest{TypeUrl: xds.TypeSecret, ResourceNames: names, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
 			return
 		}
 	}

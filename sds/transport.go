@@ -1,0 +1,141 @@
+package sds
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto" // registers the codec wrapped by GRPCCodec
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshsds/meshsds/internal/grpclite"
+	"github.com/meshsds/meshsds/sds/xds"
+)
+
+// The SDS port has two transports, interchangeable behind xds.Stream:
+// grpclite (the default: one goroutine per connection, none per waiting
+// stream) and grpc-go's server (a goroutine per stream and three per
+// connection; a way around any transport bug of our own).
+
+// RegisterGRPCLite adds the SDS and ADS services to r: FetchSecrets and the
+// service descriptions (for reflection) as generated, the four streaming
+// methods as event streams of the protocol.
+func (s *Server) RegisterGRPCLite(r *grpclite.Server) {
+	secretv3.RegisterSecretDiscoveryServiceServer(r, s)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(r, s)
+	for method, api := range xds.Methods {
+		r.HandleStream(method, func(gs *grpclite.Stream) grpclite.StreamEvents {
+			return xds.NewEvents(api, gs, s)
+		})
+	}
+}
+
+// RegisterGRPC adds the SDS and ADS services to r, a grpc-go server that
+// must have been built with the option GRPCCodec, which hands the
+// protocol the requests as they came (it decodes them itself) and sends
+// the responses it encoded.
+func (s *Server) RegisterGRPC(r *grpc.Server) {
+	sdsDesc, adsDesc := secretv3.SecretDiscoveryService_ServiceDesc, discoveryv3.AggregatedDiscoveryService_ServiceDesc
+	for _, desc := range []*grpc.ServiceDesc{&sdsDesc, &adsDesc} {
+		streams := make([]grpc.StreamDesc, len(desc.Streams))
+		copy(streams, desc.Streams)
+		for i := range streams {
+			api := xds.Methods["/"+desc.ServiceName+"/"+streams[i].StreamName]
+			streams[i].Handler = s.grpcHandler(api)
+		}
+		desc.Streams = streams
+		r.RegisterService(desc, s)
+	}
+}
+
+// GRPCCodec is the grpc-go server option RegisterGRPC needs: gRPC's proto
+// codec, except for the raw messages of the protocol's streams.
+func GRPCCodec() grpc.ServerOption {
+	return grpc.ForceServerCodecV2(rawCodec{encoding.GetCodecV2("proto")})
+}
+
+// rawMessage is a message the protocol decodes or encoded itself.
+type rawMessage struct{ b []byte }
+
+type rawCodec struct{ proto encoding.CodecV2 }
+
+func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if m, ok := v.(*rawMessage); ok {
+		return mem.BufferSlice{mem.SliceBuffer(m.b)}, nil
+	}
+	return c.proto.Marshal(v)
+}
+
+func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(*rawMessage); ok {
+		m.b = data.Materialize()
+		return nil
+	}
+	return c.proto.Unmarshal(data, v)
+}
+
+func (rawCodec) Name() string { return "proto" }
+
+// grpcHandler serves api's streams on grpc-go: a goroutine receives and
+// hands each request to the protocol, while the handler's own goroutine
+// waits for the protocol to end the stream (grpc-go ends a stream when its
+// handler returns).
+func (s *Server) grpcHandler(api xds.API) grpc.StreamHandler {
+	return func(_ any, ss grpc.ServerStream) error {
+		st := &grpcStream{ss: ss, done: make(chan struct{})}
+		ev := xds.NewEvents(api, st, s)
+		go func() {
+			for {
+				m := &rawMessage{}
+				if err := ss.RecvMsg(m); err != nil {
+					ev.End(err) // io.EOF: the client is done sending
+					return
+				}
+				if err := ev.Message(m.b); err != nil {
+					ev.Close(err)
+					return
+				}
+			}
+		}()
+		<-st.done
+		return st.err
+	}
+}
+
+// grpcStream is a grpc-go stream as the protocol uses it.
+type grpcStream struct {
+	ss   grpc.ServerStream
+	once sync.Once
+	done chan struct{}
+	err  error
+}
+
+var _ xds.Stream = (*grpcStream)(nil)
+
+func (g *grpcStream) Context() context.Context { return g.ss.Context() }
+
+func (g *grpcStream) SendEncoded(appendMsg func(b []byte) ([]byte, error)) error {
+	select {
+	case <-g.done:
+		return errors.New("stream closed")
+	default:
+	}
+	b, err := appendMsg(nil)
+	if err != nil {
+		return status.Errorf(codes.Internal, "encoding a response: %v", err)
+	}
+	return g.ss.SendMsg(&rawMessage{b: b})
+}
+
+func (g *grpcStream) Close(err error) {
+	g.once.Do(func() {
+		g.err = err
+		close(g.done)
+	})
+}
