@@ -42,8 +42,8 @@ type TokenVerifier interface {
 }
 
 // TokenAuthenticator authenticates data planes by the dataplane token in the
-// gRPC metadata "authorization: Bearer <token>"; the node id must be the
-// token's "<mesh>.<name>".
+// gRPC metadata "authorization: Bearer <token>" (or the token alone); the
+// node id must be the token's "<mesh>.<name>".
 //
 // Envoy opens one stream per secret, each with the same token, and a fleet
 // reconnects all at once: the claims of recently verified tokens are kept
@@ -96,11 +96,11 @@ func (a *TokenAuthenticator) Authenticate(ctx context.Context, node *corev3.Node
 	if len(vals) == 0 || vals[0] == "" {
 		return nil, &AuthError{codes.Unauthenticated, "missing_token", "missing dataplane token: send it as gRPC metadata \"authorization: Bearer <token>\""}
 	}
-	raw, ok := strings.CutPrefix(vals[0], "Bearer ")
+	raw, ok := bearerToken(vals[0])
 	if !ok {
-		return nil, &AuthError{codes.Unauthenticated, "malformed", "authorization metadata must be \"Bearer <token>\""}
+		return nil, &AuthError{codes.Unauthenticated, "malformed", "authorization metadata must be \"Bearer <token>\" or the token alone"}
 	}
-	claims, err := a.verify(strings.TrimSpace(raw), a.Now())
+	claims, err := a.verify(raw, a.Now())
 	if err != nil {
 		return nil, &AuthError{codes.Unauthenticated, token.Reason(err), "invalid dataplane token: " + shortTokenError(err)}
 	}
@@ -116,6 +116,22 @@ func (a *TokenAuthenticator) Authenticate(ctx context.Context, node *corev3.Node
 		return nil, &AuthError{codes.PermissionDenied, reason, "node id does not match the dataplane token"}
 	}
 	return id, nil
+}
+
+// bearerToken takes the token out of an authorization value: "Bearer
+// <token>" (the scheme in any case, as HTTP has it), or the token alone, as
+// Kuma's file-based metadata credentials send it.
+func bearerToken(v string) (string, bool) {
+	v = strings.TrimSpace(v)
+	scheme, rest, hasScheme := strings.Cut(v, " ")
+	if !hasScheme {
+		return v, v != ""
+	}
+	if !strings.EqualFold(scheme, "bearer") {
+		return "", false
+	}
+	rest = strings.TrimSpace(rest)
+	return rest, rest != "" && !strings.ContainsAny(rest, " \t")
 }
 
 // shortTokenError keeps what the client is told to the classification: the

@@ -61,7 +61,9 @@ func TestAuthentication(t *testing.T) {
 		}{
 			{"valid", "Bearer " + valid, "a.web-1", codes.OK, ""},
 			{"missing", "", "a.web-1", codes.Unauthenticated, "missing_token"},
-			{"not bearer", valid, "a.web-1", codes.Unauthenticated, "malformed"},
+			{"raw token, as Kuma's file-based metadata sends it", valid, "a.web-1", codes.OK, ""},
+			{"lower-case scheme", "bearer " + valid, "a.web-1", codes.OK, ""},
+			{"another scheme", "Basic " + valid, "a.web-1", codes.Unauthenticated, "malformed"},
 			{"garbage", "Bearer not.a.jwt", "a.web-1", codes.Unauthenticated, "malformed"},
 			{"expired", "Bearer " + mint(h.issuer, claims, time.Minute, time.Now().Add(-2*time.Hour)), "a.web-1", codes.Unauthenticated, "expired"},
 			{"forged", "Bearer " + mint(token.NewIssuer(otherKey), claims, time.Hour, time.Now()), "a.web-1", codes.Unauthenticated, "bad_signature"},
