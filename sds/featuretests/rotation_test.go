@@ -1,6 +1,7 @@
 package featuretests
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -75,7 +76,8 @@ func TestCAChangeWithoutAFailedHandshake(t *testing.T) {
 
 func TestCAChangeGoesOnAfterTheTimeoutWhenADataPlaneNeverACKs(t *testing.T) {
 	eachTransport(t, func(t *testing.T, transport string) {
-		h := newHarness(t, transport, func(c *cache.Config, _ *sds.ServerConfig) { c.RotationTimeout = 300 * time.Millisecond })
+		manual, fireTimeout := manualPhaseTimeouts(t)
+		h := newHarness(t, transport, manual)
 		oldCA, newCA := pkitest.NewRootCA(t, "old"), pkitest.NewRootCA(t, "new")
 		h.serve(oldCA)
 		good := h.follow("web-1", "web", true)
@@ -84,14 +86,22 @@ func TestCAChangeGoesOnAfterTheTimeoutWhenADataPlaneNeverACKs(t *testing.T) {
 		stuck.WaitFor("a certificate", signedBy(oldCA))
 
 		h.cache.Update(map[string]*meshconfig.ResolvedMesh{"default": resolved(t, "default", newCA)}, time.Now())
-		status := h.cache.MeshStatus("default")
-		require.Equal(t, cache.PhaseTrustNew.String(), status.Phase)
-		require.Equal(t, 2, status.Waiting, "both data planes still have to ACK the new bundle")
+		phaseWaitsForOne := func(phase cache.Phase) func() bool {
+			return func() bool {
+				st := h.cache.MeshStatus("default")
+				return st.Phase == phase.String() && st.Waiting == 1
+			}
+		}
+		require.Eventually(t, phaseWaitsForOne(cache.PhaseTrustNew), 10*time.Second, 5*time.Millisecond,
+			"the good data plane ACKs the new bundle, the stuck one never does")
 
-		// The stuck data plane never ACKs: after the timeout the change goes on,
-		// for both, and the timeout is reported.
+		// The stuck data plane never ACKs: after the timeout the change goes
+		// on, for both, and the timeout is reported.
+		fireTimeout()
 		good.WaitFor("a certificate of the new CA", signedBy(newCA))
 		stuck.WaitFor("a certificate of the new CA", signedBy(newCA))
+		require.Eventually(t, phaseWaitsForOne(cache.PhaseReissue), 10*time.Second, 5*time.Millisecond)
+		fireTimeout()
 		good.WaitFor("a bundle of the new CA only", bundleIs(newCA))
 		require.InDelta(t, 2, h.metric("meshsds_ca_rotation_timeouts_total", "mesh", "default"), 0)
 		require.Equal(t, cache.PhaseSteady.String(), h.cache.MeshStatus("default").Phase)
@@ -113,11 +123,12 @@ func TestCAExpiringBeforeItsCertificatesIsReported(t *testing.T) {
 
 func TestCAChangeSignsTheNewCertificatesDuringTheTrustPhase(t *testing.T) {
 	eachTransport(t, func(t *testing.T, transport string) {
-		h := newHarness(t, transport, func(c *cache.Config, _ *sds.ServerConfig) { c.RotationTimeout = time.Second })
+		manual, fireTimeout := manualPhaseTimeouts(t)
+		h := newHarness(t, transport, manual)
 		oldCA, newCA := pkitest.NewRootCA(t, "old"), pkitest.NewRootCA(t, "new")
 		h.serve(oldCA)
 		good := h.follow("web-1", "web", true)
-		stuck := h.follow("stuck-1", "stuck", false) // holds the trust phase until the timeout
+		stuck := h.follow("stuck-1", "stuck", false) // holds the trust phase until its timeout fires
 		good.WaitFor("a certificate", signedBy(oldCA))
 		stuck.WaitFor("a certificate", signedBy(oldCA))
 		require.InDelta(t, 2, h.metric("meshsds_certificates_issued_total"), 0)
@@ -132,9 +143,42 @@ func TestCAChangeSignsTheNewCertificatesDuringTheTrustPhase(t *testing.T) {
 
 		// Once the new CA signs, those very certificates are served: none is
 		// signed twice.
+		fireTimeout()
 		for _, dp := range []*sdstest.Live{good, stuck} {
 			dp.WaitFor("a certificate of the new CA", signedBy(newCA))
 		}
 		require.InDelta(t, 4, h.metric("meshsds_certificates_issued_total"), 0)
 	})
+}
+
+// manualPhaseTimeouts makes the CA change's phase timeouts fire when the
+// test calls fire, not by the clock, so that what a test reads between
+// them cannot race them. Other timers run as usual.
+func manualPhaseTimeouts(t *testing.T) (opt harnessOpt, fire func()) {
+	const timeout = time.Hour
+	var (
+		mu      sync.Mutex
+		pending []func()
+	)
+	opt = func(c *cache.Config, _ *sds.ServerConfig) {
+		c.RotationTimeout = timeout
+		c.AfterFunc = func(d time.Duration, f func()) func() bool {
+			if d != timeout {
+				return time.AfterFunc(d, f).Stop
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			pending = append(pending, f)
+			return func() bool { return true }
+		}
+	}
+	fire = func() {
+		mu.Lock()
+		require.NotEmpty(t, pending, "no phase timeout is scheduled")
+		f := pending[len(pending)-1]
+		pending = nil
+		mu.Unlock()
+		f() // a timer of an earlier phase would do nothing: the latest is the one
+	}
+	return opt, fire
 }
