@@ -9,8 +9,12 @@ FUZZTIME  ?= 20s
 
 all: build
 
+# VERSION is what "meshsds version" reports.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/meshsds/meshsds/internal/buildinfo.version=$(VERSION)
+
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/meshsds
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/meshsds
 
 ## test: every test, with the race detector (what CI runs).
 test: tools
