@@ -114,8 +114,8 @@ func TestEnvoyExamplesCarryMTLSTraffic(t *testing.T) {
 			s := start(t, dir, transportArgs(transport)...)
 			d := startDemo(t, s)
 
-			waitHolds(t, d.web, "spiffe://default/web", serial(cas["default"]))
-			waitHolds(t, d.backend, "spiffe://default/backend", serial(cas["default"]))
+			waitHolds(t, d.web, 2, "spiffe://default/web", serial(cas["default"]))
+			waitHolds(t, d.backend, 1, "spiffe://default/backend", serial(cas["default"]))
 			requireSDSClean(t, d.web, 2)
 			requireSDSClean(t, d.backend, 2)
 
@@ -135,7 +135,7 @@ func TestEnvoyExamplesCarryMTLSTraffic(t *testing.T) {
 			t.Run("a data plane of a mesh sharing the CA is refused by its SPIFFE id", func(t *testing.T) {
 				port := freePort(t)
 				twin := startEnvoy(t, "twin-web", d.webBootstrap(t, "twin", "web", s.token(t, "twin", "web", "web"), port))
-				waitHolds(t, twin, "spiffe://twin/web", serial(cas["default"]))
+				waitHolds(t, twin, 2, "spiffe://twin/web", serial(cas["default"]))
 				before := statOf(t, d.backend, d.backendListener()+"ssl.fail_verify_san")
 				_, _, _, err := httpGet("http://127.0.0.1:" + port + "/")
 				require.Error(t, err, "the backend must not serve mesh twin")
@@ -147,7 +147,7 @@ func TestEnvoyExamplesCarryMTLSTraffic(t *testing.T) {
 			t.Run("a data plane of a mesh with another CA is refused", func(t *testing.T) {
 				port := freePort(t)
 				other := startEnvoy(t, "other-web", d.webBootstrap(t, "other", "web", s.token(t, "other", "web", "web"), port))
-				waitHolds(t, other, "spiffe://other/web", serial(cas["other"]))
+				waitHolds(t, other, 2, "spiffe://other/web", serial(cas["other"]))
 				_, _, _, err := httpGet("http://127.0.0.1:" + port + "/")
 				require.Error(t, err)
 				// Its sidecar refuses the backend first (an unknown CA) ...

@@ -72,21 +72,21 @@ func freePort(t *testing.T) string {
 	return p
 }
 
-// waitHolds waits until every TLS context of e holds a certificate with the
-// URI SAN uri and trusts exactly the CAs of the given serials.
-func waitHolds(t *testing.T, e *envoytest.Envoy, uri string, caSerials ...string) *envoytest.Certs {
+// waitHolds waits until n TLS contexts of e hold a certificate with the URI
+// SAN uri, every one trusting exactly the CAs of the given serials.
+func waitHolds(t *testing.T, e *envoytest.Envoy, n int, uri string, caSerials ...string) *envoytest.Certs {
 	t.Helper()
 	var last *envoytest.Certs
 	var lastErr error
 	deadline := time.Now().Add(envoyWait)
 	for time.Now().Before(deadline) {
 		last, lastErr = e.Certs()
-		if lastErr == nil && last.Holds(uri, caSerials...) {
+		if lastErr == nil && last.Holds(n, uri, caSerials...) {
 			return last
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("%s does not hold %s trusting %v within %s: %+v %v", e.Name(), uri, caSerials, envoyWait, last, lastErr)
+	t.Fatalf("%s does not hold %s trusting %v in %d contexts within %s: %+v %v", e.Name(), uri, caSerials, n, envoyWait, last, lastErr)
 	return nil
 }
 

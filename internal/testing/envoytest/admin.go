@@ -95,18 +95,22 @@ func (c *Certs) LeafSerials() []string {
 	return out
 }
 
-// Holds reports whether there is a TLS context and every one has a
-// certificate chain whose leaf has the URI SAN uri, and trusts exactly the
-// CAs of the given serials (SerialHex), in any order. It is the check that
-// an Envoy has both of its SDS secrets, from the right CA.
-func (c *Certs) Holds(uri string, caSerials ...string) bool {
+// Holds reports whether at least n TLS contexts present a certificate
+// whose leaf has the URI SAN uri, and every context presenting one trusts
+// exactly the CAs of the given serials (SerialHex), in any order. It is the
+// check that an Envoy has both of its SDS secrets, from the right CA, in n
+// places (e.g. an inbound listener and an upstream cluster). Contexts that
+// present no certificate (an upstream TLS context that only verifies its
+// server) do not count.
+func (c *Certs) Holds(n int, uri string, caSerials ...string) bool {
 	want := map[string]bool{}
 	for _, s := range caSerials {
 		want[normSerial(s)] = true
 	}
+	holding := 0
 	for _, ctx := range c.Certificates {
-		if len(ctx.CertChain) == 0 || len(ctx.CACert) == 0 {
-			return false
+		if len(ctx.CertChain) == 0 {
+			continue
 		}
 		found := false
 		for _, san := range ctx.CertChain[0].SubjectAltNames {
@@ -120,8 +124,9 @@ func (c *Certs) Holds(uri string, caSerials ...string) bool {
 				return false
 			}
 		}
+		holding++
 	}
-	return len(c.Certificates) > 0
+	return holding >= n
 }
 
 // SerialHex formats a certificate serial number the way /certs does, for

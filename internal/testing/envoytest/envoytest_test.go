@@ -97,9 +97,10 @@ func TestStartInspectStop(t *testing.T) {
 	require.Equal(t, []string{"spiffe://test/envoytest"}, certs.URIs())
 	require.Equal(t, []string{envoytest.SerialHex(cert.SerialNumber)}, certs.CASerials())
 	require.Equal(t, []string{"102030405"}, certs.LeafSerials(), "no leading zero, as Envoy prints it")
-	require.True(t, certs.Holds("spiffe://test/envoytest", envoytest.SerialHex(cert.SerialNumber)))
-	require.False(t, certs.Holds("spiffe://test/other", envoytest.SerialHex(cert.SerialNumber)))
-	require.False(t, certs.Holds("spiffe://test/envoytest", "ff"))
+	require.True(t, certs.Holds(1, "spiffe://test/envoytest", envoytest.SerialHex(cert.SerialNumber)))
+	require.False(t, certs.Holds(1, "spiffe://test/other", envoytest.SerialHex(cert.SerialNumber)))
+	require.False(t, certs.Holds(2, "spiffe://test/envoytest", envoytest.SerialHex(cert.SerialNumber)), "one context only")
+	require.False(t, certs.Holds(1, "spiffe://test/envoytest", "ff"))
 
 	live, err := e.Stat("server.state")
 	require.NoError(t, err)
