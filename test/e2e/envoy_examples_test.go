@@ -64,6 +64,13 @@ func (d *demo) backendListener() string { return "listener.127.0.0.1_" + d.backe
 // against s, as the README does, with each port replaced by a free one.
 func startDemo(t *testing.T, s *server) *demo {
 	t.Helper()
+	return startDemoWith(t, s, s.token(t, "default", "web", "web"), s.token(t, "default", "backend", "backend"))
+}
+
+// startDemoWith is startDemo with the given dataplane tokens of default.web
+// and default.backend.
+func startDemoWith(t *testing.T, s *server, webToken, backendToken string) *demo {
+	t.Helper()
 	_, sdsPort, err := net.SplitHostPort(s.sds)
 	require.NoError(t, err)
 	d := &demo{s: s, sdsPort: sdsPort, appPort: freePort(t), backendPort: freePort(t), webOutPort: freePort(t), webInPort: freePort(t)}
@@ -71,14 +78,14 @@ func startDemo(t *testing.T, s *server) *demo {
 		"port_value: 8081": "port_value: " + d.appPort,
 	}))
 	d.backend = startEnvoy(t, "backend", exampleBootstrap(t, "backend.yaml",
-		map[string]string{"${MESHSDS_TOKEN}": s.token(t, "default", "backend", "backend")},
+		map[string]string{"${MESHSDS_TOKEN}": backendToken},
 		map[string]string{
 			"0.0.0.0":           "127.0.0.1",
 			"port_value: 25443": "port_value: " + d.backendPort,
 			"port_value: 8081":  "port_value: " + d.appPort,
 			"port_value: 5677":  "port_value: " + sdsPort,
 		}))
-	d.web = startEnvoy(t, "web", d.webBootstrap(t, "default", "web", s.token(t, "default", "web", "web"), d.webOutPort))
+	d.web = startEnvoy(t, "web", d.webBootstrap(t, "default", "web", webToken, d.webOutPort))
 	return d
 }
 

@@ -76,17 +76,25 @@ func freePort(t *testing.T) string {
 // SAN uri, every one trusting exactly the CAs of the given serials.
 func waitHolds(t *testing.T, e *envoytest.Envoy, n int, uri string, caSerials ...string) *envoytest.Certs {
 	t.Helper()
+	return waitCerts(t, e, fmt.Sprintf("%s trusting %v in %d contexts", uri, caSerials, n), func(c *envoytest.Certs) bool {
+		return c.Holds(n, uri, caSerials...)
+	})
+}
+
+// waitCerts waits until e's /certs satisfies ok.
+func waitCerts(t *testing.T, e *envoytest.Envoy, what string, ok func(*envoytest.Certs) bool) *envoytest.Certs {
+	t.Helper()
 	var last *envoytest.Certs
 	var lastErr error
 	deadline := time.Now().Add(envoyWait)
 	for time.Now().Before(deadline) {
 		last, lastErr = e.Certs()
-		if lastErr == nil && last.Holds(n, uri, caSerials...) {
+		if lastErr == nil && ok(last) {
 			return last
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("%s does not hold %s trusting %v in %d contexts within %s: %+v %v", e.Name(), uri, caSerials, n, envoyWait, last, lastErr)
+	t.Fatalf("%s does not hold %s within %s: %+v %v", e.Name(), what, envoyWait, last, lastErr)
 	return nil
 }
 
@@ -214,6 +222,9 @@ func (tr *traffic) requireNoFailure(t *testing.T, minOK int) int {
 	t.Helper()
 	tr.halt()
 	ok, failures := tr.counts()
+	if len(failures) > 10 {
+		failures = append(append(failures[:5:5], fmt.Sprintf("... %d more ...", len(failures)-10)), failures[len(failures)-5:]...)
+	}
 	require.Empty(t, failures, "not one request may fail (%d succeeded)", ok)
 	require.GreaterOrEqual(t, ok, minOK)
 	return ok
