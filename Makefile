@@ -84,6 +84,14 @@ bench-load: build
 	$(GO) build -trimpath -o bin/meshsds-load ./cmd/meshsds-load
 	bin/meshsds-load bench --meshsds $(BIN) --dataplanes $(BENCH_DATAPLANES) $(BENCH_FLAGS)
 
+## bench-envoy: ENVOY_BENCH_N real Envoys (envoy-tools) against a fresh
+## server, then the load generator with as many data planes, in one run:
+## time until all are served, server RSS per data plane, CA change.
+ENVOY_BENCH_N ?= 100
+bench-envoy: build envoy-tools
+	$(GO) build -trimpath -o bin/meshsds-load ./cmd/meshsds-load
+	$(GO) run ./internal/testing/envoybench --meshsds $(BIN) --load bin/meshsds-load --envoys $(ENVOY_BENCH_N) $(ENVOY_BENCH_FLAGS)
+
 ## example-ca: generate the example mesh CA (not committed) into examples/secrets/default.
 example-ca:
 	@test -f examples/secrets/default/ca-cert || $(GO) run ./examples/gen-ca -out examples/secrets/default
