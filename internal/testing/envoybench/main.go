@@ -52,6 +52,7 @@ func main() {
 	flag.DurationVar(&cfg.idle, "idle", 30*time.Second, "idle window before the RSS that counts (the load generator's --idle-cpu)")
 	flag.DurationVar(&cfg.timeout, "timeout", 5*time.Minute, "bound of each wait")
 	flag.StringVar(&cfg.jsonOut, "json-out", "", "also write the results as JSON to this file")
+	flag.BoolVar(&cfg.nodeFirstOnly, "node-first-only", false, "Envoys send their node on the first request of a stream only (set_node_on_first_message_only)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -77,6 +78,7 @@ type config struct {
 	settle, idle         time.Duration
 	timeout              time.Duration
 	jsonOut              string
+	nodeFirstOnly        bool
 }
 
 // results are both runs' numbers.
@@ -102,6 +104,12 @@ type results struct {
 	BundleSeconds float64 `json:"bundleSeconds"`
 	CASeconds     float64 `json:"caSeconds"`
 	NACKs         uint64  `json:"updateRejected"`
+	// TxBytes and RxBytes are what an Envoy sent to and received from
+	// meshsds on average, from the start to the end of the CA change.
+	TxBytes float64 `json:"envoyTxBytes"`
+	RxBytes float64 `json:"envoyRxBytes"`
+	// Requests is how many DiscoveryRequests an Envoy sent on average.
+	Requests float64 `json:"envoyRequests"`
 	// Load is the load generator's row for the same N (nil when skipped).
 	Load *loadgen.BenchRow `json:"load,omitempty"`
 }
@@ -193,7 +201,7 @@ func benchEnvoys(ctx context.Context, cfg config, res *results) error {
 		}
 		envoys[i], err = envoytest.Launch(envoytest.Config{
 			Binary: cfg.envoy, Name: name, LogLevel: "warn",
-			Bootstrap: fmt.Sprintf(bootstrap, name, tok, sdsPort),
+			Bootstrap: fmt.Sprintf(bootstrap, name, tok, sdsPort, cfg.nodeFirstOnly),
 		})
 		if err != nil {
 			return err
@@ -273,11 +281,21 @@ func benchEnvoys(ctx context.Context, cfg config, res *results) error {
 	default:
 		res.BundleSeconds = res.CASeconds
 	}
+	var tx, rx, reqs uint64
 	for _, e := range envoys {
 		if s, err := e.SDS(); err == nil {
 			res.NACKs += s.UpdateRejected
 		}
+		st, err := e.Stats(`^(cluster\.meshsds\.upstream_cx_(tx|rx)_bytes_total|sds\..*\.update_attempt)$`)
+		if err != nil {
+			return err
+		}
+		tx += st["cluster.meshsds.upstream_cx_tx_bytes_total"]
+		rx += st["cluster.meshsds.upstream_cx_rx_bytes_total"]
+		reqs += st["sds.identity_cert.update_attempt"] + st["sds.mesh_ca.update_attempt"]
 	}
+	res.TxBytes, res.RxBytes = float64(tx)/float64(cfg.n), float64(rx)/float64(cfg.n)
+	res.Requests = float64(reqs) / float64(cfg.n)
 	return nil
 }
 
@@ -305,6 +323,7 @@ static_resources:
                 api_config_source:
                   api_type: GRPC
                   transport_api_version: V3
+                  set_node_on_first_message_only: %[4]t
                   grpc_services:
                   - envoy_grpc: { cluster_name: meshsds }
                     initial_metadata: [ { key: authorization, value: "Bearer %[2]s" } ]
@@ -430,7 +449,9 @@ func printResults(w io.Writer, cfg config, r *results) {
 		fmt.Fprintf(w, "| meshsds-load (h2) | %.2f s | %.1f KiB | %.2f s | %d |\n",
 			l.Report.StormSeconds, l.PerDPKiB, ca.Identity.Max, l.Report.NACKs)
 	}
-	fmt.Fprintf(w, "\nEnvoys: all launched %.2f s after the first; meshsds used %.2f s of CPU until all were served; "+
+	fmt.Fprintf(w, "\nEnvoys: each sent meshsds %.1f KiB in %.1f requests (set_node_on_first_message_only %t) and received %.1f KiB.\n",
+		r.TxBytes/1024, r.Requests, cfg.nodeFirstOnly, r.RxBytes/1024)
+	fmt.Fprintf(w, "Envoys: all launched %.2f s after the first; meshsds used %.2f s of CPU until all were served; "+
 		"the new root was trusted everywhere %.2f s after the change.\n", r.LaunchSeconds, r.ServerStormCPUSeconds, r.BundleSeconds)
 	if l := r.Load; l != nil {
 		b, _ := l.Report.Change(loadgen.ChangeBundle)
