@@ -12,7 +12,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -179,4 +182,46 @@ func TestMissingBinary(t *testing.T) {
 	require.ErrorContains(t, err, envoytest.BinaryEnv)
 	_, err = envoytest.Launch(envoytest.Config{Bootstrap: "{}"})
 	require.ErrorContains(t, err, "make envoy-tools")
+}
+
+// TestEnvoyDiesWithTheTestProcess kills a test process that started an
+// Envoy, as a crashing or timed-out test would die, and requires the Envoy
+// to go with it (Linux: the parent-death signal). Where orphans are killed
+// anyway (some sandboxes' init does) it passes without the signal too.
+func TestEnvoyDiesWithTheTestProcess(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the parent-death signal is Linux's")
+	}
+	if pidFile := os.Getenv("ENVOYTEST_CHILD_PIDFILE"); pidFile != "" {
+		// The child: start an Envoy, say its pid, and wait to be killed.
+		e, err := envoytest.Launch(envoytest.Config{Bootstrap: "node: { id: child }"})
+		require.NoError(t, err)
+		require.NoError(t, e.WaitReady(envoytest.DefaultReadyTimeout))
+		require.NoError(t, os.WriteFile(pidFile, []byte(strconv.Itoa(e.PID())), 0o600))
+		time.Sleep(time.Minute)
+		e.Stop()
+		return
+	}
+	envoytest.Binary(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	child := exec.Command(os.Args[0], "-test.run=^TestEnvoyDiesWithTheTestProcess$", "-test.count=1")
+	child.Env = append(os.Environ(), "ENVOYTEST_CHILD_PIDFILE="+pidFile)
+	require.NoError(t, child.Start())
+	var pid int
+	require.Eventually(t, func() bool {
+		data, err := os.ReadFile(pidFile)
+		if err != nil {
+			return false
+		}
+		pid, err = strconv.Atoi(string(data))
+		return err == nil
+	}, 30*time.Second, 20*time.Millisecond, "the child's Envoy")
+	require.NoError(t, syscall.Kill(pid, 0), "the Envoy runs")
+	require.NoError(t, child.Process.Kill())
+	_ = child.Wait()
+	require.Eventually(t, func() bool {
+		// Gone, or a zombie that nobody has reaped yet.
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		return err != nil || strings.Contains(string(stat), ") Z ")
+	}, 10*time.Second, 20*time.Millisecond, "the Envoy of a killed test process must die too")
 }
