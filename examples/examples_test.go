@@ -93,7 +93,15 @@ func TestEnvoyBootstrap(t *testing.T) {
 		ctx := dtc.GetCommonTlsContext()
 		require.Len(t, ctx.GetTlsCertificateSdsSecretConfigs(), 1)
 		requireMeshsdsSDS(t, ctx.GetTlsCertificateSdsSecretConfigs()[0], "identity_cert", token)
-		requireMeshsdsSDS(t, ctx.GetValidationContextSdsSecretConfig(), "mesh_ca", token)
+		// Peers must be of mesh default: the URI SAN prefix keeps meshes that
+		// share a CA apart.
+		cvc := ctx.GetCombinedValidationContext()
+		require.NotNil(t, cvc)
+		requireMeshsdsSDS(t, cvc.GetValidationContextSdsSecretConfig(), "mesh_ca", token)
+		sans := cvc.GetDefaultValidationContext().GetMatchTypedSubjectAltNames()
+		require.Len(t, sans, 1)
+		require.Equal(t, tlsv3.SubjectAltNameMatcher_URI, sans[0].GetSanType())
+		require.Equal(t, "spiffe://default/", sans[0].GetMatcher().GetPrefix())
 		require.Empty(t, ctx.GetTlsCertificates(), "no Envoy-side certificate files")
 
 		require.Len(t, fc.GetFilters(), 1)
