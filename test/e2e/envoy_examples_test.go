@@ -14,8 +14,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshsds/meshsds/internal/sdstest"
 	"github.com/meshsds/meshsds/internal/testing/envoytest"
+	"github.com/meshsds/meshsds/meshconfig/pki"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
 // twinMesh is a mesh that shares mesh default's CA: only the spiffe://<mesh>/
@@ -33,7 +34,7 @@ mtls:
 
 // meshWithTwin is secretsDir plus mesh twin, whose CA files are copies of
 // mesh default's.
-func meshWithTwin(t *testing.T) (string, map[string]*sdstest.CA) {
+func meshWithTwin(t *testing.T) (string, map[string]*pki.KeyPair) {
 	t.Helper()
 	dir, cas := secretsDir(t)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "twin.yaml"), []byte(twinMesh), 0o600))
@@ -108,7 +109,7 @@ func (d *demo) webBootstrap(t *testing.T, mesh, name, token, outPort string) str
 	return exampleBootstrap(t, "bootstrap.yaml", map[string]string{"${MESHSDS_TOKEN}": token}, rewrite)
 }
 
-func serial(ca *sdstest.CA) string { return envoytest.SerialHex(ca.Cert.SerialNumber) }
+func serial(ca *pki.KeyPair) string { return envoytest.SerialHex(ca.Cert.SerialNumber) }
 
 // TestEnvoyExamplesCarryMTLSTraffic runs the shipped demo as a user would:
 // a request through the web sidecar reaches the app through the backend
@@ -219,7 +220,7 @@ func TestEnvoyExampleBootstrapsLoad(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, e.Name())
 			// Envoy reads the CA file the SDS client trusts while validating.
-			require.NoError(t, os.WriteFile(filepath.Join(dir, "sds.crt"), sdstest.NewRootCA(t, "sds").CertPEM, 0o600))
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "sds.crt"), pkitest.NewRootCA(t, "sds").CertPEM, 0o600))
 			require.NoError(t, os.WriteFile(path, []byte(exampleBootstrap(t, e.Name(), v, nil)), 0o600))
 			out, err := runEnvoyValidate(bin, path)
 			require.Contains(t, out, "configuration '"+path+"' OK")

@@ -230,22 +230,12 @@ func (tr *traffic) requireNoFailure(t *testing.T, minOK int) int {
 	return ok
 }
 
-// transportsToTest are the SDS transports of meshsds to run the Envoy tests
-// on: grpclite (the default) and, once the binary has the flag,
-// --sds-transport grpc-go.
-func transportsToTest(t *testing.T) []string {
-	t.Helper()
-	out, err := exec.Command(binary, "serve", "--help").CombinedOutput()
-	require.NoError(t, err, string(out))
-	transports := []string{"grpclite"}
-	if strings.Contains(string(out), "--sds-transport") {
-		transports = append(transports, "grpc-go")
-	}
-	return transports
-}
+// transportsToTest are the SDS transports of meshsds (--sds-transport)
+// every test that talks SDS runs on.
+func transportsToTest(*testing.T) []string { return []string{"grpclite", "grpc-go"} }
 
 // transportArgs are the serve flags selecting a transport; none for the
-// default, so that the tests run on binaries without the flag.
+// default, so that the default is what is tested.
 func transportArgs(transport string) []string {
 	if transport == "grpclite" {
 		return nil

@@ -10,8 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshsds/meshsds/internal/sdstest"
 	"github.com/meshsds/meshsds/internal/testing/envoytest"
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
 // The tests here keep requests flowing through the demo of
@@ -116,7 +116,7 @@ func TestEnvoyTrafficThroughCAChangeAndRestarts(t *testing.T) {
 			tr.waitMore(t, 20)
 
 			// A new CA, written as operators' tools write files.
-			newCA := sdstest.NewRootCA(t, "default CA 2")
+			newCA := pkitest.NewRootCA(t, "default CA 2")
 			writeAtomic(t, filepath.Join(dir, "default", "ca-key"), newCA.KeyPEM)
 			writeAtomic(t, filepath.Join(dir, "default", "ca-cert"), newCA.CertPEM)
 			waitHolds(t, d.web, 2, "spiffe://default/web", serial(newCA))
@@ -183,7 +183,7 @@ func TestEnvoyTrafficThroughBuiltinCAChanges(t *testing.T) {
 	for _, transport := range transportsToTest(t) {
 		t.Run(transport, func(t *testing.T) {
 			s := start(t, t.TempDir(), append([]string{"--ca-rotation-timeout", "30s"}, transportArgs(transport)...)...)
-			provided := sdstest.NewRootCA(t, "provided")
+			provided := pkitest.NewRootCA(t, "provided")
 			s.mustCLI(t, caManifests("default", provided), "apply", "-f", "-")
 			d := startDemo(t, s)
 			waitHolds(t, d.web, 2, "spiffe://default/web", serial(provided))
