@@ -107,6 +107,10 @@ func (a *TokenAuthenticator) Authenticate(ctx context.Context, node *corev3.Node
 	if node.GetId() == "" {
 		return nil, &AuthError{codes.InvalidArgument, "missing_node", "the first request must carry node.id \"<mesh>.<name>\""}
 	}
+	if err := token.ValidateTags(claims.Tags); err != nil {
+		// Signed before tags were checked at issue: never into a certificate.
+		return nil, &AuthError{codes.PermissionDenied, "bad_identity", "the dataplane token's tags cannot become a certificate: " + err.Error()}
+	}
 	id := &Identity{Mesh: claims.Mesh, Name: claims.Name, Tags: claims.Tags, TokenID: claims.ID, Expires: claims.ExpiresAt}
 	if node.GetId() != id.NodeID() {
 		reason := "other_mesh"
@@ -162,5 +166,9 @@ func (NoAuth) Authenticate(_ context.Context, node *corev3.Node) (*Identity, err
 	if svc == "" {
 		svc = name
 	}
-	return &Identity{Mesh: mesh, Name: name, Tags: map[string][]string{ServiceTag: {svc}}}, nil
+	tags := map[string][]string{ServiceTag: {svc}}
+	if err := token.ValidateTags(tags); err != nil {
+		return nil, &AuthError{codes.InvalidArgument, "bad_identity", "node.cluster (or the name) is the service: " + err.Error()}
+	}
+	return &Identity{Mesh: mesh, Name: name, Tags: tags}, nil
 }

@@ -1,14 +1,16 @@
 package sds
 
 import (
+	"encoding/binary"
 	"net/url"
 	"sort"
-	"strings"
 	"time"
+
+	"github.com/meshsds/meshsds/sds/token"
 )
 
 // ServiceTag is the tag whose values become SPIFFE identities.
-const ServiceTag = "kuma.io/service"
+const ServiceTag = token.ServiceTag
 
 // Identity is who an authenticated data plane is: its mesh, its name and the
 // tags its token grants. It is immutable once built.
@@ -25,29 +27,35 @@ type Identity struct {
 // NodeID is the Envoy node id this identity must present: "<mesh>.<name>".
 func (id *Identity) NodeID() string { return id.Mesh + "." + id.Name }
 
-// Key identifies the workload certificate this identity gets: two streams of
-// one data plane share it, a different token with other tags does not.
+// Key identifies the workload certificate this identity gets: the two
+// streams of one data plane share it; another token (a replacement of a
+// revoked one), other tags or another name do not. It starts with the mesh
+// and a NUL byte (mesh names have none); every other part is
+// length-prefixed, so that no two identities share a key.
 func (id *Identity) Key() string {
-	var b strings.Builder
-	b.WriteString(id.Mesh)
-	b.WriteByte(0)
-	b.WriteString(id.Name)
+	b := make([]byte, 0, 64)
+	b = append(b, id.Mesh...)
+	b = append(b, 0)
+	field := func(s string) {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	field(id.Name)
+	field(id.TokenID)
 	names := make([]string, 0, len(id.Tags))
 	for k := range id.Tags {
 		names = append(names, k)
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		vals := append([]string(nil), id.Tags[k]...)
-		sort.Strings(vals)
+		field(k)
+		vals := sortedCopy(id.Tags[k])
+		b = binary.AppendUvarint(b, uint64(len(vals)))
 		for _, v := range vals {
-			b.WriteByte(0)
-			b.WriteString(k)
-			b.WriteByte('=')
-			b.WriteString(v)
+			field(v)
 		}
 	}
-	return b.String()
+	return string(b)
 }
 
 // URIs returns the URI SANs of the identity: spiffe://<mesh>/<service> for

@@ -25,7 +25,7 @@ type certEntry struct {
 	caVersion string
 	cert      *pki.WorkloadCert
 	version   string
-	renewAt   time.Time
+	renewAt   time.Time // zero: not renewed, it ends with its token
 	stop      func() bool
 }
 
@@ -148,9 +148,19 @@ func (c *Cache) issue(id *sds.Identity, key string, ca *pki.CA, validity time.Du
 	return e, nil
 }
 
-// sign issues a certificate for id under ca, not yet cached.
+// sign issues a certificate for id under ca, valid for validity but not
+// beyond its token, not yet cached.
 func (c *Cache) sign(id *sds.Identity, ca *pki.CA, validity time.Duration, caVersion string) (*certEntry, error) {
 	start := c.cfg.Now()
+	untilToken := false
+	if !id.Expires.IsZero() {
+		// No identity outlives its credential: the certificate ends when
+		// the token that proved it does, and is not renewed, as the stream
+		// closes then.
+		if left := id.Expires.Sub(start); left <= validity {
+			validity, untilToken = max(left, time.Second), true
+		}
+	}
 	cert, err := pki.IssueWorkloadCert(ca, id.URIs(), validity, c.cfg.KeyType, start)
 	if err != nil {
 		return nil, fmt.Errorf("issuing for %s: %w", id.NodeID(), err)
@@ -158,10 +168,11 @@ func (c *Cache) sign(id *sds.Identity, ca *pki.CA, validity time.Duration, caVer
 	c.metrics.issued.Inc()
 	c.metrics.issueSeconds.Observe(c.cfg.Now().Sub(start).Seconds())
 	c.metrics.workloadExpiry.WithLabelValues(id.Mesh).Set(float64(cert.NotAfter.Unix()))
-	return &certEntry{
-		caVersion: caVersion, cert: cert, version: xds.ContentVersion(cert.LeafDER, cert.IssuedChainPEM),
-		renewAt: RenewalTime(cert.NotBefore, cert.NotAfter, c.cfg.Jitter()),
-	}, nil
+	e := &certEntry{caVersion: caVersion, cert: cert, version: xds.ContentVersion(cert.LeafDER, cert.IssuedChainPEM)}
+	if !untilToken {
+		e.renewAt = RenewalTime(cert.NotBefore, cert.NotAfter, c.cfg.Jitter())
+	}
+	return e, nil
 }
 
 // installLocked caches e as the certificate of identity key, with its
@@ -170,7 +181,11 @@ func (c *Cache) installLocked(mesh, key string, e *certEntry) {
 	if old := c.certs[key]; old != nil {
 		old.stop()
 	}
-	e.stop = c.cfg.AfterFunc(e.renewAt.Sub(c.cfg.Now()), func() { c.renew(mesh, key, e) })
+	if e.renewAt.IsZero() {
+		e.stop = func() bool { return false } // ends with its token: never renewed
+	} else {
+		e.stop = c.cfg.AfterFunc(e.renewAt.Sub(c.cfg.Now()), func() { c.renew(mesh, key, e) })
+	}
 	c.certs[key] = e
 }
 

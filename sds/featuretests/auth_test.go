@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
@@ -49,6 +51,17 @@ func TestAuthentication(t *testing.T) {
 		otherMesh.Mesh = "b"
 		otherName := claims
 		otherName.Name = "web-2"
+		// A token whose service would leave its SPIFFE path, signed by hand
+		// as an older meshsds (which did not check tags) could have.
+		kid, err := token.KeyID(&h.key.PublicKey)
+		require.NoError(t, err)
+		badTags := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+			"mesh": "a", "name": "web-1", "tags": map[string][]string{sds.ServiceTag: {"web/../admin"}},
+			"jti": "x", "iat": time.Now().Unix(), "nbf": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(),
+		})
+		badTags.Header["kid"] = kid
+		badTagsToken, err := badTags.SignedString(h.key)
+		require.NoError(t, err)
 
 		conn := sdstest.Dial(t, h.addr, "")
 		client := secretv3.NewSecretDiscoveryServiceClient(conn)
@@ -70,6 +83,7 @@ func TestAuthentication(t *testing.T) {
 			{"token of another mesh", "Bearer " + mint(h.issuer, otherMesh, time.Hour, time.Now()), "a.web-1", codes.PermissionDenied, "other_mesh"},
 			{"token of another data plane", "Bearer " + mint(h.issuer, otherName, time.Hour, time.Now()), "a.web-1", codes.PermissionDenied, "other_name"},
 			{"no node", "Bearer " + valid, "", codes.InvalidArgument, "missing_node"},
+			{"tags that cannot be a SPIFFE id", "Bearer " + badTagsToken, "a.web-1", codes.PermissionDenied, "bad_identity"},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {

@@ -47,6 +47,7 @@ type harness struct {
 	reg    *prometheus.Registry
 	addr   string
 	issuer *token.Issuer
+	key    *ecdsa.PrivateKey // signs the tokens
 }
 
 type harnessOpt func(*cache.Config, *sds.ServerConfig)
@@ -72,7 +73,7 @@ func newHarness(t *testing.T, transport string, opts ...harnessOpt) *harness {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	serve(t, transport, srv, lis)
-	return &harness{t: t, cache: c, server: srv, reg: reg, addr: lis.Addr().String(), issuer: token.NewIssuer(key)}
+	return &harness{t: t, cache: c, server: srv, reg: reg, addr: lis.Addr().String(), issuer: token.NewIssuer(key), key: key}
 }
 
 // serve serves srv on lis with transport until the test ends.
@@ -150,7 +151,7 @@ func (h *harness) find(name string, labels ...string) *dto.Metric {
 // token mints a dataplane token for mesh/name with service tag svc.
 func (h *harness) token(mesh, name, svc string) string {
 	h.t.Helper()
-	raw, err := h.issuer.Issue(token.Claims{Mesh: mesh, Name: name, Tags: map[string][]string{sds.ServiceTag: {svc}}}, time.Hour, time.Now())
+	raw, err := h.issuer.Issue(token.Claims{Mesh: mesh, Name: name, Tags: map[string][]string{sds.ServiceTag: {svc}}}, 24*time.Hour, time.Now())
 	require.NoError(h.t, err)
 	return raw
 }

@@ -39,7 +39,13 @@ type workload struct {
 
 func (h *harness) connect(mesh, name, svc string) *workload {
 	h.t.Helper()
-	conn := h.dial(mesh, name, svc)
+	return h.connectWith(mesh, name, h.token(mesh, name, svc))
+}
+
+// connectWith connects as mesh/name with the token tok.
+func (h *harness) connectWith(mesh, name, tok string) *workload {
+	h.t.Helper()
+	conn := sdstest.Dial(h.t, h.addr, tok)
 	w := &workload{
 		identity: sdstest.OpenStream(h.t, conn, mesh+"."+name, false, sds.NameIdentityCert),
 		bundle:   sdstest.OpenStream(h.t, conn, mesh+"."+name, false, sds.NameMeshCA),
@@ -127,7 +133,7 @@ func TestWorkloadCertificateShape(t *testing.T) {
 
 		raw, err := h.issuer.Issue(tokenClaims("default", "web-1", map[string][]string{
 			sds.ServiceTag: {"web", "web-admin"}, "kuma.io/zone": {"east"}, "version": {"v1"},
-		}), time.Hour, time.Now())
+		}), 24*time.Hour, time.Now()) // outlives the certificate: it does not cut it short
 		require.NoError(t, err)
 		conn := sdstest.Dial(t, h.addr, raw)
 		id := sdstest.OpenStream(t, conn, "default.web-1", false, sds.NameIdentityCert)
@@ -292,12 +298,45 @@ func TestReconnectDoesNotReissue(t *testing.T) {
 	eachTransport(t, func(t *testing.T, transport string) {
 		h := newHarness(t, transport)
 		h.serve(pkitest.NewRootCA(t, "ca"))
-		first := h.connect("default", "web-1", "web")
+		tok := h.token("default", "web-1", "web")
+		first := h.connectWith("default", "web-1", tok)
 		first.identity.Cancel()
 		first.bundle.Cancel()
-		second := h.connect("default", "web-1", "web")
+		second := h.connectWith("default", "web-1", tok)
 		require.Equal(t, first.held.Leaf.SerialNumber, second.held.Leaf.SerialNumber)
 		require.InDelta(t, 1, h.metric("meshsds_certificates_issued_total"), 0)
+	})
+}
+
+// TestNewTokenGetsANewCertificate: a data plane given another token (the
+// replacement of a revoked, stolen one) never gets the certificate and key
+// served under the old token.
+func TestNewTokenGetsANewCertificate(t *testing.T) {
+	eachTransport(t, func(t *testing.T, transport string) {
+		h := newHarness(t, transport)
+		h.serve(pkitest.NewRootCA(t, "ca"))
+		first := h.connect("default", "web-1", "web")
+		second := h.connect("default", "web-1", "web") // another token
+		require.NotEqual(t, first.held.Leaf.SerialNumber, second.held.Leaf.SerialNumber)
+		require.NotEqual(t, first.idSecret.GetTlsCertificate().GetPrivateKey().GetInlineBytes(),
+			second.idSecret.GetTlsCertificate().GetPrivateKey().GetInlineBytes())
+		require.InDelta(t, 2, h.metric("meshsds_certificates_issued_total"), 0)
+	})
+}
+
+// TestCertificateNeverOutlivesItsToken: a token valid for a minute yields a
+// certificate that ends with it, not the mesh's hour.
+func TestCertificateNeverOutlivesItsToken(t *testing.T) {
+	eachTransport(t, func(t *testing.T, transport string) {
+		h := newHarness(t, transport)
+		h.serve(pkitest.NewRootCA(t, "ca")) // DPCertValidity: an hour
+		issued := time.Now()
+		tok, err := h.issuer.Issue(token.Claims{Mesh: "default", Name: "web-1", Tags: map[string][]string{sds.ServiceTag: {"web"}}}, time.Minute, issued)
+		require.NoError(t, err)
+		w := h.connectWith("default", "web-1", tok)
+		expires := issued.Add(time.Minute).Truncate(time.Second) // a JWT's exp is in whole seconds
+		require.False(t, w.held.Leaf.NotAfter.After(expires), "certificate until %s, token until %s", w.held.Leaf.NotAfter, expires)
+		require.WithinDuration(t, expires, w.held.Leaf.NotAfter, 5*time.Second)
 	})
 }
 

@@ -131,10 +131,8 @@ func (i *Issuer) Issue(c Claims, validFor time.Duration, now time.Time) (string,
 	case validFor <= 0:
 		return "", fmt.Errorf("validFor: must be positive, got %s", validFor)
 	}
-	for k := range c.Tags {
-		if k == "" {
-			return "", errors.New("tags: a tag key must not be empty")
-		}
+	if err := ValidateTags(c.Tags); err != nil {
+		return "", err
 	}
 	if c.ID == "" {
 		id, err := newID()

@@ -337,7 +337,8 @@ func TestIssueErrors(t *testing.T) {
 		{name: "empty name", key: p256, claims: token.Claims{Mesh: "default"}, validFor: time.Hour, wantErr: "name"},
 		{name: "zero validity", key: p256, claims: good, validFor: 0, wantErr: "validFor"},
 		{name: "negative validity", key: p256, claims: good, validFor: -time.Hour, wantErr: "validFor"},
-		{name: "empty tag key", key: p256, claims: token.Claims{Mesh: "m", Name: "n", Tags: map[string][]string{"": {"x"}}}, validFor: time.Hour, wantErr: "tag key"},
+		{name: "service tag leaving its SPIFFE path", key: p256, claims: token.Claims{Mesh: "m", Name: "n", Tags: map[string][]string{"kuma.io/service": {"web/../admin"}}}, validFor: time.Hour, wantErr: "not a SPIFFE path segment"},
+		{name: "empty tag key", key: p256, claims: token.Claims{Mesh: "m", Name: "n", Tags: map[string][]string{"": {"x"}}}, validFor: time.Hour, wantErr: `tags: key "" must not be empty`},
 		{name: "nil key", key: nil, claims: good, validFor: time.Hour, wantErr: "nil"},
 		{name: "P-384 key", key: newKey(t, elliptic.P384()), claims: good, validFor: time.Hour, wantErr: "P-256"},
 	}
