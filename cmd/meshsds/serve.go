@@ -501,8 +501,13 @@ func newSDSTransport(cfg *serveConfig, server *sds.Server, log *slog.Logger, reg
 	var t sdsTransport
 	switch cfg.sdsTransport {
 	case "grpc-go":
+		conns, err := sds.NewGRPCConnStats(reg)
+		if err != nil {
+			return nil, nil, err
+		}
 		opts := []grpc.ServerOption{
 			sds.GRPCCodec(),
+			grpc.StatsHandler(conns),
 			grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 			grpc.MaxConcurrentStreams(maxStreams),
@@ -513,7 +518,7 @@ func newSDSTransport(cfg *serveConfig, server *sds.Server, log *slog.Logger, reg
 		}
 		gs := grpc.NewServer(opts...)
 		server.RegisterGRPC(gs)
-		t = &grpcGoTransport{Server: gs, stopped: make(chan struct{})}
+		t = &grpcGoTransport{Server: gs, conns: conns, stopped: make(chan struct{})}
 	default:
 		metrics, err := grpclite.NewMetrics(reg)
 		if err != nil {
@@ -543,17 +548,24 @@ func newSDSTransport(cfg *serveConfig, server *sds.Server, log *slog.Logger, reg
 // GoAway starts it and GracefulStop waits for it.
 type grpcGoTransport struct {
 	*grpc.Server
+	conns   *sds.GRPCConnStats
 	once    sync.Once
 	stopped chan struct{}
 }
 
 func (g *grpcGoTransport) GoAway() {
 	g.once.Do(func() {
+		g.conns.Stopping()
 		go func() {
 			g.Server.GracefulStop()
 			close(g.stopped)
 		}()
 	})
+}
+
+func (g *grpcGoTransport) Stop() {
+	g.conns.Stopping()
+	g.Server.Stop()
 }
 
 func (g *grpcGoTransport) GracefulStop() {
