@@ -19,8 +19,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
-	"github.com/meshsds/meshsds/internal/reconcile"
+	"github.com/meshsds/meshsds/secretsource"
 	"github.com/meshsds/meshsds/secretsource/kube"
+	"github.com/meshsds/meshsds/secretsource/reconcile"
 )
 
 // In Kubernetes mode the source keeps meshsds' global secrets and generates
@@ -29,7 +30,7 @@ var (
 	_ globalSecrets           = (*kube.Source)(nil)
 	_ globalSecrets           = kubeGlobalSecrets{}
 	_ reconcile.CAProvisioner = (*kube.Source)(nil)
-	_ reconcile.Source        = (*kube.Source)(nil)
+	_ secretsource.Source     = (*kube.Source)(nil)
 )
 
 // webhookFlags configure the validating admission webhook (--kubernetes).

@@ -30,15 +30,16 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshsds/meshsds/internal/grpclite"
-	"github.com/meshsds/meshsds/internal/reconcile"
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/sds"
 	"github.com/meshsds/meshsds/sds/cache"
 	"github.com/meshsds/meshsds/sds/token"
+	"github.com/meshsds/meshsds/secretsource"
 	"github.com/meshsds/meshsds/secretsource/api"
 	"github.com/meshsds/meshsds/secretsource/file"
 	"github.com/meshsds/meshsds/secretsource/kube"
+	"github.com/meshsds/meshsds/secretsource/reconcile"
 )
 
 // serveConfig is everything "meshsds serve" is told, after flags,
@@ -278,7 +279,7 @@ func runServe(ctx context.Context, cfg *serveConfig) (err error) {
 	// Sources in precedence order: a resource in two sources is served
 	// from the first (files in flag order, then Kubernetes, then the admin
 	// API's store).
-	var sources []reconcile.Source
+	var sources []secretsource.Source
 	for _, dir := range cfg.secretsDirs {
 		src, err := file.New(file.Config{Dir: dir, Logger: log, Registerer: reg})
 		if err != nil {

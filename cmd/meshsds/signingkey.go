@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/meshsds/meshsds/sds/token"
-	"github.com/meshsds/meshsds/secretsource/api/store"
-	"github.com/meshsds/meshsds/secretsource/api/store/postgres"
-	"github.com/meshsds/meshsds/secretsource/api/store/sqlite"
+	"github.com/meshsds/meshsds/secretsource/store"
+	"github.com/meshsds/meshsds/secretsource/store/postgres"
+	"github.com/meshsds/meshsds/secretsource/store/sqlite"
 )
 
 // signingKeySecret is the global secret holding the dataplane token

@@ -24,7 +24,7 @@ import (
 
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/sds/token"
-	"github.com/meshsds/meshsds/secretsource/api/store"
+	"github.com/meshsds/meshsds/secretsource/store"
 )
 
 // DefaultMaxBodyBytes bounds a request body: a 1 MiB secret in base64 plus

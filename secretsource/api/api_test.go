@@ -21,8 +21,8 @@ import (
 	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 	"github.com/meshsds/meshsds/sds/token"
-	"github.com/meshsds/meshsds/secretsource/api/store"
-	"github.com/meshsds/meshsds/secretsource/api/store/sqlite"
+	"github.com/meshsds/meshsds/secretsource/store"
+	"github.com/meshsds/meshsds/secretsource/store/sqlite"
 )
 
 // fixture is the API over a real SQLite store, on a real loopback listener.

@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/meshsds/meshsds/meshconfig"
-	"github.com/meshsds/meshsds/secretsource/api/store"
+	"github.com/meshsds/meshsds/secretsource/store"
 )
 
 // ProvisionBuiltinCA generates the CA of a builtin backend into the store,

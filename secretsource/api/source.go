@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/meshsds/meshsds/meshconfig"
-	"github.com/meshsds/meshsds/secretsource/api/store"
+	"github.com/meshsds/meshsds/secretsource/store"
 )
 
 // Name names the source in logs, metrics and conflict reports.

@@ -45,6 +45,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/secretsource"
 )
 
 // Defaults of Config.
@@ -59,11 +60,6 @@ const (
 	// anything the watcher missed.
 	DefaultRescanInterval = 30 * time.Second
 )
-
-// maxDebounceFactor caps the delay of a never-ending burst of events at this
-// many Debounce periods after its first event (0.3 s with the default), so that
-// a directory written to continuously is still published.
-const maxDebounceFactor = 10
 
 // Shared log keys.
 const (
@@ -102,7 +98,6 @@ type Source struct {
 	dir            string
 	name           string
 	debounce       time.Duration
-	maxDelay       time.Duration
 	rescanInterval time.Duration
 	maxSecretSize  int
 	log            *slog.Logger
@@ -151,7 +146,6 @@ func New(cfg Config) (*Source, error) {
 	if s.debounce == 0 {
 		s.debounce = DefaultDebounce
 	}
-	s.maxDelay = maxDebounceFactor * s.debounce
 	if s.rescanInterval == 0 {
 		s.rescanInterval = DefaultRescanInterval
 	}
@@ -210,16 +204,13 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 
 	ticker := time.NewTicker(s.rescanInterval)
 	defer ticker.Stop()
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
+	debounce := secretsource.NewDebouncer(s.debounce, s.now)
 	defer debounce.Stop()
 
 	var (
-		pending    bool      // a debounced rescan is scheduled
-		burstStart time.Time // first event of the pending burst
-		rootErr    string    // why the last rescan failed, "" if it did not
-		events     = w.Events
-		errs       = w.Errors
+		rootErr string // why the last rescan failed, "" if it did not
+		events  = w.Events
+		errs    = w.Errors
 	)
 	rescan := func(reason string) {
 		s.metrics.rescans[reason].Inc()
@@ -260,16 +251,7 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 			if ev.Op == fsnotify.Chmod {
 				continue
 			}
-			now := s.now()
-			if !pending {
-				pending = true
-				burstStart = now
-			}
-			delay := s.debounce
-			if rest := burstStart.Add(s.maxDelay).Sub(now); rest < delay {
-				delay = max(rest, 0)
-			}
-			debounce.Reset(delay)
+			debounce.Event()
 
 		case err, ok := <-errs:
 			if !ok {
@@ -280,12 +262,11 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 			// mean the same. Either way only a full rescan is trustworthy.
 			s.log.Warn("watcher error; rescanning", logKeyPath, s.dir, logKeyErr, err)
 			s.metrics.syncErrors.Inc()
-			pending = false
-			debounce.Stop()
+			debounce.Cancel()
 			rescan(reasonOverflow)
 
-		case <-debounce.C:
-			pending = false
+		case <-debounce.C():
+			debounce.Fired()
 			rescan(reasonEvent)
 
 		case <-ticker.C:

@@ -80,10 +80,6 @@ const (
 // view is rebuilt and published, as in the file source.
 const DefaultDebounce = 100 * time.Millisecond
 
-// maxDebounceFactor caps the delay of a never-ending burst of changes at
-// this many Debounce periods after its first change.
-const maxDebounceFactor = 10
-
 // Shared log keys.
 const (
 	logKeySource = "source"
@@ -301,30 +297,16 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 	publish(first)
 	last := first
 
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
+	debounce := secretsource.NewDebouncer(s.debounce, s.now)
 	defer debounce.Stop()
-	var (
-		pending    bool
-		burstStart time.Time
-	)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-kick:
-			now := s.now()
-			if !pending {
-				pending = true
-				burstStart = now
-			}
-			delay := s.debounce
-			if rest := burstStart.Add(maxDebounceFactor * s.debounce).Sub(now); rest < delay {
-				delay = max(rest, 0)
-			}
-			debounce.Reset(delay)
-		case <-debounce.C:
-			pending = false
+			debounce.Event()
+		case <-debounce.C():
+			debounce.Fired()
 			view := st.build(stores())
 			if last.Equal(view) {
 				continue

@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshsds/meshsds/secretsource/api/store"
+	"github.com/meshsds/meshsds/secretsource/store"
 )
 
 // benchRecords is the size of the store the benchmarks run on, spread over

@@ -15,8 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshsds/meshsds/secretsource/api/store"
-	"github.com/meshsds/meshsds/secretsource/api/store/sqlite"
+	"github.com/meshsds/meshsds/secretsource/store"
+	"github.com/meshsds/meshsds/secretsource/store/sqlite"
 )
 
 // Environment of the helper process: the database file and the round,

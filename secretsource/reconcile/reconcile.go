@@ -17,17 +17,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/secretsource"
 )
-
-// Source produces complete views of the resources it owns. Run calls publish
-// from one goroutine, first once the source has loaded everything (that call
-// marks it synced), then after every change; it returns when ctx ends (nil)
-// or when the source cannot work at all. Published values are not modified
-// afterwards.
-type Source interface {
-	Name() string
-	Run(ctx context.Context, publish func(meshconfig.Resources)) error
-}
 
 // Sink receives the resolved meshes. Update is called from one goroutine with
 // a complete view; SetReady once, after the first Update.
@@ -51,7 +42,7 @@ type Config struct {
 	// Provisioner generates builtin CAs; without one, builtin backends stay
 	// unresolved until their Secrets appear by other means.
 	Provisioner CAProvisioner
-	Sources     []Source // in precedence order: the first wins a conflict
+	Sources     []secretsource.Source // in precedence order: the first wins a conflict
 	Sink        Sink
 	Logger      *slog.Logger
 	Registerer  prometheus.Registerer

@@ -12,9 +12,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshsds/meshsds/secretsource/api/store"
-	"github.com/meshsds/meshsds/secretsource/api/store/sqlite"
-	"github.com/meshsds/meshsds/secretsource/api/store/storetest"
+	"github.com/meshsds/meshsds/secretsource/store"
+	"github.com/meshsds/meshsds/secretsource/store/sqlite"
+	"github.com/meshsds/meshsds/secretsource/store/storetest"
 )
 
 // open opens a store at path and closes it when t ends.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
+	"github.com/meshsds/meshsds/secretsource"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -88,7 +89,7 @@ func TestNothingIsServedUntilEverySourceSynced(t *testing.T) {
 	b := &fakeSource{name: "b", in: make(chan meshconfig.Resources)}
 	sink := &recordingSink{}
 	reg := prometheus.NewRegistry()
-	r, err := New(Config{Sources: []Source{a, b}, Sink: sink, Registerer: reg})
+	r, err := New(Config{Sources: []secretsource.Source{a, b}, Sink: sink, Registerer: reg})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -119,7 +120,7 @@ func TestBrokenMeshIsReportedAndKeepsLastGood(t *testing.T) {
 	src := &fakeSource{name: "files", in: make(chan meshconfig.Resources)}
 	sink := &recordingSink{}
 	reg := prometheus.NewRegistry()
-	r, err := New(Config{Sources: []Source{src}, Sink: sink, Registerer: reg})
+	r, err := New(Config{Sources: []secretsource.Source{src}, Sink: sink, Registerer: reg})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -152,7 +153,7 @@ func TestConflictsAreCounted(t *testing.T) {
 	a := &fakeSource{name: "first", in: make(chan meshconfig.Resources)}
 	b := &fakeSource{name: "second", in: make(chan meshconfig.Resources)}
 	sink := &recordingSink{}
-	r, err := New(Config{Sources: []Source{a, b}, Sink: sink, Registerer: prometheus.NewRegistry()})
+	r, err := New(Config{Sources: []secretsource.Source{a, b}, Sink: sink, Registerer: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -172,14 +173,14 @@ func TestConflictsAreCounted(t *testing.T) {
 func TestNewRejectsIncompleteConfig(t *testing.T) {
 	_, err := New(Config{Sink: &recordingSink{}})
 	require.ErrorContains(t, err, "no secret source")
-	_, err = New(Config{Sources: []Source{&fakeSource{}}})
+	_, err = New(Config{Sources: []secretsource.Source{&fakeSource{}}})
 	require.ErrorContains(t, err, "sink")
 }
 
 func TestOthersSeesEverySourceButOne(t *testing.T) {
 	files := &fakeSource{name: "files", in: make(chan meshconfig.Resources)}
 	api := &fakeSource{name: "api", in: make(chan meshconfig.Resources)}
-	r, err := New(Config{Sources: []Source{files, api}, Sink: &recordingSink{}, Registerer: prometheus.NewRegistry()})
+	r, err := New(Config{Sources: []secretsource.Source{files, api}, Sink: &recordingSink{}, Registerer: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -215,7 +216,7 @@ func (p *recordingProvisioner) ProvisionBuiltinCA(_ context.Context, mesh string
 func TestBuiltinBackendsWithoutSecretsAreProvisioned(t *testing.T) {
 	src := &fakeSource{name: "files", in: make(chan meshconfig.Resources)}
 	prov := &recordingProvisioner{}
-	r, err := New(Config{Sources: []Source{src}, Sink: &recordingSink{}, Provisioner: prov, Registerer: prometheus.NewRegistry()})
+	r, err := New(Config{Sources: []secretsource.Source{src}, Sink: &recordingSink{}, Provisioner: prov, Registerer: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -38,7 +38,7 @@ import (
 	sqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
-	"github.com/meshsds/meshsds/secretsource/api/store"
+	"github.com/meshsds/meshsds/secretsource/store"
 )
 
 // driverName is the database/sql driver that modernc.org/sqlite registers.

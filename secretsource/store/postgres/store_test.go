@@ -17,9 +17,9 @@ import (
 
 	"github.com/meshsds/meshsds/internal/testing/pgtest"
 	"github.com/meshsds/meshsds/internal/testing/syncbuf"
-	"github.com/meshsds/meshsds/secretsource/api/store"
-	"github.com/meshsds/meshsds/secretsource/api/store/postgres"
-	"github.com/meshsds/meshsds/secretsource/api/store/storetest"
+	"github.com/meshsds/meshsds/secretsource/store"
+	"github.com/meshsds/meshsds/secretsource/store/postgres"
+	"github.com/meshsds/meshsds/secretsource/store/storetest"
 )
 
 // openTimeout bounds every Open of the tests.
