@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshsds/meshsds/cmd/meshsds/daemon"
 	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/sds/token"
 )
@@ -81,7 +82,7 @@ host. The token is printed on standard output.`,
 
 // offlineToken signs with the key kept in a server's store.
 func offlineToken(ctx context.Context, dataDir, pgURL string, c token.Claims, validFor time.Duration) (string, error) {
-	key, closeFn, err := offlineSigningKey(ctx, dataDir, pgURL)
+	key, closeFn, err := daemon.OfflineSigningKey(ctx, dataDir, pgURL)
 	if err != nil {
 		return "", err
 	}

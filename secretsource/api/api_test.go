@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
+	"github.com/meshsds/meshsds/sds"
 	"github.com/meshsds/meshsds/sds/token"
 	"github.com/meshsds/meshsds/secretsource/store"
 	"github.com/meshsds/meshsds/secretsource/store/sqlite"
@@ -324,56 +324,15 @@ func TestTokensAndDataplanes(t *testing.T) {
 
 	code, body = f.do("GET", "/dataplanes", "")
 	require.Equal(t, http.StatusOK, code)
-	require.Equal(t, []any{"stub"}, body["items"])
+	items, _ := body["items"].([]any)
+	require.Len(t, items, 1)
+	require.Equal(t, "web-1", items[0].(map[string]any)["name"])
 }
 
 type dataplanesStub struct{}
 
-func (dataplanesStub) Dataplanes() any { return []string{"stub"} }
-
-func TestSourcePublishesWrites(t *testing.T) {
-	f := newFixture(t, func(c *Config) { c.Resync = 50 * time.Millisecond })
-	var (
-		mu    sync.Mutex
-		views []meshconfig.Resources
-	)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- f.api.Run(ctx, func(r meshconfig.Resources) {
-			mu.Lock()
-			views = append(views, r)
-			mu.Unlock()
-		})
-	}()
-	defer func() { cancel(); require.NoError(t, <-done) }()
-	last := func() (meshconfig.Resources, int) {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(views) == 0 {
-			return meshconfig.Resources{}, 0
-		}
-		return views[len(views)-1], len(views)
-	}
-	require.Eventually(t, func() bool { _, n := last(); return n == 1 }, 10*time.Second, 5*time.Millisecond, "an empty store is published once at start")
-
-	code, _ := f.do("PUT", "/meshes/default/secrets/s", secretBody("default", "s", []byte("v1")))
-	require.Equal(t, http.StatusCreated, code)
-	require.Eventually(t, func() bool {
-		v, _ := last()
-		s := v.Secrets[meshconfig.SecretKey{Mesh: "default", Name: "s"}]
-		return s != nil && string(s.Data) == "v1"
-	}, 10*time.Second, 5*time.Millisecond)
-
-	// A write by another process (straight to the store) is seen through
-	// the revision check.
-	_, _, err := f.store.Put(context.Background(), store.Record{Key: store.Key{Kind: store.KindSecret, Mesh: "default", Name: "s"}, Data: []byte("v2")}, 0)
-	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		v, _ := last()
-		s := v.Secrets[meshconfig.SecretKey{Mesh: "default", Name: "s"}]
-		return s != nil && string(s.Data) == "v2"
-	}, 10*time.Second, 5*time.Millisecond)
+func (dataplanesStub) Dataplanes() []sds.DataplaneStatus {
+	return []sds.DataplaneStatus{{Mesh: "default", Name: "web-1", Streams: []sds.StreamStatus{{API: "sotw", Resources: []string{"identity_cert"}}}}}
 }
 
 func TestBuiltinCAGeneratedOnceAndRemovedWithItsMesh(t *testing.T) {
@@ -393,7 +352,7 @@ func TestBuiltinCAGeneratedOnceAndRemovedWithItsMesh(t *testing.T) {
 	// Applying the Mesh again, or provisioning again, keeps the same CA.
 	code, _ = f.do("PUT", "/meshes/default", mesh)
 	require.Equal(t, http.StatusOK, code)
-	require.NoError(t, f.api.ProvisionBuiltinCA(context.Background(), "default", meshconfig.Backend{Name: "ca-1", Type: meshconfig.BackendBuiltin}))
+	require.NoError(t, f.api.cfg.Provisioner.ProvisionBuiltinCA(context.Background(), "default", meshconfig.Backend{Name: "ca-1", Type: meshconfig.BackendBuiltin}))
 	again, err := f.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: certName})
 	require.NoError(t, err)
 	require.Equal(t, cert.Data, again.Data)
@@ -406,37 +365,4 @@ func TestBuiltinCAGeneratedOnceAndRemovedWithItsMesh(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	_, err = f.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: keyName})
 	require.ErrorIs(t, err, store.ErrNotFound)
-}
-
-func TestBuiltinCAAgreedAcrossTwoServersSharingAStore(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "shared.db")
-	apis := make([]*API, 2)
-	for i := range apis {
-		st, err := sqlite.Open(sqlite.Config{Path: path})
-		require.NoError(t, err)
-		t.Cleanup(func() { st.Close() })
-		apis[i], err = New(Config{Store: st})
-		require.NoError(t, err)
-	}
-	var wg sync.WaitGroup
-	for _, a := range apis {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			require.NoError(t, a.ProvisionBuiltinCA(context.Background(), "default", meshconfig.Backend{Name: "ca-1", Type: meshconfig.BackendBuiltin}))
-		}()
-	}
-	wg.Wait()
-	certName, keyName := meshconfig.BuiltinSecretNames("default", "ca-1")
-	var certs [][]byte
-	for _, a := range apis {
-		c, err := a.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: certName})
-		require.NoError(t, err)
-		k, err := a.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: keyName})
-		require.NoError(t, err)
-		_, err = pki.ParseCA(c.Data, k.Data, time.Now())
-		require.NoError(t, err, "certificate and key must match")
-		certs = append(certs, c.Data)
-	}
-	require.Equal(t, certs[0], certs[1], "one CA for one backend")
 }

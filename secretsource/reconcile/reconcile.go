@@ -68,7 +68,8 @@ type Reconciler struct {
 	kick    chan struct{}
 
 	ready     atomic.Bool
-	meshErrs  map[string]string // last reported error per mesh
+	current   atomic.Pointer[meshconfig.Resources] // the last merged view
+	meshErrs  map[string]string                    // last reported error per mesh
 	conflicts map[meshconfig.Conflict]struct{}
 }
 
@@ -108,6 +109,17 @@ func New(cfg Config) (*Reconciler, error) {
 // Ready reports whether every source has synced and the sink holds the
 // result.
 func (r *Reconciler) Ready() bool { return r.ready.Load() }
+
+// Current returns the merged view of every source, as last reconciled, and
+// false until every source has synced. It may be called from any
+// goroutine; the view must not be modified.
+func (r *Reconciler) Current() (meshconfig.Resources, bool) {
+	v := r.current.Load()
+	if v == nil {
+		return meshconfig.Resources{}, false
+	}
+	return *v, true
+}
 
 // Run runs every source and the reconcile loop until ctx ends or a source
 // fails.
@@ -177,6 +189,7 @@ func (r *Reconciler) reconcile(ctx context.Context) {
 	}
 
 	merged, conflicts := meshconfig.Merge(views)
+	r.current.Store(&merged)
 	r.reportConflicts(conflicts)
 	r.provision(ctx, merged)
 	resolved := r.resolver.Resolve(merged, r.cfg.Now())

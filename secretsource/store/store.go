@@ -1,12 +1,16 @@
-// Package store defines the durable store behind the admin API: Meshes,
-// Secrets and meshsds' own global secrets (the token signing key, generated
-// CAs), each a record with a version. Implementations live in sub-packages:
-// sqlite (embedded, the default) and, later, postgres for several replicas.
+// Package store is the durable store behind the admin API and the secret
+// source that serves what it holds: Meshes, Secrets and meshsds' own global
+// secrets (the token signing key, generated CAs), each a record with a
+// version. Implementations live in sub-packages: sqlite (embedded, the
+// default) and postgres (shared by several replicas); storetest is the
+// conformance suite both pass. Source publishes the store's view (source.go);
+// Provisioner generates builtin CAs into it (provision.go).
 package store
 
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -71,6 +75,35 @@ type Store interface {
 	// Revision returns a number that grows with every write to the store,
 	// for cheap change detection by other replicas.
 	Revision(ctx context.Context) (int64, error)
+	// Changes delivers (coalesced, never blocking the writer) after every
+	// write this process committed, so that the store's source publishes
+	// it at once instead of at its next poll of Revision. It has one
+	// reader, the store's source.
+	Changes() <-chan struct{}
 	// Close releases the store.
 	Close() error
+}
+
+// Notifier is the Changes half of a Store: implementations embed it and
+// call Notify after every committed write.
+type Notifier struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (n *Notifier) init() { n.once.Do(func() { n.ch = make(chan struct{}, 1) }) }
+
+// Notify signals a committed write; it never blocks.
+func (n *Notifier) Notify() {
+	n.init()
+	select {
+	case n.ch <- struct{}{}:
+	default:
+	}
+}
+
+// Changes implements Store.
+func (n *Notifier) Changes() <-chan struct{} {
+	n.init()
+	return n.ch
 }

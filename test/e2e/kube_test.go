@@ -260,7 +260,7 @@ func TestKubernetesMode(t *testing.T) {
 	}, 30*time.Second, 200*time.Millisecond)
 
 	err = e.client.CoreV1().Secrets(kubeNS).Delete(ctx, "ca-key", metav1.DeleteOptions{})
-	require.True(t, denied(err, `secret "ca-key" of mesh "default" is in use by Mesh "default" backend "ca-1"`), "got %v", err)
+	require.True(t, denied(err, `secret "ca-key" of mesh "default" is in use by Mesh "default", backend "ca-1"`), "got %v", err)
 
 	s, err := e.client.CoreV1().Secrets(kubeNS).Get(ctx, "ca-cert", metav1.GetOptions{})
 	require.NoError(t, err)

@@ -79,6 +79,7 @@ type Config struct {
 // and release it with Close. It is safe for concurrent use, and several
 // Stores, in one process or many, may share a database.
 type Store struct {
+	store.Notifier
 	pool *pgxpool.Pool
 	name string // host:port/database, for errors and logs
 	log  *slog.Logger
@@ -295,6 +296,7 @@ func (s *Store) Put(ctx context.Context, rec store.Record, expectVersion int64) 
 		return store.Record{}, false, fmt.Errorf("putting %s: %w", rec.Key, ctxErr(ctx, err))
 	}
 	stored = normalize(stored)
+	s.Notify()
 	return stored, stored.Version == 1, nil
 }
 
@@ -327,6 +329,7 @@ func (s *Store) Create(ctx context.Context, rec store.Record) (store.Record, err
 	if err != nil {
 		return store.Record{}, fmt.Errorf("creating %s: %w", rec.Key, ctxErr(ctx, err))
 	}
+	s.Notify()
 	return normalize(stored), nil
 }
 
@@ -344,6 +347,7 @@ func (s *Store) Delete(ctx context.Context, key store.Key) error {
 	if err != nil {
 		return fmt.Errorf("deleting %s: %w", key, ctxErr(ctx, err))
 	}
+	s.Notify()
 	return nil
 }
 

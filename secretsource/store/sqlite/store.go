@@ -71,6 +71,7 @@ type Config struct {
 // Store is the SQLite implementation of store.Store. Create it with Open and
 // release it with Close. It is safe for concurrent use.
 type Store struct {
+	store.Notifier
 	path  string
 	write *sql.DB // one connection: every write transaction
 	read  *sql.DB // read-only connections: Get, List, Revision
@@ -485,7 +486,7 @@ func (s *Store) Close() error {
 }
 
 // writeTx runs fn in a write transaction and, if fn succeeds, bumps the
-// revision in the same transaction and commits. fn's error is returned as
+// revision in the same transaction, commits and notifies Changes. fn's error is returned as
 // is, after the rollback.
 func (s *Store) writeTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.write.BeginTx(ctx, nil)
@@ -499,7 +500,11 @@ func (s *Store) writeTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	if _, err := tx.ExecContext(ctx, sqlBumpRevision); err != nil {
 		return fmt.Errorf("bumping revision: %w", err)
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.Notify()
+	return nil
 }
 
 // fromNanos converts a stored Unix-nanosecond time.

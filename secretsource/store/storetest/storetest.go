@@ -64,6 +64,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"BinaryData", testBinaryData},
 		{"CallerOwnsData", testCallerOwnsData},
 		{"Revision", testRevision},
+		{"ChangesAfterEveryWrite", testChanges},
 		{"InvalidKeys", testInvalidKeys},
 		{"CanceledContext", testCanceledContext},
 	}
@@ -634,6 +635,8 @@ func (t *alternating) Revision(ctx context.Context) (int64, error) {
 	return t.pick().Revision(ctx)
 }
 
+func (t *alternating) Changes() <-chan struct{} { return t.s[0].Changes() }
+
 func (t *alternating) Close() error { return nil }
 
 // RunClock checks that a store takes its times from the clock it is given,
@@ -677,4 +680,44 @@ func RunClock(t *testing.T, open func(t *testing.T, now func() time.Time) store.
 	list, err := s.List(ctx, store.KindMesh, "")
 	require.NoError(t, err)
 	require.Equal(t, []store.Record{created}, list)
+}
+
+// testChanges: every committed write signals Changes; a failed one or a
+// read does not.
+func testChanges(t *testing.T, s store.Store) {
+	if _, ok := s.(*alternating); ok {
+		t.Skip("Changes reports the writes of one instance; two instances see each other's through Revision (TestRevision)")
+	}
+	ctx := t.Context()
+	drain := func() {
+		select {
+		case <-s.Changes():
+		default:
+		}
+	}
+	signalled := func() bool {
+		select {
+		case <-s.Changes():
+			return true
+		case <-time.After(50 * time.Millisecond):
+			return false
+		}
+	}
+	drain()
+	key := secretKey("default", "changes")
+	_, _, err := s.Put(ctx, store.Record{Key: key, Data: []byte("a")}, 0)
+	require.NoError(t, err)
+	require.True(t, signalled(), "Put")
+	_, err = s.Create(ctx, store.Record{Key: secretKey("default", "changes-2"), Data: []byte("b")})
+	require.NoError(t, err)
+	require.True(t, signalled(), "Create")
+	_, err = s.Create(ctx, store.Record{Key: key, Data: []byte("c")})
+	require.ErrorIs(t, err, store.ErrConflict)
+	_, err = s.Get(ctx, key)
+	require.NoError(t, err)
+	require.False(t, signalled(), "a refused Create and a Get write nothing")
+	require.NoError(t, s.Delete(ctx, key))
+	require.True(t, signalled(), "Delete")
+	require.ErrorIs(t, s.Delete(ctx, key), store.ErrNotFound)
+	require.False(t, signalled(), "a Delete of nothing writes nothing")
 }

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -79,9 +79,9 @@ const storeOpenTimeout = time.Minute
 // openServeStore opens the store "meshsds serve" is configured with: the
 // embedded store of --data-dir, or the PostgreSQL database shared by
 // several replicas.
-func openServeStore(ctx context.Context, cfg *serveConfig, log *slog.Logger) (store.Store, error) {
-	if cfg.store != "postgres" {
-		s, err := openStore(cfg.dataDir)
+func openServeStore(ctx context.Context, cfg *Config, log *slog.Logger) (store.Store, error) {
+	if cfg.Store != "postgres" {
+		s, err := openStore(cfg.DataDir)
 		if err != nil {
 			return nil, err
 		}
@@ -89,7 +89,7 @@ func openServeStore(ctx context.Context, cfg *serveConfig, log *slog.Logger) (st
 	}
 	ctx, cancel := context.WithTimeout(ctx, storeOpenTimeout)
 	defer cancel()
-	s, err := postgres.Open(ctx, postgres.Config{URL: cfg.postgresURL, Logger: log})
+	s, err := postgres.Open(ctx, postgres.Config{URL: cfg.PostgresURL, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("opening the store (--store postgres): %w", err)
 	}
@@ -105,13 +105,13 @@ func openStore(dataDir string) (*sqlite.Store, error) {
 	return s, nil
 }
 
-// offlineSigningKey reads (or creates) the signing key of a server's store,
+// OfflineSigningKey reads (or creates) the signing key of a server's store,
 // for offline token generation next to a running server: the embedded store
 // of dataDir, or the PostgreSQL database at postgresURL.
-func offlineSigningKey(ctx context.Context, dataDir, postgresURL string) (*ecdsa.PrivateKey, func(), error) {
-	cfg := &serveConfig{dataDir: dataDir, store: "sqlite"}
+func OfflineSigningKey(ctx context.Context, dataDir, postgresURL string) (*ecdsa.PrivateKey, func(), error) {
+	cfg := &Config{DataDir: dataDir, Store: "sqlite"}
 	if postgresURL != "" {
-		cfg.store, cfg.postgresURL = "postgres", postgresURL
+		cfg.Store, cfg.PostgresURL = "postgres", postgresURL
 	}
 	s, err := openServeStore(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {

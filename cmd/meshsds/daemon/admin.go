@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"crypto/tls"
@@ -6,25 +6,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"time"
 )
 
 // adminTLSListener opens the remote admin endpoint: HTTPS whose clients must
 // present a certificate from one of the CAs in --admin-client-certs-dir.
-func adminTLSListener(cfg *serveConfig, h http.Handler, log *slog.Logger) (listener, error) {
-	certs := &certReloader{certFile: cfg.adminTLSCert, keyFile: cfg.adminTLSKey}
+func adminTLSListener(cfg *Config, h http.Handler, log *slog.Logger) (listener, error) {
+	certs := &certReloader{certFile: cfg.AdminTLSCert, keyFile: cfg.AdminTLSKey}
 	if _, err := certs.get(); err != nil {
 		return listener{}, fmt.Errorf("--admin-tls-cert/--admin-tls-key: %w", err)
 	}
-	pool, n, err := loadClientCAs(cfg.adminClientCertsDir)
+	pool, n, err := loadClientCAs(cfg.AdminClientCertsDir)
 	if err != nil {
 		return listener{}, err
 	}
-	log.Info("remote admin access enabled", "address", cfg.adminTLSAddress, "client_cas", n)
+	log.Info("remote admin access enabled", "address", cfg.AdminTLSAddress, "client_cas", n)
 	tc := &tls.Config{
 		GetCertificate: certs.getCertificate(log, "admin"),
 		MinVersion:     tls.VersionTLS12,
@@ -32,13 +30,11 @@ func adminTLSListener(cfg *serveConfig, h http.Handler, log *slog.Logger) (liste
 		// or untrusted one gets a clear 401/403 instead of a failed handshake.
 		ClientAuth: tls.RequestClientCert,
 	}
-	lis, err := net.Listen("tcp", cfg.adminTLSAddress)
+	lis, err := listenTCP(cfg.AdminTLSAddress)
 	if err != nil {
 		return listener{}, fmt.Errorf("--admin-tls-address: %w", err)
 	}
-	return listener{name: "admin_tls", lis: tls.NewListener(lis, tc), http: &http.Server{
-		Handler: requireClientCert(pool, h, log), ReadHeaderTimeout: 10 * time.Second,
-	}}, nil
+	return listener{name: "admin_tls", lis: tls.NewListener(lis, tc), http: newHTTPServer(requireClientCert(pool, h, log))}, nil
 }
 
 // loadClientCAs reads every *.pem file of dir into a pool.

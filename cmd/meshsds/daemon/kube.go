@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/spf13/pflag"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -33,42 +32,11 @@ var (
 	_ secretsource.Source     = (*kube.Source)(nil)
 )
 
-// webhookFlags configure the validating admission webhook (--kubernetes).
-type webhookFlags struct {
-	address string
-	tlsCert string
-	tlsKey  string
-}
-
-// addWebhookFlags defines the webhook's flags of "meshsds serve".
-func addWebhookFlags(f *pflag.FlagSet, w *webhookFlags) {
-	f.StringVar(&w.address, "webhook-address", "", "address of the validating admission webhook for Kuma Secrets and Meshes (HTTPS, path "+kube.WebhookPath+"; needs --kubernetes); off when empty")
-	f.StringVar(&w.tlsCert, "webhook-tls-cert", "", "PEM certificate chain of the webhook, for the name the API server calls (reloaded when the file changes)")
-	f.StringVar(&w.tlsKey, "webhook-tls-key", "", "PEM key of --webhook-tls-cert")
-}
-
-// validate checks the webhook flags against --kubernetes.
-func (w *webhookFlags) validate(kubernetes bool) error {
-	if w.address == "" {
-		if w.tlsCert != "" || w.tlsKey != "" {
-			return errors.New("--webhook-tls-cert and --webhook-tls-key need --webhook-address")
-		}
-		return nil
-	}
-	if !kubernetes {
-		return errors.New("--webhook-address needs --kubernetes: the webhook checks Kubernetes objects against what the Kubernetes source holds")
-	}
-	if w.tlsCert == "" || w.tlsKey == "" {
-		return errors.New("--webhook-address needs --webhook-tls-cert and --webhook-tls-key: the API server calls webhooks over HTTPS only")
-	}
-	return nil
-}
-
 // newKubeSource builds the Kubernetes source from --kubeconfig (in-cluster
 // configuration when empty) and --namespace. client-go's own logs (klog)
 // go to log.
-func newKubeSource(cfg *serveConfig, log *slog.Logger, reg prometheus.Registerer) (*kube.Source, error) {
-	restCfg, err := kubeRESTConfig(cfg.kubeconfig)
+func newKubeSource(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*kube.Source, error) {
+	restCfg, err := kubeRESTConfig(cfg.Kubeconfig)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +49,7 @@ func newKubeSource(cfg *serveConfig, log *slog.Logger, reg prometheus.Registerer
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return kube.New(kube.Config{Client: client, Dynamic: dyn, Namespace: cfg.namespace, Logger: log, Registerer: reg})
+	return kube.New(kube.Config{Client: client, Dynamic: dyn, Namespace: cfg.Namespace, Logger: log, Registerer: reg})
 }
 
 // kubeRESTConfig loads a kubeconfig file, or the in-cluster configuration
@@ -148,23 +116,21 @@ func retriable(err error) bool {
 // webhookListener opens the webhook's HTTPS listener. The certificate is
 // read again when its files change, so that a rotated certificate (e.g. by
 // cert-manager) is served without a restart.
-func webhookListener(cfg *serveConfig, view kube.ResourceView, log *slog.Logger, reg prometheus.Registerer) (listener, error) {
-	certs := &certReloader{certFile: cfg.webhook.tlsCert, keyFile: cfg.webhook.tlsKey}
+func webhookListener(cfg *Config, view kube.ResourceView, log *slog.Logger, reg prometheus.Registerer) (listener, error) {
+	certs := &certReloader{certFile: cfg.Webhook.TLSCert, keyFile: cfg.Webhook.TLSKey}
 	if _, err := certs.get(); err != nil {
 		return listener{}, fmt.Errorf("--webhook-tls-cert/--webhook-tls-key: %w", err)
 	}
-	wh, err := kube.NewWebhook(kube.WebhookConfig{View: view, Namespace: cfg.namespace, Logger: log, Registerer: reg})
+	wh, err := kube.NewWebhook(kube.WebhookConfig{View: view, Namespace: cfg.Namespace, Logger: log, Registerer: reg})
 	if err != nil {
 		return listener{}, err
 	}
-	lis, err := net.Listen("tcp", cfg.webhook.address)
+	lis, err := listenTCP(cfg.Webhook.Address)
 	if err != nil {
 		return listener{}, fmt.Errorf("--webhook-address: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle(kube.WebhookPath, wh)
 	tlsLis := tls.NewListener(lis, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.getCertificate(log, "webhook")})
-	return listener{name: "webhook", lis: tlsLis, http: &http.Server{
-		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
-	}}, nil
+	return listener{name: "webhook", lis: tlsLis, http: newHTTPServer(mux)}, nil
 }

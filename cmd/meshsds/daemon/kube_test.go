@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -22,15 +22,15 @@ import (
 func TestWebhookFlags(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
-		flags      webhookFlags
+		flags      WebhookConfig
 		kubernetes bool
 		want       string
 	}{
 		{name: "off"},
-		{name: "on", flags: webhookFlags{":5443", "c", "k"}, kubernetes: true},
-		{name: "without kubernetes", flags: webhookFlags{":5443", "c", "k"}, want: "--webhook-address needs --kubernetes"},
-		{name: "without TLS", flags: webhookFlags{address: ":5443"}, kubernetes: true, want: "needs --webhook-tls-cert and --webhook-tls-key"},
-		{name: "TLS without address", flags: webhookFlags{tlsCert: "c", tlsKey: "k"}, kubernetes: true, want: "need --webhook-address"},
+		{name: "on", flags: WebhookConfig{":5443", "c", "k"}, kubernetes: true},
+		{name: "without kubernetes", flags: WebhookConfig{":5443", "c", "k"}, want: "--webhook-address needs --kubernetes"},
+		{name: "without TLS", flags: WebhookConfig{Address: ":5443"}, kubernetes: true, want: "needs --webhook-tls-cert and --webhook-tls-key"},
+		{name: "TLS without address", flags: WebhookConfig{TLSCert: "c", TLSKey: "k"}, kubernetes: true, want: "need --webhook-address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.flags.validate(tc.kubernetes)
@@ -104,7 +104,7 @@ users: [{name: u, user: {token: t}}]
 contexts: [{name: c, context: {cluster: c, user: u}}]
 current-context: c
 `), 0o600))
-	src, err := newKubeSource(&serveConfig{kubeconfig: kc, namespace: "kuma-system"}, slog.New(slog.DiscardHandler), nil)
+	src, err := newKubeSource(&Config{Kubeconfig: kc, Namespace: "kuma-system"}, slog.New(slog.DiscardHandler), nil)
 	require.NoError(t, err)
 	gs := kubeGlobalSecrets{src: src, log: slog.New(slog.DiscardHandler), timeout: 2 * time.Second}
 	_, err = gs.GetOrCreateGlobalSecret(context.Background(), "k", func() ([]byte, error) { return []byte("v"), nil })
