@@ -26,10 +26,13 @@ type Stream struct {
 
 	// Used by the connection's reading goroutine only.
 	rbuf        []byte // a message that spans DATA frames
+	recvWindow  int64  // what the client may still send on the stream
+	maxMsg      int    // the largest message accepted; 0: MaxRecvMsgSize
 	recvUnacked uint32
 	events      StreamEvents
 	gen         *genericStream
 	ended       atomic.Bool // End was delivered
+	compressed  atomic.Bool // a compressed message was refused
 
 	// Under c.mu.
 	sendWindow int64
@@ -199,6 +202,9 @@ func (st *Stream) end(err error) bool {
 		st.headersSent = true
 	}
 	block = appendStatusFields(block, uint32(s.Code()), s.Message())
+	if st.compressed.Load() {
+		block = appendField(block, "grpc-accept-encoding", "identity")
+	}
 	if p := s.Proto(); len(p.GetDetails()) > 0 {
 		if details, err := proto.Marshal(p); err == nil {
 			block = appendField(block, "grpc-status-details-bin", base64.RawStdEncoding.EncodeToString(details))
@@ -268,16 +274,23 @@ func (st *Stream) deliverEnd(err error) {
 // message.
 func (st *Stream) receive(data []byte) error {
 	maxSize := st.c.srv.cfg.MaxRecvMsgSize
+	if st.maxMsg > 0 {
+		maxSize = st.maxMsg
+	}
 	if len(st.rbuf) > 0 {
 		st.rbuf = append(st.rbuf, data...)
 		data = st.rbuf
 	}
 	for len(data) >= 5 {
 		if data[0] != 0 {
+			st.compressed.Store(true) // the trailers say what is accepted
 			return status.Error(codes.Unimplemented, "compressed messages are not supported")
 		}
 		n := binary.BigEndian.Uint32(data[1:5])
 		if int64(n) > int64(maxSize) {
+			if st.maxMsg > 0 {
+				st.c.srv.cfg.Metrics.limits.WithLabelValues(LimitUnauthenticatedMessage).Inc()
+			}
 			return status.Errorf(codes.ResourceExhausted, "message of %d bytes exceeds the limit of %d", n, maxSize)
 		}
 		if len(data) < 5+int(n) {

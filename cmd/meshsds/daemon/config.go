@@ -22,32 +22,37 @@ import (
 // Config is everything "meshsds serve" is told. Defaults sets what a flag
 // left unset means; Validate checks the combination before anything starts.
 type Config struct {
-	SecretsDirs         []string
-	DataDir             string
-	SDSAddress          string
-	AdminAddress        string // empty: no plain-HTTP admin listener
-	MetricsAddress      string // empty: no metrics listener
-	Auth                string
-	SDSTLSCert          string
-	SDSTLSKey           string
-	SDSInsecure         bool
-	SDSTransport        string
-	AdminTLSAddress     string
-	AdminTLSCert        string
-	AdminTLSKey         string
-	AdminClientCertsDir string
-	Kubernetes          bool
-	Namespace           string
-	Kubeconfig          string
-	Webhook             WebhookConfig
-	Store               string
-	PostgresURL         string
-	LogLevel            string
-	LogFormat           string
-	Pprof               bool
-	ShutdownTimeout     time.Duration
-	CARotationTimeout   time.Duration
-	WorkloadKeyType     string
+	SecretsDirs    []string
+	DataDir        string
+	SDSAddress     string
+	AdminAddress   string // empty: no plain-HTTP admin listener
+	MetricsAddress string // empty: no metrics listener
+	Auth           string
+	SDSTLSCert     string
+	SDSTLSKey      string
+	SDSInsecure    bool
+	SDSTransport   string
+	// The SDS port's limits on what does not authenticate (see
+	// internal/grpclite Config).
+	SDSMaxConnections          int
+	SDSUnauthenticatedTimeout  time.Duration
+	SDSMaxConnectionBufferSize int
+	AdminTLSAddress            string
+	AdminTLSCert               string
+	AdminTLSKey                string
+	AdminClientCertsDir        string
+	Kubernetes                 bool
+	Namespace                  string
+	Kubeconfig                 string
+	Webhook                    WebhookConfig
+	Store                      string
+	PostgresURL                string
+	LogLevel                   string
+	LogFormat                  string
+	Pprof                      bool
+	ShutdownTimeout            time.Duration
+	CARotationTimeout          time.Duration
+	WorkloadKeyType            string
 }
 
 // WebhookConfig configures the validating admission webhook (Kubernetes).
@@ -60,19 +65,22 @@ type WebhookConfig struct {
 // Defaults returns the configuration of "meshsds serve" without flags.
 func Defaults() Config {
 	return Config{
-		DataDir:           "./meshsds-data",
-		SDSAddress:        "127.0.0.1:5677",
-		AdminAddress:      "127.0.0.1:5681",
-		MetricsAddress:    ":5680",
-		Auth:              "dataplane-token",
-		SDSTransport:      "grpclite",
-		Namespace:         "kuma-system",
-		Store:             "sqlite",
-		LogLevel:          "info",
-		LogFormat:         "text",
-		ShutdownTimeout:   10 * time.Second,
-		CARotationTimeout: time.Minute,
-		WorkloadKeyType:   string(pki.KeyECDSA),
+		DataDir:                    "./meshsds-data",
+		SDSAddress:                 "127.0.0.1:5677",
+		AdminAddress:               "127.0.0.1:5681",
+		MetricsAddress:             ":5680",
+		Auth:                       "dataplane-token",
+		SDSTransport:               "grpclite",
+		SDSMaxConnections:          20000,
+		SDSUnauthenticatedTimeout:  10 * time.Second,
+		SDSMaxConnectionBufferSize: 4 << 20,
+		Namespace:                  "kuma-system",
+		Store:                      "sqlite",
+		LogLevel:                   "info",
+		LogFormat:                  "text",
+		ShutdownTimeout:            10 * time.Second,
+		CARotationTimeout:          time.Minute,
+		WorkloadKeyType:            string(pki.KeyECDSA),
 	}
 }
 
@@ -91,6 +99,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SDSTransport != "grpclite" && c.SDSTransport != "grpc-go" {
 		return fmt.Errorf("--sds-transport must be grpclite or grpc-go, not %q", c.SDSTransport)
+	}
+	if c.SDSMaxConnections <= 0 || c.SDSUnauthenticatedTimeout <= 0 || c.SDSMaxConnectionBufferSize < 64<<10 {
+		return errors.New("--sds-max-connections and --sds-unauthenticated-timeout must be positive, --sds-max-connection-buffer at least 65536")
 	}
 	if c.Store != "sqlite" && c.Store != "postgres" {
 		return fmt.Errorf("--store must be sqlite or postgres, not %q", c.Store)

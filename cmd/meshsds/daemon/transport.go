@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -11,10 +12,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/tap"
 
 	"github.com/meshsds/meshsds/internal/grpclite"
 	"github.com/meshsds/meshsds/sds"
@@ -61,6 +65,8 @@ func newSDSTransport(cfg *Config, server *sds.Server, log *slog.Logger, reg prom
 		}
 		opts := []grpc.ServerOption{
 			sds.GRPCCodec(),
+			grpc.InTapHandle(grpcAuthorize(server)),
+			grpc.ConnectionTimeout(10 * time.Second),
 			grpc.StatsHandler(conns),
 			grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
@@ -79,13 +85,18 @@ func newSDSTransport(cfg *Config, server *sds.Server, log *slog.Logger, reg prom
 			return nil, nil, err
 		}
 		gs := grpclite.NewServer(grpclite.Config{
-			Metrics:              metrics,
-			Logger:               log,
-			KeepaliveTime:        keepaliveTime,
-			KeepaliveTimeout:     keepaliveTimeout,
-			MaxConcurrentStreams: maxStreams,
-			MaxRecvMsgSize:       maxRecvMsgSize,
-			TLS:                  tlsCfg,
+			Metrics:                metrics,
+			Logger:                 log,
+			KeepaliveTime:          keepaliveTime,
+			KeepaliveTimeout:       keepaliveTimeout,
+			MaxConcurrentStreams:   maxStreams,
+			MaxRecvMsgSize:         maxRecvMsgSize,
+			TLS:                    tlsCfg,
+			PublicMethods:          sds.PublicMethods,
+			Authorize:              server.Authorize,
+			MaxConnections:         cfg.SDSMaxConnections,
+			UnauthenticatedTimeout: cfg.SDSUnauthenticatedTimeout,
+			MaxConnBuffered:        cfg.SDSMaxConnectionBufferSize,
 		})
 		server.RegisterGRPCLite(gs)
 		t = gs
@@ -94,7 +105,28 @@ func newSDSTransport(cfg *Config, server *sds.Server, log *slog.Logger, reg prom
 	if err != nil {
 		return nil, nil, fmt.Errorf("--sds-address: %w", err)
 	}
+	if cfg.SDSTransport == "grpc-go" {
+		// grpclite closes connections beyond the cap itself; grpc-go's
+		// are held back at accept.
+		lis = netutil.LimitListener(lis, cfg.SDSMaxConnections)
+	}
 	return t, lis, nil
+}
+
+// grpcAuthorize is sds' header check as a grpc-go tap handle: a stream of
+// an SDS method without a valid credential is refused before grpc-go reads
+// its body.
+func grpcAuthorize(server *sds.Server) tap.ServerInHandle {
+	public := map[string]bool{}
+	for _, m := range sds.PublicMethods {
+		public[m] = true
+	}
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		if public[info.FullMethodName] {
+			return ctx, nil
+		}
+		return ctx, server.Authorize(metadata.NewIncomingContext(ctx, info.Header), info.FullMethodName)
+	}
 }
 
 // grpcGoTransport gives grpc-go's server the GoAway of grpclite: its
