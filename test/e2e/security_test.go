@@ -51,8 +51,12 @@ func attack(t *testing.T, addr string) net.Conn {
 	for i := range 64 {
 		hbuf.Reset()
 		for _, f := range [][2]string{
-			{":method", "POST"}, {":scheme", "http"}, {":path", "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets"},
-			{":authority", "localhost"}, {"content-type", "application/grpc"}, {"te", "trailers"},
+			{":method", "POST"},
+			{":scheme", "http"},
+			{":path", "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets"},
+			{":authority", "localhost"},
+			{"content-type", "application/grpc"},
+			{"te", "trailers"},
 		} {
 			require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
 		}
