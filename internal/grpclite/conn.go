@@ -87,6 +87,11 @@ type conn struct {
 	// authTimer closes the connection at UnauthenticatedTimeout.
 	authenticated bool
 	authTimer     *time.Timer
+	// reset are the streams the server reset while the client was still
+	// sending, most recent last: DATA still in flight on them is dropped,
+	// while DATA on any other closed stream is a STREAM_CLOSED error.
+	reset  [16]uint32
+	nreset int
 
 	wmu sync.Mutex
 }
@@ -606,6 +611,7 @@ func (c *conn) open(id uint32, fields []hpack.HeaderField, endStream bool) error
 		md                                         = metadata.MD{}
 		regular                                    bool // a regular field was seen
 		seen                                       = map[string]bool{}
+		contentLength                              = int64(-1)
 	)
 	malformed := func() error { return c.writeReset(id, errCodeProtocol) }
 	for _, f := range fields {
@@ -635,6 +641,12 @@ func (c *conn) open(id uint32, fields []hpack.HeaderField, endStream bool) error
 			contentType = f.Value
 		case "grpc-timeout":
 			timeout = f.Value
+		case "content-length":
+			n, err := strconv.ParseInt(f.Value, 10, 64)
+			if err != nil || n < 0 || contentLength >= 0 {
+				return malformed()
+			}
+			contentLength = n
 		case "te":
 			if f.Value != "trailers" {
 				return malformed()
@@ -703,7 +715,10 @@ func (c *conn) open(id uint32, fields []hpack.HeaderField, endStream bool) error
 		cancelParent := cancel
 		cancel = func() { cancelDeadline(); cancelParent() }
 	}
-	st := &Stream{c: c, id: id, method: path, halfClosed: endStream, maxMsg: maxMsg, recvWindow: defaultWindow}
+	if endStream && contentLength > 0 {
+		return malformed() // content-length says a body follows
+	}
+	st := &Stream{c: c, id: id, method: path, halfClosed: endStream, maxMsg: maxMsg, recvWindow: defaultWindow, contentLength: contentLength}
 	st.ctx = grpc.NewContextWithServerTransportStream(ctx, st)
 	st.cancel = cancel
 	c.mu.Lock()
@@ -805,7 +820,13 @@ func (c *conn) onData(id uint32, flags byte, p []byte) error {
 		if id > c.maxStreamID {
 			return protocolError("DATA on idle stream %d", id)
 		}
-		return c.writeIf(out) // data in flight on a stream ended here
+		if err := c.writeIf(out); err != nil {
+			return err
+		}
+		if c.resetHere(id) {
+			return nil // in flight when the server reset the stream
+		}
+		return c.writeReset(id, errCodeStreamClosed)
 	}
 	if st.halfClosed {
 		if err := c.writeIf(out); err != nil {
@@ -830,6 +851,13 @@ func (c *conn) onData(id uint32, flags byte, p []byte) error {
 	data, err := unpad(flags, p)
 	if err != nil {
 		return err
+	}
+	if st.contentLength >= 0 {
+		st.received += int64(len(data))
+		if st.received > st.contentLength || flags&flagEndStream != 0 && st.received != st.contentLength {
+			st.abort(status.Error(codes.Internal, "the body does not match content-length"))
+			return c.writeReset(id, errCodeProtocol)
+		}
 	}
 	had := len(st.rbuf)
 	err = st.receive(data)
@@ -1119,6 +1147,26 @@ func (c *conn) close(err error) {
 	}
 }
 
+// resetHere reports whether the server reset stream id (recently) while
+// the client was still sending.
+func (c *conn) resetHere(id uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range min(c.nreset, len(c.reset)) {
+		if c.reset[i] == id {
+			return true
+		}
+	}
+	return false
+}
+
+// noteResetLocked remembers that the server reset stream id while the
+// client was still sending.
+func (c *conn) noteResetLocked(id uint32) {
+	c.reset[c.nreset%len(c.reset)] = id
+	c.nreset++
+}
+
 // streamEndedLocked forgets a stream, and reports whether it was the last
 // of a draining connection, which then closes.
 func (c *conn) streamEndedLocked(st *Stream) (closeNow bool) {
@@ -1151,6 +1199,9 @@ func (c *conn) writeIf(b []byte) error {
 }
 
 func (c *conn) writeReset(id, code uint32) error {
+	c.mu.Lock()
+	c.noteResetLocked(id)
+	c.mu.Unlock()
 	buf := getBuf()
 	defer putBuf(buf)
 	*buf = appendRSTStream(*buf, id, code)
@@ -1171,6 +1222,9 @@ func (c *conn) writeTrailersOnly(id uint32, clientDone bool, code codes.Code, ms
 	b := appendHeaders(*buf, id, block, true, c.frameSize())
 	if !clientDone {
 		b = appendRSTStream(b, id, errCodeNo)
+		c.mu.Lock()
+		c.noteResetLocked(id)
+		c.mu.Unlock()
 	}
 	*buf = b
 	return c.write(*buf)
@@ -1195,6 +1249,9 @@ func (c *conn) writeHTTPStatus(id uint32, clientDone bool, code string, kv ...st
 	b := appendHeaders(*buf, id, block, true, defaultFrameSize)
 	if !clientDone {
 		b = appendRSTStream(b, id, errCodeNo)
+		c.mu.Lock()
+		c.noteResetLocked(id)
+		c.mu.Unlock()
 	}
 	*buf = b
 	return c.write(*buf)

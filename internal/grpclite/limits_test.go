@@ -273,3 +273,52 @@ func TestMaxConnections(t *testing.T) {
 	require.True(t, isClosed(err), "the fourth connection: %v", err)
 	require.InDelta(t, 1, counterValue(t, reg, "meshsds_sds_limits_exceeded_total", "limit", grpclite.LimitConnections), 0)
 }
+
+// TestDataOnClosedStreams: DATA on a stream the client ended, or on one it
+// reset, is a STREAM_CLOSED stream error (RFC 9113 section 5.1); DATA still
+// in flight on a stream the server reset is dropped quietly.
+func TestDataOnClosedStreams(t *testing.T) {
+	ts := startServer(t, serverSetup{})
+	c := dialRaw(t, ts.addr)
+	c.start()
+	// The client resets its stream, then sends on it.
+	c.headers(1, false, grpcRequest(streamSecrets)...)
+	require.NoError(t, c.fr.WriteRSTStream(1, http2.ErrCodeCancel))
+	require.NoError(t, c.fr.WriteData(1, false, []byte{0, 0, 0, 0, 0}))
+	rst, ok := c.awaitStream(1).(*http2.RSTStreamFrame)
+	require.True(t, ok)
+	require.Equal(t, http2.ErrCodeStreamClosed, rst.ErrCode)
+
+	// The server refuses a stream (an unknown method) while the client is
+	// still sending: what was in flight is dropped, no error.
+	c.headers(3, false, grpcRequest("/no.such.Service/Method")...)
+	h, ok := c.awaitStream(3).(*http2.MetaHeadersFrame)
+	require.True(t, ok)
+	require.Equal(t, "12", fieldMap(h)["grpc-status"])
+	require.IsType(t, &http2.RSTStreamFrame{}, c.awaitStream(3), "RST_STREAM NO_ERROR: stop sending")
+	require.NoError(t, c.fr.WriteData(3, false, []byte{0, 0, 0, 0, 0}))
+	require.NoError(t, c.fr.WritePing(false, [8]byte{4}))
+	for {
+		f, err := c.fr.ReadFrame()
+		require.NoError(t, err)
+		if r, ok := f.(*http2.RSTStreamFrame); ok {
+			t.Fatalf("in-flight DATA on a stream the server reset got %v", r)
+		}
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+			break
+		}
+	}
+}
+
+// TestContentLengthMustMatch: a request whose body differs from its
+// content-length is malformed (RFC 9113 section 8.1.1).
+func TestContentLengthMustMatch(t *testing.T) {
+	ts := startServer(t, serverSetup{})
+	c := dialRaw(t, ts.addr)
+	c.start()
+	c.headers(1, false, with(grpcRequest(streamSecrets), "content-length", "10")...)
+	require.NoError(t, c.fr.WriteData(1, true, []byte{0, 0, 0, 0, 0}))
+	rst, ok := c.awaitStream(1).(*http2.RSTStreamFrame)
+	require.True(t, ok)
+	require.Equal(t, http2.ErrCodeProtocol, rst.ErrCode)
+}

@@ -25,14 +25,17 @@ type Stream struct {
 	cancel context.CancelFunc
 
 	// Used by the connection's reading goroutine only.
-	rbuf        []byte // a message that spans DATA frames
-	recvWindow  int64  // what the client may still send on the stream
-	maxMsg      int    // the largest message accepted; 0: MaxRecvMsgSize
-	recvUnacked uint32
-	events      StreamEvents
-	gen         *genericStream
-	ended       atomic.Bool // End was delivered
-	compressed  atomic.Bool // a compressed message was refused
+	rbuf       []byte // a message that spans DATA frames
+	recvWindow int64  // what the client may still send on the stream
+	// contentLength is the request's content-length, -1 without; received
+	// counts the body against it.
+	contentLength, received int64
+	maxMsg                  int // the largest message accepted; 0: MaxRecvMsgSize
+	recvUnacked             uint32
+	events                  StreamEvents
+	gen                     *genericStream
+	ended                   atomic.Bool // End was delivered
+	compressed              atomic.Bool // a compressed message was refused
 
 	// Under c.mu.
 	sendWindow int64
@@ -190,6 +193,9 @@ func (st *Stream) end(err error) bool {
 	st.done = true
 	halfClosed := st.halfClosed
 	closeConn := c.streamEndedLocked(st)
+	if !halfClosed {
+		c.noteResetLocked(st.id)
+	}
 	c.mu.Unlock()
 
 	s := status.Convert(err)
