@@ -85,3 +85,26 @@ func SecretInUseError(mesh, name string, users []string) error {
 	}
 	return fmt.Errorf("secret %q of mesh %q is in use by %s: change the Mesh first", name, mesh, strings.Join(users, " and "))
 }
+
+// BuiltinCAUse is why the Secret name of mesh cannot be replaced: it holds
+// the CA meshsds generated for a builtin backend of one of meshes (of that
+// mesh), which would otherwise be replaced by whatever the write carries,
+// and break the mesh at its next start. nil when no builtin backend uses it.
+func BuiltinCAUse(meshes []*Mesh, mesh, name string) error {
+	for _, m := range meshes {
+		if m == nil || m.Name != mesh || m.MTLS == nil {
+			continue
+		}
+		for _, b := range m.MTLS.Backends {
+			if b.Type != BackendBuiltin {
+				continue
+			}
+			cert, key := BuiltinSecretNames(m.Name, b.Name)
+			if name == cert || name == key {
+				return fmt.Errorf("secret %q of mesh %q holds the CA meshsds generated for Mesh %q, backend %q: it cannot be replaced while the Mesh has that backend; to change the CA, add another builtin backend and enable it",
+					name, mesh, m.Name, b.Name)
+			}
+		}
+	}
+	return nil
+}

@@ -88,3 +88,14 @@ func TestSecretUsers(t *testing.T) {
 		`secret "ca-key-2" of mesh "default" is in use by Mesh "default", backend "ca-2" (mtls.backends[1].config.key.secret): change the Mesh first`)
 	require.NoError(t, SecretInUseError("default", "unused", nil))
 }
+
+func TestBuiltinCAUse(t *testing.T) {
+	m := &Mesh{Name: "default", MTLS: &MTLS{Backends: []Backend{{Name: "ca-1", Type: BackendBuiltin}}}}
+	cert, key := BuiltinSecretNames("default", "ca-1")
+	for _, name := range []string{cert, key} {
+		require.ErrorContains(t, BuiltinCAUse([]*Mesh{m}, "default", name), `holds the CA meshsds generated for Mesh "default", backend "ca-1"`)
+	}
+	require.NoError(t, BuiltinCAUse([]*Mesh{m}, "default", "ca-cert"), "not a builtin CA's secret")
+	require.NoError(t, BuiltinCAUse([]*Mesh{m}, "other", key), "another mesh's secret of the same name")
+	require.NoError(t, BuiltinCAUse(nil, "default", key), "no Mesh uses it")
+}

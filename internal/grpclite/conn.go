@@ -716,6 +716,7 @@ func (c *conn) open(id uint32, fields []hpack.HeaderField, endStream bool) error
 		cancel = func() { cancelDeadline(); cancelParent() }
 	}
 	if endStream && contentLength > 0 {
+		cancel()
 		return malformed() // content-length says a body follows
 	}
 	st := &Stream{c: c, id: id, method: path, halfClosed: endStream, maxMsg: maxMsg, recvWindow: defaultWindow, contentLength: contentLength}

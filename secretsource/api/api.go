@@ -8,6 +8,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	yamlv3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshsds/meshsds/meshconfig"
@@ -272,6 +274,9 @@ func invalid(w http.ResponseWriter, err error) {
 // type, mesh and name must match the URL. Missing name and mesh are taken
 // from the URL.
 func (a *API) decodeOne(body []byte, wantType, mesh, name string) (meshconfig.Object, error) {
+	if err := oneDocument(body); err != nil {
+		return meshconfig.Object{}, err
+	}
 	var head map[string]any
 	if err := yaml.Unmarshal(body, &head); err != nil || head == nil {
 		return meshconfig.Object{}, &meshconfig.FieldError{Message: "body must be one YAML or JSON object"}
@@ -307,6 +312,30 @@ func (a *API) decodeOne(body []byte, wantType, mesh, name string) (meshconfig.Ob
 		return meshconfig.Object{}, &meshconfig.FieldError{Message: "body must hold exactly one resource"}
 	}
 	return objs[0], nil
+}
+
+// oneDocument refuses a body of more than one YAML document or JSON value:
+// decoding only the first would drop the rest while answering success.
+func oneDocument(body []byte) error {
+	dec := yamlv3.NewDecoder(bytes.NewReader(body))
+	docs := 0
+	for {
+		var n yamlv3.Node
+		err := dec.Decode(&n)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return &meshconfig.FieldError{Message: "body must be one YAML or JSON object: " + err.Error()}
+		}
+		if len(n.Content) > 0 && n.Content[0].Tag != "!!null" {
+			docs++ // an empty document (a trailing ---) holds nothing
+		}
+	}
+	if docs != 1 {
+		return &meshconfig.FieldError{Message: fmt.Sprintf("body must hold exactly one resource, not %d", docs)}
+	}
+	return nil
 }
 
 // validPath checks the names in the URL.
@@ -565,6 +594,15 @@ func (a *API) putSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	a.writeMu.Lock()
 	defer a.writeMu.Unlock()
+	meshes, err := a.meshesOf(r.Context(), mesh)
+	if err != nil {
+		a.storeError(w, "check secret use", err)
+		return
+	}
+	if err := meshconfig.BuiltinCAUse(meshes, mesh, name); err != nil {
+		writeError(w, http.StatusBadRequest, "Could not process a resource", "the secret is in use", []Cause{{Field: "name", Message: err.Error()}})
+		return
+	}
 	rec, created, err := a.store.Put(r.Context(), store.Record{
 		Key: store.Key{Kind: store.KindSecret, Mesh: mesh, Name: name}, Data: obj.Secret.Data,
 	}, 0)

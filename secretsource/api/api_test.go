@@ -357,12 +357,42 @@ func TestBuiltinCAGeneratedOnceAndRemovedWithItsMesh(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, cert.Data, again.Data)
 
-	// The generated secrets are in use while the Mesh exists...
+	// The generated secrets are in use while the Mesh exists: they can be
+	// neither deleted nor replaced (a key that does not match would bring
+	// the mesh down at the next start).
 	code, body = f.do("DELETE", "/meshes/default/secrets/"+keyName, "")
 	require.Equal(t, http.StatusBadRequest, code, body)
+	code, body = f.do("PUT", "/meshes/default/secrets/"+keyName, secretBody("default", keyName, pkitest.NewRootCA(t, "other").KeyPEM))
+	require.Equal(t, http.StatusBadRequest, code, body)
+	require.Contains(t, fmt.Sprint(causes(body)), "holds the CA meshsds generated")
+	unchanged, err := f.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: keyName})
+	require.NoError(t, err)
+	require.Equal(t, key.Data, unchanged.Data)
 	// ...and go with it.
 	code, _ = f.do("DELETE", "/meshes/default", "")
 	require.Equal(t, http.StatusOK, code)
 	_, err = f.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: keyName})
 	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+// TestOneResourcePerBody: a body holding two documents (YAML separated by
+// ---, or concatenated JSON) is refused whole; nothing is stored.
+func TestOneResourcePerBody(t *testing.T) {
+	f := newFixture(t)
+	one := secretBody("default", "s", []byte("v1"))
+	for name, body := range map[string]string{
+		"two YAML documents":      one + "\n---\n" + secretBody("default", "s2", []byte("v2")),
+		"concatenated JSON":       `{"type":"Secret","name":"s","mesh":"default","data":"djE="}{"type":"Secret","name":"s2","mesh":"default","data":"djI="}`,
+		"a second, invalid document": one + "\n---\ntype: Secret\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			code, body := f.do("PUT", "/meshes/default/secrets/s", body)
+			require.Equal(t, http.StatusBadRequest, code, body)
+			require.Regexp(t, "exactly one resource|one YAML or JSON object", fmt.Sprint(causes(body)))
+			_, err := f.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: "s"})
+			require.ErrorIs(t, err, store.ErrNotFound)
+		})
+	}
+	code, body := f.do("PUT", "/meshes/default/secrets/s", one+"\n---\n")
+	require.Equal(t, http.StatusCreated, code, "a trailing separator holds no second resource: %v", body)
 }

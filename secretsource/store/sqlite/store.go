@@ -139,6 +139,50 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// create makes a new database: its schema is written in a temporary file
+// renamed into place, so that a database file that exists is never empty,
+// not even after a crash during the first start.
+func (s *Store) create() error {
+	tmp := s.path + ".new"
+	for _, p := range []string{tmp, tmp + "-wal", tmp + "-shm"} {
+		_ = os.Remove(p) // left by a first start that crashed
+	}
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("creating database file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	db, err := sql.Open(driverName, dsn(tmp, false))
+	if err != nil {
+		return err
+	}
+	db.SetMaxOpenConns(1)
+	tmpStore := &Store{path: tmp, write: db, log: s.log, now: s.now}
+	err = tmpStore.migrate(context.Background())
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("creating the schema: %w", describe(err))
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		return fmt.Errorf("creating database file: %w", err)
+	}
+	syncDir(filepath.Dir(s.path))
+	return nil
+}
+
+// syncDir makes a rename in dir durable; errors are ignored (not every file
+// system supports it).
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+}
+
 // dsn returns the driver's data source name for path. The connection
 // settings are applied by the driver to every new connection of the pool;
 // synchronous and foreign_keys are per connection in SQLite. journal_mode
@@ -170,19 +214,21 @@ func (s *Store) prepareFile() error {
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
 		return fmt.Errorf("creating directory: %w", err)
 	}
-	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err == nil {
-		return f.Close()
-	}
-	if !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("creating database file: %w", err)
-	}
 	fi, err := os.Stat(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return s.create()
+	}
 	if err != nil {
 		return err
 	}
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	}
+	if fi.Size() == 0 {
+		// A new database is never empty (see create): this one was
+		// truncated or replaced. Starting on it would lose every secret
+		// and the token signing key, silently.
+		return errors.New("the file is empty (0 bytes), which no meshsds database is: it was truncated or replaced. Restore it from a backup, or remove it to start with an empty store and a new token signing key (every dataplane token then has to be issued again)")
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		s.log.Warn("database file is accessible to other users; it holds secrets and should be mode 0600",

@@ -272,3 +272,28 @@ func execRaw(t *testing.T, path string, stmts ...string) {
 		require.NoError(t, err, stmt)
 	}
 }
+
+// TestEmptyFileIsRefused: a meshsds.db truncated to nothing (a clumsy
+// restore, a full disk) must not start as an empty store with a new signing
+// key: every secret and token would be gone without a word.
+func TestEmptyFileIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meshsds.db")
+	require.NoError(t, os.WriteFile(path, nil, 0o600))
+	_, err := sqlite.Open(sqlite.Config{Path: path})
+	require.ErrorContains(t, err, "the file is empty (0 bytes)")
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Zero(t, fi.Size(), "the file is left as it was")
+
+	// A new store is never an empty file, not even before its first write.
+	fresh := filepath.Join(t.TempDir(), "meshsds.db")
+	st, err := sqlite.Open(sqlite.Config{Path: fresh})
+	require.NoError(t, err)
+	require.NoError(t, st.Close())
+	fi, err = os.Stat(fresh)
+	require.NoError(t, err)
+	require.NotZero(t, fi.Size())
+	st, err = sqlite.Open(sqlite.Config{Path: fresh})
+	require.NoError(t, err, "and it opens again")
+	require.NoError(t, st.Close())
+}
