@@ -220,6 +220,16 @@ func TestRemoteAdminNeedsATrustedClientCertificate(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+
+	// A client certificate removed from the directory is refused from then
+	// on, without a restart; one added is trusted.
+	require.NoError(t, os.Rename(trusted, filepath.Join(dir, "alice-revoked.pem")))
+	require.NoError(t, os.Rename(stranger, filepath.Join(certs, "mallory.pem")))
+	out, err = remote("get", "meshes", "--client-cert-file", filepath.Join(dir, "alice-revoked.pem"), "--client-key-file", trustedKey)
+	require.Error(t, err, "a certificate removed from the directory: %s", out)
+	require.Contains(t, out, "Forbidden")
+	out, err = remote("get", "meshes", "--client-cert-file", filepath.Join(certs, "mallory.pem"), "--client-key-file", strangerKey)
+	require.NoError(t, err, out)
 }
 
 func TestCLIErrorWhenServerIsUnreachable(t *testing.T) {

@@ -121,3 +121,46 @@ func TestEmptyAdminAddressListensNowhere(t *testing.T) {
 	_, err := http.Get("http://" + s.admin + "/meshes")
 	require.Error(t, err, "nothing listens on the admin address")
 }
+
+// TestAdminAndMetricsListenersAreBounded: a client that sends its request
+// slowly is cut off, and connections beyond the cap wait at accept without
+// costing the server a goroutine.
+func TestAdminAndMetricsListenersAreBounded(t *testing.T) {
+	dir, _ := secretsDir(t)
+	s := start(t, dir)
+	for _, addr := range []string{s.admin, s.metrics} {
+		// Headers that never end: closed by the read-header timeout (10 s).
+		nc, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		_, err = io.WriteString(nc, "PUT /meshes/default HTTP/1.1\r\nHost: x\r\n")
+		require.NoError(t, err)
+		require.NoError(t, nc.SetReadDeadline(time.Now().Add(20*time.Second)))
+		start := time.Now()
+		_, _ = io.Copy(io.Discard, nc)
+		require.Less(t, time.Since(start), 15*time.Second, "%s: a slow client held its connection", addr)
+		nc.Close()
+	}
+
+	// 256 idle connections fill the admin listener; the next request waits
+	// until one goes.
+	var idle []net.Conn
+	for range 256 {
+		nc, err := net.Dial("tcp", s.admin)
+		require.NoError(t, err)
+		idle = append(idle, nc)
+	}
+	client := &http.Client{Timeout: time.Second}
+	_, err := client.Get("http://" + s.admin + "/meshes")
+	require.Error(t, err, "a request beyond the connection cap is not served")
+	for _, nc := range idle {
+		nc.Close()
+	}
+	require.Eventually(t, func() bool {
+		resp, err := client.Get("http://" + s.admin + "/meshes")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 20*time.Second, 100*time.Millisecond)
+}

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 )
 
 // adminTLSListener opens the remote admin endpoint: HTTPS whose clients must
@@ -18,7 +20,8 @@ func adminTLSListener(cfg *Config, h http.Handler, log *slog.Logger) (listener, 
 	if _, err := certs.get(); err != nil {
 		return listener{}, fmt.Errorf("--admin-tls-cert/--admin-tls-key: %w", err)
 	}
-	pool, n, err := loadClientCAs(cfg.AdminClientCertsDir)
+	cas := &clientCAs{dir: cfg.AdminClientCertsDir}
+	_, n, err := cas.get()
 	if err != nil {
 		return listener{}, err
 	}
@@ -34,7 +37,7 @@ func adminTLSListener(cfg *Config, h http.Handler, log *slog.Logger) (listener, 
 	if err != nil {
 		return listener{}, fmt.Errorf("--admin-tls-address: %w", err)
 	}
-	return listener{name: "admin_tls", lis: tls.NewListener(lis, tc), http: newHTTPServer(requireClientCert(pool, h, log))}, nil
+	return listener{name: "admin_tls", lis: tls.NewListener(lis, tc), http: newHTTPServer(requireClientCert(cas, h, log))}, nil
 }
 
 // loadClientCAs reads every *.pem file of dir into a pool.
@@ -61,12 +64,59 @@ func loadClientCAs(dir string) (*x509.CertPool, int, error) {
 	return pool, n, nil
 }
 
+// clientCAs are the CAs of --admin-client-certs-dir, read again whenever
+// the directory's *.pem files change: a certificate removed from it is
+// refused from the next request on, not after a restart.
+type clientCAs struct {
+	dir string
+
+	mu    sync.Mutex
+	stamp string
+	pool  *x509.CertPool
+	n     int
+}
+
+// get returns the current pool. When the files cannot be read, or hold no
+// certificate, it fails closed: an error, and no client is trusted.
+func (c *clientCAs) get() (*x509.CertPool, int, error) {
+	files, err := filepath.Glob(filepath.Join(c.dir, "*.pem"))
+	if err != nil {
+		return nil, 0, err
+	}
+	var stamp strings.Builder
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return nil, 0, fmt.Errorf("--admin-client-certs-dir: %w", err)
+		}
+		fmt.Fprintf(&stamp, "%s\x00%d\x00%d\x00", f, fi.Size(), fi.ModTime().UnixNano())
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pool != nil && stamp.String() == c.stamp {
+		return c.pool, c.n, nil
+	}
+	c.pool, c.n, c.stamp = nil, 0, ""
+	pool, n, err := loadClientCAs(c.dir)
+	if err != nil {
+		return nil, 0, err
+	}
+	c.pool, c.n, c.stamp = pool, n, stamp.String()
+	return pool, n, nil
+}
+
 // requireClientCert answers 401 without a client certificate and 403 with
-// one that does not chain to pool.
-func requireClientCert(pool *x509.CertPool, next http.Handler, log *slog.Logger) http.Handler {
+// one that does not chain to the current CAs.
+func requireClientCert(cas *clientCAs, next http.Handler, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 			deny(w, http.StatusUnauthorized, "a client certificate is required for remote admin access")
+			return
+		}
+		pool, _, err := cas.get()
+		if err != nil {
+			log.Error("admin client CAs cannot be read: refusing every admin client until they can", "err", err)
+			deny(w, http.StatusForbidden, "the server cannot read its trusted client CAs")
 			return
 		}
 		inter := x509.NewCertPool()
