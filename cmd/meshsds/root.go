@@ -17,6 +17,6 @@ Run the daemon with "meshsds serve"; the other verbs are the CLI.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCommand(), newApplyCommand(), newGetCommand(), newDeleteCommand(),
-		newInspectCommand(), newGenerateCommand(), newVersionCommand())
+		newInspectCommand(), newGenerateCommand(), newAdminCommand(), newVersionCommand())
 	return root
 }

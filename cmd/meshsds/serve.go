@@ -85,6 +85,8 @@ environment, which wins over the file.`,
 	f.StringVar(&cfg.Webhook.TLSKey, "webhook-tls-key", "", "PEM key of --webhook-tls-cert")
 	f.StringVar(&cfg.Store, "store", cfg.Store, "durable store of the admin API and of the token signing key: sqlite (embedded in --data-dir) or postgres (shared by several replicas)")
 	f.StringVar(&cfg.PostgresURL, "postgres-url", "", "PostgreSQL connection URL for --store postgres, e.g. postgres://meshsds@db:5432/meshsds?sslmode=verify-full (give a password in MESHSDS_POSTGRES_URL, the config file, PGPASSWORD or ~/.pgpass rather than on the command line)")
+	f.StringVar(&cfg.EncryptionKeyFile, "encryption-key-file", "", "file of keys (ID:BASE64, one per line) that encrypt the store's secrets at rest; the first encrypts, all decrypt (meshsds generate encryption-key)")
+	f.StringVar(&cfg.AuditLog, "audit-log", "", "write an audit log of admin API writes (JSON lines: who, what, when, never the payload) to this file, or - for standard output")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
 	f.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: text or json")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the metrics address")

@@ -91,6 +91,9 @@ type Config struct {
 	// Provisioner generates builtin CAs; default a store.Provisioner on
 	// Store.
 	Provisioner Provisioner
+	// Audit, when set, receives the audit log (see audit.go); writes to it
+	// are serialised.
+	Audit io.Writer
 }
 
 // API serves the admin HTTP API.
@@ -99,6 +102,8 @@ type API struct {
 	log     *slog.Logger
 	store   store.Store
 	metrics *metrics
+
+	audit *auditLog
 
 	// writeMu serialises the check-then-write of in-use checks and Mesh
 	// admission against the secrets they read.
@@ -129,7 +134,7 @@ func New(cfg Config) (*API, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &API{cfg: cfg, log: cfg.Logger, store: cfg.Store, metrics: m}, nil
+	return &API{cfg: cfg, log: cfg.Logger, store: cfg.Store, metrics: m, audit: newAuditLog(cfg.Audit)}, nil
 }
 
 // Handler returns the HTTP handler of the admin API.
@@ -168,10 +173,22 @@ func (a *API) Handler() http.Handler {
 func (a *API) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		var event *AuditEvent
+		if isWrite(r.Method) {
+			event = &AuditEvent{Time: a.cfg.Now().UTC(), Who: who(r), Verb: r.Method, Path: r.URL.Path}
+			r = r.WithContext(context.WithValue(r.Context(), auditKey{}, event))
+		}
 		next.ServeHTTP(rec, r)
 		a.metrics.requests.WithLabelValues(r.Method, fmt.Sprint(rec.code)).Inc()
 		// Paths and codes only: bodies may hold secret material.
 		a.log.Debug("admin request", "method", r.Method, "path", r.URL.Path, "code", rec.code)
+		if event != nil && a.audit != nil {
+			event.Status = rec.code
+			a.metrics.audit.WithLabelValues(r.Method).Inc()
+			if err := a.audit.write(*event); err != nil {
+				a.log.Error("writing the audit log", "err", err)
+			}
+		}
 	})
 }
 
@@ -688,6 +705,7 @@ func (a *API) generateToken(w http.ResponseWriter, r *http.Request) {
 		invalid(w, err)
 		return
 	}
+	auditResource(r.Context(), "dataplane-token "+req.Mesh+"/"+req.Name)
 	a.log.Info("dataplane token issued through the admin API", "mesh", req.Mesh, "dataplane", req.Name)
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = io.WriteString(w, raw)

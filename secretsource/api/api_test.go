@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshsds/meshsds/internal/testing/syncbuf"
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
@@ -381,8 +383,8 @@ func TestOneResourcePerBody(t *testing.T) {
 	f := newFixture(t)
 	one := secretBody("default", "s", []byte("v1"))
 	for name, body := range map[string]string{
-		"two YAML documents":      one + "\n---\n" + secretBody("default", "s2", []byte("v2")),
-		"concatenated JSON":       `{"type":"Secret","name":"s","mesh":"default","data":"djE="}{"type":"Secret","name":"s2","mesh":"default","data":"djI="}`,
+		"two YAML documents":         one + "\n---\n" + secretBody("default", "s2", []byte("v2")),
+		"concatenated JSON":          `{"type":"Secret","name":"s","mesh":"default","data":"djE="}{"type":"Secret","name":"s2","mesh":"default","data":"djI="}`,
 		"a second, invalid document": one + "\n---\ntype: Secret\n",
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -395,4 +397,41 @@ func TestOneResourcePerBody(t *testing.T) {
 	}
 	code, body := f.do("PUT", "/meshes/default/secrets/s", one+"\n---\n")
 	require.Equal(t, http.StatusCreated, code, "a trailing separator holds no second resource: %v", body)
+}
+
+// TestAuditLog: every write is a line of who, what and when, refused ones
+// included; never its payload; reads are not logged.
+func TestAuditLog(t *testing.T) {
+	var log syncbuf.Buffer
+	iss := &fakeIssuer{}
+	f := newFixture(t, func(c *Config) { c.Audit = &log; c.Tokens = iss })
+	secret := []byte("SUPER-SECRET-PAYLOAD")
+	code, _ := f.do("PUT", "/meshes/default/secrets/s", secretBody("default", "s", secret))
+	require.Equal(t, http.StatusCreated, code)
+	code, _ = f.do("GET", "/meshes/default/secrets/s", "")
+	require.Equal(t, http.StatusOK, code)
+	code, _ = f.do("POST", "/tokens/dataplane", `{"mesh":"default","name":"web-1","tags":{"kuma.io/service":["web"]}}`)
+	require.Equal(t, http.StatusOK, code)
+	code, _ = f.do("DELETE", "/meshes/default/secrets/missing", "")
+	require.Equal(t, http.StatusNotFound, code)
+
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	require.Len(t, lines, 3, "writes only: %q", log.String())
+	var events []AuditEvent
+	for _, l := range lines {
+		var e AuditEvent
+		require.NoError(t, json.Unmarshal([]byte(l), &e))
+		require.Equal(t, "local", e.Who)
+		require.False(t, e.Time.IsZero())
+		events = append(events, e)
+	}
+	require.Equal(t, []string{"PUT", "POST", "DELETE"}, []string{events[0].Verb, events[1].Verb, events[2].Verb})
+	require.Equal(t, "/meshes/default/secrets/s", events[0].Path)
+	require.Equal(t, http.StatusCreated, events[0].Status)
+	require.Equal(t, "dataplane-token default/web-1", events[1].Resource)
+	require.Equal(t, http.StatusNotFound, events[2].Status, "refused writes are recorded too")
+	require.NotContains(t, log.String(), "SUPER-SECRET")
+	require.NotContains(t, log.String(), base64.StdEncoding.EncodeToString(secret))
+	require.NotContains(t, log.String(), "signed-token", "the token issued is a credential")
+	require.InDelta(t, 3, testutil.ToFloat64(f.api.metrics.audit.WithLabelValues("PUT"))+testutil.ToFloat64(f.api.metrics.audit.WithLabelValues("POST"))+testutil.ToFloat64(f.api.metrics.audit.WithLabelValues("DELETE")), 0)
 }

@@ -47,6 +47,8 @@ type Config struct {
 	Webhook                    WebhookConfig
 	Store                      string
 	PostgresURL                string
+	EncryptionKeyFile          string // empty: secrets stored in plain text
+	AuditLog                   string // a file, "-" for standard output, empty for none
 	LogLevel                   string
 	LogFormat                  string
 	Pprof                      bool

@@ -5,10 +5,12 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,6 +47,7 @@ type Daemon struct {
 	rec       *reconcile.Reconciler
 	sds       sdsTransport
 	listeners []listener
+	closers   []io.Closer // closed when the daemon ends
 }
 
 // listener is one network endpoint of the daemon.
@@ -86,8 +89,8 @@ func listenTCP(addr string) (net.Listener, error) {
 // New builds every component of cfg (validated) and opens every listener,
 // so that a taken port fails the start cleanly. ctx bounds the start (the
 // store, the signing key); reg receives every metric and serves /metrics.
-func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Registry) (d *Daemon, err error) {
-	d = &Daemon{cfg: cfg, log: log}
+func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Registry) (_ *Daemon, err error) {
+	d := &Daemon{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
 			d.close()
@@ -161,7 +164,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	if err != nil {
 		return nil, err
 	}
+	audit, err := openAuditLog(cfg.AuditLog)
+	if err != nil {
+		return nil, err
+	}
+	if audit != nil {
+		d.closers = append(d.closers, audit)
+	}
 	adminAPI, err := api.New(api.Config{
+		Audit: audit,
 		Store: d.store, Logger: log, Registerer: reg,
 		Dataplanes:  d.server,
 		Tokens:      token.NewIssuer(key),
@@ -228,7 +239,30 @@ func (d *Daemon) close() {
 	if d.store != nil {
 		d.store.Close()
 	}
+	for _, c := range d.closers {
+		c.Close()
+	}
 }
+
+// openAuditLog opens the audit log of --audit-log: a file (appended to,
+// mode 0600), "-" for standard output, or nothing when empty.
+func openAuditLog(path string) (io.WriteCloser, error) {
+	switch path {
+	case "":
+		return nil, nil
+	case "-":
+		return nopCloser{os.Stdout}, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("--audit-log: %w", err)
+	}
+	return f, nil
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
 
 // Run serves until ctx ends or a component fails, then shuts down: SDS
 // clients are told to go away and their streams end with Unavailable (Envoy
@@ -236,6 +270,9 @@ func (d *Daemon) close() {
 // within the shutdown timeout.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.store.Close()
+	for _, c := range d.closers {
+		defer c.Close()
+	}
 	attrs := []any{"secrets_dirs", d.cfg.SecretsDirs, "auth", d.cfg.Auth, "store", d.cfg.Store, "data_dir", d.cfg.DataDir, "sds_transport", d.cfg.SDSTransport}
 	for _, l := range d.listeners {
 		attrs = append(attrs, l.name, l.lis.Addr().String())

@@ -80,20 +80,54 @@ const storeOpenTimeout = time.Minute
 // embedded store of --data-dir, or the PostgreSQL database shared by
 // several replicas.
 func openServeStore(ctx context.Context, cfg *Config, log *slog.Logger) (store.Store, error) {
+	var (
+		inner store.Store
+		err   error
+	)
 	if cfg.Store != "postgres" {
-		s, err := openStore(cfg.DataDir)
-		if err != nil {
+		if inner, err = openStore(cfg.DataDir); err != nil {
 			return nil, err
 		}
-		return s, nil
+	} else {
+		octx, cancel := context.WithTimeout(ctx, storeOpenTimeout)
+		defer cancel()
+		if inner, err = postgres.Open(octx, postgres.Config{URL: cfg.PostgresURL, Logger: log}); err != nil {
+			return nil, fmt.Errorf("opening the store (--store postgres): %w", err)
+		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, storeOpenTimeout)
-	defer cancel()
-	s, err := postgres.Open(ctx, postgres.Config{URL: cfg.PostgresURL, Logger: log})
+	st, err := encryptStore(ctx, inner, cfg.EncryptionKeyFile, log)
 	if err != nil {
-		return nil, fmt.Errorf("opening the store (--store postgres): %w", err)
+		inner.Close()
+		return nil, err
 	}
-	return s, nil
+	return st, nil
+}
+
+// encryptStore wraps a store in the encryption of keyFile (none when
+// empty), and refuses a store it cannot read: encrypted records without
+// the key file, or with keys the file does not hold.
+func encryptStore(ctx context.Context, inner store.Store, keyFile string, log *slog.Logger) (*store.Encrypted, error) {
+	var ring *store.KeyRing
+	if keyFile != "" {
+		var err error
+		if ring, err = store.LoadKeyRing(keyFile); err != nil {
+			return nil, err
+		}
+		if fi, err := os.Stat(keyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			log.Warn("the encryption key file is readable by other users; it should be mode 0600", "path", keyFile, "mode", fi.Mode().Perm().String())
+		}
+	}
+	st := store.NewEncrypted(inner, ring)
+	n, err := st.CheckReadable(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("the store cannot be read: %w", err)
+	}
+	if ring == nil {
+		log.Warn("secrets are stored in plain text: give --encryption-key-file to encrypt them at rest")
+	} else {
+		log.Info("secrets are encrypted at rest", "key", ring.Primary(), "encrypted_records", n)
+	}
+	return st, nil
 }
 
 // openStore opens the embedded store of a data directory.
@@ -107,9 +141,10 @@ func openStore(dataDir string) (*sqlite.Store, error) {
 
 // OfflineSigningKey reads (or creates) the signing key of a server's store,
 // for offline token generation next to a running server: the embedded store
-// of dataDir, or the PostgreSQL database at postgresURL.
-func OfflineSigningKey(ctx context.Context, dataDir, postgresURL string) (*ecdsa.PrivateKey, func(), error) {
-	cfg := &Config{DataDir: dataDir, Store: "sqlite"}
+// of dataDir, or the PostgreSQL database at postgresURL, encrypted with the
+// keys of keyFile (if any).
+func OfflineSigningKey(ctx context.Context, dataDir, postgresURL, keyFile string) (*ecdsa.PrivateKey, func(), error) {
+	cfg := &Config{DataDir: dataDir, Store: "sqlite", EncryptionKeyFile: keyFile}
 	if postgresURL != "" {
 		cfg.Store, cfg.PostgresURL = "postgres", postgresURL
 	}
@@ -123,4 +158,23 @@ func OfflineSigningKey(ctx context.Context, dataDir, postgresURL string) (*ecdsa
 		return nil, nil, err
 	}
 	return key, func() { s.Close() }, nil
+}
+
+// RotateEncryptionKey re-encrypts every record of a server's store (the
+// embedded store of dataDir, or PostgreSQL at postgresURL) with the first
+// key of keyFile, while servers keep using it.
+func RotateEncryptionKey(ctx context.Context, dataDir, postgresURL, keyFile string) (store.Rotation, error) {
+	if keyFile == "" {
+		return store.Rotation{}, errors.New("--encryption-key-file is required: its first key encrypts, the others decrypt")
+	}
+	cfg := &Config{DataDir: dataDir, Store: "sqlite", EncryptionKeyFile: keyFile}
+	if postgresURL != "" {
+		cfg.Store, cfg.PostgresURL = "postgres", postgresURL
+	}
+	st, err := openServeStore(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return store.Rotation{}, err
+	}
+	defer st.Close()
+	return st.(*store.Encrypted).RotateKeys(ctx)
 }
