@@ -108,7 +108,9 @@ func TestRotationWithAConcurrentWriter(t *testing.T) {
 	dir := t.TempDir()
 	inner := openSQLite(t, filepath.Join(dir, "meshsds.db"))
 	ctx := context.Background()
-	secretKey := func(i int) store.Key { return store.Key{Kind: store.KindSecret, Mesh: "default", Name: fmt.Sprintf("s-%d", i)} }
+	secretKey := func(i int) store.Key {
+		return store.Key{Kind: store.KindSecret, Mesh: "default", Name: fmt.Sprintf("s-%d", i)}
+	}
 	plain := store.NewEncrypted(inner, nil)
 	for i := range 20 {
 		_, _, err := plain.Put(ctx, store.Record{Key: secretKey(i), Data: []byte("plain")}, 0)
