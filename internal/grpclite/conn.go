@@ -860,6 +860,14 @@ func (c *conn) onData(id uint32, flags byte, p []byte) error {
 			return c.writeReset(id, errCodeProtocol)
 		}
 	}
+	if flags&flagEndStream != 0 {
+		// Recorded before the data is handed on: a handler that answers
+		// the last message at once must not reset a stream the client
+		// has ended already (RFC 9113 section 8.1).
+		c.mu.Lock()
+		st.halfClosed = true
+		c.mu.Unlock()
+	}
 	had := len(st.rbuf)
 	err = st.receive(data)
 	if len(st.rbuf) != had {
