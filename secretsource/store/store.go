@@ -76,9 +76,11 @@ type Store interface {
 	// for cheap change detection by other replicas.
 	Revision(ctx context.Context) (int64, error)
 	// Changes delivers (coalesced, never blocking the writer) after every
-	// write this process committed, so that the store's source publishes
-	// it at once instead of at its next poll of Revision. It has one
-	// reader, the store's source.
+	// write this process committed, and after the writes of other
+	// processes where the store learns of them (PostgreSQL's
+	// LISTEN/NOTIFY), so that the store's source publishes them at once
+	// instead of at its next poll of Revision. It has one reader, the
+	// store's source.
 	Changes() <-chan struct{}
 	// Close releases the store.
 	Close() error

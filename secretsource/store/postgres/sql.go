@@ -36,6 +36,49 @@ CREATE TABLE store_revision (
 );
 INSERT INTO store_revision (id, revision) VALUES (1, 0);
 `,
+	// 2: notifications and the replicas' shared state. Every write that
+	// moves the revision notifies channel meshsds_store, and every change
+	// of the replicas' state meshsds_cluster, with the schema as payload
+	// (channels are database-wide; stores in other schemas ignore it), so
+	// that every replica LISTENing learns of it at once (listen.go).
+	// replicas holds a lease and the CA change progress of each replica,
+	// ca_changes each mesh's CA change as the replicas share it
+	// (cluster.go); a heartbeat that changes nothing but the lease does not
+	// notify.
+	`
+CREATE FUNCTION meshsds_notify_store() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_notify('meshsds_store', current_schema());
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER store_revision_notify AFTER UPDATE ON store_revision
+	FOR EACH ROW EXECUTE FUNCTION meshsds_notify_store();
+
+CREATE FUNCTION meshsds_notify_cluster() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_notify('meshsds_cluster', current_schema());
+	RETURN NULL;
+END
+$$;
+CREATE TABLE replicas (
+	id          text COLLATE "C" PRIMARY KEY,
+	progress    bytea            NOT NULL,
+	lease_until timestamptz      NOT NULL
+);
+CREATE TRIGGER replicas_notify AFTER INSERT OR DELETE ON replicas
+	FOR EACH ROW EXECUTE FUNCTION meshsds_notify_cluster();
+CREATE TRIGGER replicas_progress_notify AFTER UPDATE ON replicas
+	FOR EACH ROW WHEN (OLD.progress IS DISTINCT FROM NEW.progress)
+	EXECUTE FUNCTION meshsds_notify_cluster();
+CREATE TABLE ca_changes (
+	mesh    text COLLATE "C" PRIMARY KEY,
+	state   bytea            NOT NULL,
+	version bigint           NOT NULL CHECK (version > 0)
+);
+CREATE TRIGGER ca_changes_notify AFTER INSERT OR UPDATE OR DELETE ON ca_changes
+	FOR EACH ROW EXECUTE FUNCTION meshsds_notify_cluster();
+`,
 }
 
 // Schema inspection and versioning, used by Open.
@@ -153,4 +196,51 @@ WITH w AS (
 SELECT count(*) FROM w`
 
 	sqlRevision = `SELECT revision FROM store_revision WHERE id = 1`
+)
+
+// Notifications (listen.go).
+const (
+	channelStore   = "meshsds_store"
+	channelCluster = "meshsds_cluster"
+	sqlListen      = `LISTEN meshsds_store; LISTEN meshsds_cluster`
+	sqlSchema      = `SELECT current_schema()`
+)
+
+// The replicas' shared state (cluster.go). Lease times are the server's
+// (now()), so that the replicas' clocks need not agree.
+const (
+	sqlPublish = `
+INSERT INTO replicas (id, progress, lease_until)
+VALUES ($1, $2, now() + $3 * interval '1 microsecond')
+ON CONFLICT (id) DO UPDATE SET
+	progress    = excluded.progress,
+	lease_until = excluded.lease_until`
+
+	sqlLeave = `DELETE FROM replicas WHERE id = $1`
+
+	sqlLiveReplicas = `
+SELECT id, progress, (extract(epoch FROM lease_until - now()) * 1000000)::bigint
+FROM replicas
+WHERE lease_until > now()`
+
+	sqlChanges = `SELECT mesh, state, version FROM ca_changes`
+
+	sqlInsertChange = `
+INSERT INTO ca_changes (mesh, state, version) VALUES ($1, $2, 1)
+ON CONFLICT (mesh) DO NOTHING`
+
+	sqlUpdateChange = `
+UPDATE ca_changes SET state = $1, version = version + 1
+WHERE mesh = $2 AND version = $3`
+
+	// sqlPruneReplicas forgets replicas whose lease expired long ago.
+	sqlPruneReplicas = `DELETE FROM replicas WHERE lease_until < now() - $1 * interval '1 microsecond'`
+
+	// The leader holds this session-level advisory lock, two-key form so
+	// that it cannot collide with the migration lock, the second key the
+	// schema's so that stores in two schemas elect a leader each. A
+	// session lock dies with its connection: a leader that dies releases
+	// it at once.
+	sqlTryLead = `SELECT pg_try_advisory_lock(1835364211, hashtext(current_schema()))`
+	sqlUnlead  = `SELECT pg_advisory_unlock(1835364211, hashtext(current_schema()))`
 )

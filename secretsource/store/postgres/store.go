@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -84,6 +85,14 @@ type Store struct {
 	name string // host:port/database, for errors and logs
 	log  *slog.Logger
 	now  func() time.Time
+
+	// The listener (listen.go) and the leader election (cluster.go) use
+	// connections of their own, configured from listenConfig.
+	listenConfig *pgx.ConnConfig
+	listening    atomic.Bool
+	clusterWake  chan struct{}
+	stopListen   context.CancelFunc
+	listenDone   chan struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -134,6 +143,26 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := s.migrate(ctx); err != nil {
 		s.pool.Close()
 		return nil, fmt.Errorf("postgres store %s: %w", s.name, describe(ctxErr(ctx, err)))
+	}
+
+	// The listener's connection waits idle for notifications: a timeout
+	// interrupts the wait (deadline), it does not cancel a statement.
+	s.listenConfig = cc.Copy()
+	s.listenConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.DeadlineContextWatcherHandler{Conn: c.Conn()}
+	}
+	s.clusterWake = make(chan struct{}, 1)
+	lctx, cancel := context.WithCancel(context.Background())
+	s.stopListen, s.listenDone = cancel, make(chan struct{})
+	ready := make(chan struct{})
+	go func() {
+		defer close(s.listenDone)
+		s.listen(lctx, s.listenConfig, ready)
+	}()
+	select {
+	case <-ready:
+	case <-time.After(listenStartWait):
+	case <-ctx.Done():
 	}
 	return s, nil
 }
@@ -296,7 +325,7 @@ func (s *Store) Put(ctx context.Context, rec store.Record, expectVersion int64) 
 		return store.Record{}, false, fmt.Errorf("putting %s: %w", rec.Key, ctxErr(ctx, err))
 	}
 	stored = normalize(stored)
-	s.Notify()
+	s.notifyOwnWrite()
 	return stored, stored.Version == 1, nil
 }
 
@@ -329,7 +358,7 @@ func (s *Store) Create(ctx context.Context, rec store.Record) (store.Record, err
 	if err != nil {
 		return store.Record{}, fmt.Errorf("creating %s: %w", rec.Key, ctxErr(ctx, err))
 	}
-	s.Notify()
+	s.notifyOwnWrite()
 	return normalize(stored), nil
 }
 
@@ -347,7 +376,7 @@ func (s *Store) Delete(ctx context.Context, key store.Key) error {
 	if err != nil {
 		return fmt.Errorf("deleting %s: %w", key, ctxErr(ctx, err))
 	}
-	s.Notify()
+	s.notifyOwnWrite()
 	return nil
 }
 
@@ -365,6 +394,8 @@ func (s *Store) Revision(ctx context.Context) (int64, error) {
 // Close closes every connection, waiting for the ones in use to be
 // released. A Store must not be used after Close.
 func (s *Store) Close() error {
+	s.stopListen()
+	<-s.listenDone
 	s.pool.Close()
 	return nil
 }

@@ -202,8 +202,8 @@ func TestReopenKeepsEverythingAndMigratesOnce(t *testing.T) {
 
 	s := openWith(t, postgres.Config{URL: dbURL, Logger: logger})
 	require.Equal(t, 1, strings.Count(logs.String(), "migrated store schema"))
-	require.Contains(t, logs.String(), "from=0 to=1")
-	require.Equal(t, 1, schemaVersion(t, dbURL))
+	require.Contains(t, logs.String(), "from=0 to=2")
+	require.Equal(t, 2, schemaVersion(t, dbURL))
 	secret := []byte("-----BEGIN PRIVATE KEY----- do not log")
 	_, _, err := s.Put(ctx, store.Record{Key: store.Key{Kind: store.KindSecret, Mesh: "default", Name: "a"}, Data: secret}, 0)
 	require.NoError(t, err)
@@ -226,7 +226,7 @@ func TestReopenKeepsEverythingAndMigratesOnce(t *testing.T) {
 		require.Equal(t, int64(2), rev)
 	}
 	require.Equal(t, 1, strings.Count(logs.String(), "migrated store schema"), "a current schema is not migrated again")
-	require.Equal(t, 1, schemaVersion(t, dbURL))
+	require.Equal(t, 2, schemaVersion(t, dbURL))
 	require.NotContains(t, logs.String(), "PRIVATE KEY", "record data never reaches the log")
 	require.Contains(t, logs.String(), "database=127.0.0.1:")
 }
@@ -260,7 +260,7 @@ func TestConcurrentOpensMigrateOnce(t *testing.T) {
 				t.Cleanup(func() { require.NoError(t, stores[i].Close()) })
 			}
 			require.Equal(t, 1, strings.Count(logs.String(), "migrated store schema"), logs.String())
-			require.Equal(t, 1, schemaVersion(t, dbURL))
+			require.Equal(t, 2, schemaVersion(t, dbURL))
 			_, _, err := stores[n-1].Put(t.Context(), store.Record{Key: store.Key{Kind: store.KindMesh, Name: "m"}, Data: []byte("{}")}, 0)
 			require.NoError(t, err)
 			rev, err := stores[0].Revision(t.Context())
@@ -303,7 +303,7 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	dbURL := newDatabase(t)
 	require.NoError(t, open(t, dbURL).Close())
 	exec(t, dbURL, "UPDATE schema_version SET version = 99")
-	requireRefused(t, dbURL, "schema version 99 is newer than this meshsds supports (1)")
+	requireRefused(t, dbURL, "schema version 99 is newer than this meshsds supports (2)")
 	require.Equal(t, 99, schemaVersion(t, dbURL))
 }
 
