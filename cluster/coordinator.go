@@ -453,7 +453,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "meshsds_cluster_replicas", Help: "Live replicas sharing CA changes, this one included.",
 		}),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "meshsds_cluster_leader", Help: "1 while this replica is the leader, which does the work done once (Events, builtin CA generation, cleanup).",
+			Name: "meshsds_cluster_leader", Help: "Whether this replica is the leader (1), which does the work done once: Events, builtin CA generation, cleanup.",
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshsds_cluster_errors_total", Help: "Failed operations on the state the replicas share, by operation.",

@@ -92,6 +92,7 @@ environment, which wins over the file.`,
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the metrics address")
 	f.StringVar(&cfg.WorkloadKeyType, "workload-key-type", cfg.WorkloadKeyType, "key of workload certificates: ecdsa (P-256) or rsa (2048 bits)")
 	f.DurationVar(&cfg.CARotationTimeout, "ca-rotation-timeout", cfg.CARotationTimeout, "how long each phase of a CA change waits for every connected data plane to ACK before going on without the laggards")
+	f.DurationVar(&cfg.ReplicaLease, "replica-lease", cfg.ReplicaLease, "with --store postgres or --kubernetes, replicas share CA changes and elect a leader: how long a replica that stopped renewing its lease (one that died) is still waited for, and how soon a dead leader is replaced")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long to let streams and requests finish on shutdown")
 	return cmd, &cfg, configFile
 }

@@ -117,6 +117,10 @@ type Config struct {
 	// written to the API server through Client by client-go's recorder,
 	// started by Run, with component "meshsds".
 	Recorder EventRecorder
+	// Leading reports whether this replica is the leader, which alone
+	// writes Events among replicas (so that a bad object gets one Event,
+	// not one per replica); nil means always.
+	Leading func() bool
 	// Logger receives the source's logs. Nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the source's metrics. Nil disables them.
@@ -133,6 +137,7 @@ type Source struct {
 	debounce      time.Duration
 	maxSecretSize int
 	recorder      EventRecorder
+	leading       func() bool
 	log           *slog.Logger
 	metrics       *secretsource.Metrics
 	now           func() time.Time
@@ -166,6 +171,7 @@ func New(cfg Config) (*Source, error) {
 		debounce:      cfg.Debounce,
 		maxSecretSize: cfg.MaxSecretSize,
 		recorder:      cfg.Recorder,
+		leading:       cfg.Leading,
 		log:           cfg.Logger,
 		now:           time.Now,
 	}
@@ -197,6 +203,10 @@ func New(cfg Config) (*Source, error) {
 
 // Name returns the source's name as used in logs and metrics.
 func (s *Source) Name() string { return s.name }
+
+// Cluster returns the backend through which replicas sharing this API
+// server share their state (cluster.go).
+func (s *Source) Cluster() *Cluster { return NewCluster(s.client, s.namespace, s.log) }
 
 // Namespace returns the control plane's namespace the source reads.
 func (s *Source) Namespace() string { return s.namespace }

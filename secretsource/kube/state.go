@@ -146,7 +146,9 @@ func (st *state) record(key objectKey, e *entry, obj runtime.Object, o meshconfi
 	if len(msg) > maxEventMessage {
 		msg = msg[:maxEventMessage] + "..."
 	}
-	st.recorder.Eventf(obj, corev1.EventTypeWarning, reason, "%s; %s", msg, consequence)
+	if st.src.leading == nil || st.src.leading() {
+		st.recorder.Eventf(obj, corev1.EventTypeWarning, reason, "%s; %s", msg, consequence)
+	}
 }
 
 // DecodeSecret decodes and validates a Secret of type SecretType or

@@ -42,6 +42,10 @@ type Config struct {
 	// Provisioner generates builtin CAs; without one, builtin backends stay
 	// unresolved until their Secrets appear by other means.
 	Provisioner CAProvisioner
+	// Leading reports whether this replica is the leader, which alone
+	// generates builtin CAs among replicas (the others wait for the CA to
+	// reach them); nil means always. Call Kick when it becomes true.
+	Leading func() bool
 	Sources     []secretsource.Source // in precedence order: the first wins a conflict
 	Sink        Sink
 	Logger      *slog.Logger
@@ -138,6 +142,59 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// OrphanRemover deletes the builtin CAs of meshes that no longer exist:
+// the writable store that ProvisionBuiltinCA wrote them to. It returns what
+// it deleted (or, where it may not delete, reported).
+type OrphanRemover interface {
+	DeleteOrphanedBuiltinCAs(ctx context.Context, exists func(mesh string) bool) ([]string, error)
+}
+
+// RemoveOrphanedCAs deletes, every period until ctx ends, the builtin CAs
+// of meshes that no source has held for a whole period: a mesh defined in
+// a file leaves its generated CA behind when the file is deleted. A mesh
+// that is briefly absent (a file being replaced, a source not synced yet)
+// keeps its CA. It is a leader's duty among replicas.
+func (r *Reconciler) RemoveOrphanedCAs(ctx context.Context, remover OrphanRemover, period time.Duration) {
+	var absentBefore map[string]bool // meshes absent at the previous pass
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		view, ok := r.Current()
+		if !ok {
+			continue
+		}
+		absentNow := map[string]bool{}
+		deleted, err := remover.DeleteOrphanedBuiltinCAs(ctx, func(mesh string) bool {
+			if _, ok := view.Meshes[mesh]; ok {
+				return true
+			}
+			absentNow[mesh] = true
+			return !absentBefore[mesh] // absent for a whole period: an orphan
+		})
+		absentBefore = absentNow
+		if err != nil && ctx.Err() == nil {
+			r.log.Error("removing the builtin CAs of deleted meshes", "err", err)
+		}
+		for _, name := range deleted {
+			r.log.Info("removed the builtin CA of a deleted mesh", "secret", name)
+		}
+	}
+}
+
+// Kick makes the reconciler go over every source's view again now, as
+// when a replica becomes the leader and has builtin CAs to generate.
+func (r *Reconciler) Kick() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
 func (r *Reconciler) publish(i int, res meshconfig.Resources) {
 	r.mu.Lock()
 	r.views[i] = &res
@@ -204,7 +261,7 @@ func (r *Reconciler) reconcile(ctx context.Context) {
 
 // provision asks for the CA of every builtin backend that has none yet.
 func (r *Reconciler) provision(ctx context.Context, res meshconfig.Resources) {
-	if r.cfg.Provisioner == nil {
+	if r.cfg.Provisioner == nil || r.cfg.Leading != nil && !r.cfg.Leading() {
 		return
 	}
 	for _, m := range res.Meshes {

@@ -73,3 +73,25 @@ func (p *Provisioner) DeleteBuiltinCAs(ctx context.Context, m *meshconfig.Mesh) 
 	}
 	return nil
 }
+
+// DeleteOrphanedBuiltinCAs removes the generated CAs (the Secrets named
+// as meshconfig.BuiltinSecretNames names them) of every mesh for which
+// exists is false, and returns their names ("mesh/name").
+func (p *Provisioner) DeleteOrphanedBuiltinCAs(ctx context.Context, exists func(mesh string) bool) ([]string, error) {
+	recs, err := p.Store.List(ctx, KindSecret, "")
+	if err != nil {
+		return nil, err
+	}
+	var deleted []string
+	for _, rec := range recs {
+		if exists(rec.Mesh) || !meshconfig.IsBuiltinSecretName(rec.Mesh, rec.Name) {
+			continue
+		}
+		err := p.Store.Delete(ctx, rec.Key)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return deleted, err
+		}
+		deleted = append(deleted, rec.Mesh+"/"+rec.Name)
+	}
+	return deleted, nil
+}

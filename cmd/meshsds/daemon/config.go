@@ -54,7 +54,9 @@ type Config struct {
 	Pprof                      bool
 	ShutdownTimeout            time.Duration
 	CARotationTimeout          time.Duration
-	WorkloadKeyType            string
+	// ReplicaLease: see cluster.Config.Lease.
+	ReplicaLease    time.Duration
+	WorkloadKeyType string
 }
 
 // WebhookConfig configures the validating admission webhook (Kubernetes).
@@ -82,6 +84,7 @@ func Defaults() Config {
 		LogFormat:                  "text",
 		ShutdownTimeout:            10 * time.Second,
 		CARotationTimeout:          time.Minute,
+		ReplicaLease:               15 * time.Second,
 		WorkloadKeyType:            string(pki.KeyECDSA),
 	}
 }
@@ -113,6 +116,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Store != "postgres" && c.PostgresURL != "" {
 		return errors.New("--postgres-url is only used with --store postgres: add --store postgres, or drop --postgres-url")
+	}
+	if c.ReplicaLease < time.Second {
+		return fmt.Errorf("--replica-lease must be at least 1s, not %s", c.ReplicaLease)
 	}
 	if c.SDSAddress == "" {
 		return errors.New("--sds-address must be set: host:port or unix:///path")

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshsds/meshsds/cluster"
 	"github.com/meshsds/meshsds/internal/grpclite"
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/meshconfig/pki"
@@ -36,6 +37,7 @@ import (
 	"github.com/meshsds/meshsds/secretsource/kube"
 	"github.com/meshsds/meshsds/secretsource/reconcile"
 	"github.com/meshsds/meshsds/secretsource/store"
+	"github.com/meshsds/meshsds/secretsource/store/postgres"
 )
 
 // Daemon is a built "meshsds serve": every component, every listener open.
@@ -44,7 +46,16 @@ type Daemon struct {
 	log       *slog.Logger
 	store     store.Store
 	server    *sds.Server
+	state     *cache.Cache
 	rec       *reconcile.Reconciler
+	orphans   reconcile.OrphanRemover
+	// The replicas' shared state (replicas.go); nil for a lone replica.
+	replicaID string
+	coord     *cluster.Coordinator
+	elector   cluster.Elector
+	leader    *cluster.Leader
+	backend   replicaBackend
+	cmetrics  *cluster.Metrics
 	sds       sdsTransport
 	listeners []listener
 	closers   []io.Closer // closed when the daemon ends
@@ -96,7 +107,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			d.close()
 		}
 	}()
-	if d.store, err = openServeStore(ctx, &cfg, log); err != nil {
+	var pg *postgres.Store
+	if d.store, pg, err = openServeStore(ctx, &cfg, log); err != nil {
 		return nil, err
 	}
 	var (
@@ -104,7 +116,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		globals globalSecrets = storeGlobalSecrets{d.store}
 	)
 	if cfg.Kubernetes {
-		if kubeSrc, err = newKubeSource(&cfg, log, reg); err != nil {
+		if kubeSrc, err = newKubeSource(&cfg, log, reg, d.leading); err != nil {
 			return nil, err
 		}
 		globals = kubeGlobalSecrets{src: kubeSrc, log: log, timeout: 2 * time.Minute}
@@ -114,14 +126,25 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		return nil, err
 	}
 
+	// Replicas sharing PostgreSQL or the Kubernetes API share CA changes
+	// and elect a leader through it.
+	if err := d.openCluster(pg, kubeSrc, reg); err != nil {
+		return nil, err
+	}
+
 	// The SDS side: the serving state and the server around it.
 	cacheMetrics, err := cache.NewMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
-	state := cache.New(cache.Config{
+	cc := cache.Config{
 		Logger: log, Metrics: cacheMetrics, RotationTimeout: cfg.CARotationTimeout, KeyType: pki.KeyType(cfg.WorkloadKeyType),
-	})
+	}
+	if d.coord != nil {
+		cc.Coordinator = d.coord
+	}
+	state := cache.New(cc)
+	d.state = state
 	sdsMetrics, err := sds.NewMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -144,12 +167,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	}
 	var provisioner interface {
 		reconcile.CAProvisioner
+		reconcile.OrphanRemover
 		api.Provisioner
 	} = &store.Provisioner{Store: d.store, Logger: log}
 	if kubeSrc != nil {
 		sources = append(sources, kubeSrc)
 		provisioner = kubeSrc // builtin CAs become Secrets that every replica sees
 	}
+	d.orphans = provisioner
 	storeSrc, err := store.NewSource(store.SourceConfig{Store: d.store, Logger: log, Registerer: reg})
 	if err != nil {
 		return nil, err
@@ -159,9 +184,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthSrv.SetServingStatus("envoy.service.secret.v3.SecretDiscoveryService", healthpb.HealthCheckResponse_NOT_SERVING)
 	d.rec, err = reconcile.New(reconcile.Config{
-		Sources: sources, Sink: readySink{state, healthSrv}, Provisioner: provisioner, Logger: log, Registerer: reg,
+		Sources: sources, Sink: readySink{state, healthSrv}, Provisioner: provisioner, Leading: d.leading, Logger: log, Registerer: reg,
 	})
 	if err != nil {
+		return nil, err
+	}
+	if d.leader, err = d.newLeader(); err != nil {
 		return nil, err
 	}
 	audit, err := openAuditLog(cfg.AuditLog)
@@ -280,7 +308,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("meshsds starting", attrs...)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return d.rec.Run(gctx) })
+	d.runCluster(gctx, g)
+	g.Go(func() error {
+		d.awaitCluster(gctx)
+		return d.rec.Run(gctx)
+	})
 	for _, l := range d.listeners {
 		g.Go(func() error {
 			if l.http == nil {

@@ -35,7 +35,7 @@ var (
 // newKubeSource builds the Kubernetes source from --kubeconfig (in-cluster
 // configuration when empty) and --namespace. client-go's own logs (klog)
 // go to log.
-func newKubeSource(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*kube.Source, error) {
+func newKubeSource(cfg *Config, log *slog.Logger, reg prometheus.Registerer, leading func() bool) (*kube.Source, error) {
 	restCfg, err := kubeRESTConfig(cfg.Kubeconfig)
 	if err != nil {
 		return nil, err
@@ -49,7 +49,7 @@ func newKubeSource(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*k
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return kube.New(kube.Config{Client: client, Dynamic: dyn, Namespace: cfg.Namespace, Logger: log, Registerer: reg})
+	return kube.New(kube.Config{Client: client, Dynamic: dyn, Namespace: cfg.Namespace, Logger: log, Registerer: reg, Leading: leading})
 }
 
 // kubeRESTConfig loads a kubeconfig file, or the in-cluster configuration

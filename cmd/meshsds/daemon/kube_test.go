@@ -104,7 +104,7 @@ users: [{name: u, user: {token: t}}]
 contexts: [{name: c, context: {cluster: c, user: u}}]
 current-context: c
 `), 0o600))
-	src, err := newKubeSource(&Config{Kubeconfig: kc, Namespace: "kuma-system"}, slog.New(slog.DiscardHandler), nil)
+	src, err := newKubeSource(&Config{Kubeconfig: kc, Namespace: "kuma-system"}, slog.New(slog.DiscardHandler), nil, nil)
 	require.NoError(t, err)
 	gs := kubeGlobalSecrets{src: src, log: slog.New(slog.DiscardHandler), timeout: 2 * time.Second}
 	_, err = gs.GetOrCreateGlobalSecret(context.Background(), "k", func() ([]byte, error) { return []byte("v"), nil })

@@ -79,28 +79,32 @@ const storeOpenTimeout = time.Minute
 // openServeStore opens the store "meshsds serve" is configured with: the
 // embedded store of --data-dir, or the PostgreSQL database shared by
 // several replicas.
-func openServeStore(ctx context.Context, cfg *Config, log *slog.Logger) (store.Store, error) {
+// With PostgreSQL it also returns the database's store itself, through
+// which the replicas share their state (cluster.Backend); nil otherwise.
+func openServeStore(ctx context.Context, cfg *Config, log *slog.Logger) (store.Store, *postgres.Store, error) {
 	var (
 		inner store.Store
+		pg    *postgres.Store
 		err   error
 	)
 	if cfg.Store != "postgres" {
 		if inner, err = openStore(cfg.DataDir); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	} else {
 		octx, cancel := context.WithTimeout(ctx, storeOpenTimeout)
 		defer cancel()
-		if inner, err = postgres.Open(octx, postgres.Config{URL: cfg.PostgresURL, Logger: log}); err != nil {
-			return nil, fmt.Errorf("opening the store (--store postgres): %w", err)
+		if pg, err = postgres.Open(octx, postgres.Config{URL: cfg.PostgresURL, Logger: log}); err != nil {
+			return nil, nil, fmt.Errorf("opening the store (--store postgres): %w", err)
 		}
+		inner = pg
 	}
 	st, err := encryptStore(ctx, inner, cfg.EncryptionKeyFile, log)
 	if err != nil {
 		inner.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return st, nil
+	return st, pg, nil
 }
 
 // encryptStore wraps a store in the encryption of keyFile (none when
@@ -148,7 +152,7 @@ func OfflineSigningKey(ctx context.Context, dataDir, postgresURL, keyFile string
 	if postgresURL != "" {
 		cfg.Store, cfg.PostgresURL = "postgres", postgresURL
 	}
-	s, err := openServeStore(ctx, cfg, slog.New(slog.DiscardHandler))
+	s, _, err := openServeStore(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -171,7 +175,7 @@ func RotateEncryptionKey(ctx context.Context, dataDir, postgresURL, keyFile stri
 	if postgresURL != "" {
 		cfg.Store, cfg.PostgresURL = "postgres", postgresURL
 	}
-	st, err := openServeStore(ctx, cfg, slog.New(slog.DiscardHandler))
+	st, _, err := openServeStore(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return store.Rotation{}, err
 	}
