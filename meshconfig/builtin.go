@@ -1,11 +1,11 @@
 package meshconfig
 
 import (
-	"strings"
 	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/meshsds/meshsds/meshconfig/pki"

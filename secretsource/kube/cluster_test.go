@@ -1,8 +1,8 @@
 package kube
 
 import (
-	"fmt"
 	"context"
+	"fmt"
 	"testing"
 	"time"
 

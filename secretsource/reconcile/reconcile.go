@@ -45,11 +45,11 @@ type Config struct {
 	// Leading reports whether this replica is the leader, which alone
 	// generates builtin CAs among replicas (the others wait for the CA to
 	// reach them); nil means always. Call Kick when it becomes true.
-	Leading func() bool
-	Sources     []secretsource.Source // in precedence order: the first wins a conflict
-	Sink        Sink
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
+	Leading    func() bool
+	Sources    []secretsource.Source // in precedence order: the first wins a conflict
+	Sink       Sink
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Resync re-resolves the meshes this often even without a change, so

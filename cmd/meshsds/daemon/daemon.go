@@ -42,13 +42,13 @@ import (
 
 // Daemon is a built "meshsds serve": every component, every listener open.
 type Daemon struct {
-	cfg       Config
-	log       *slog.Logger
-	store     store.Store
-	server    *sds.Server
-	state     *cache.Cache
-	rec       *reconcile.Reconciler
-	orphans   reconcile.OrphanRemover
+	cfg     Config
+	log     *slog.Logger
+	store   store.Store
+	server  *sds.Server
+	state   *cache.Cache
+	rec     *reconcile.Reconciler
+	orphans reconcile.OrphanRemover
 	// The replicas' shared state (replicas.go); nil for a lone replica.
 	replicaID string
 	coord     *cluster.Coordinator
