@@ -164,27 +164,24 @@ func (c *Cluster) Leave(ctx context.Context, id string) error {
 
 // Load implements cluster.Backend. A Lease is live until its renew time
 // plus its duration, by this replica's clock.
+//
+// It reads the API server, not the informers' caches, which may lag this
+// replica's own last write: a coordinator must see what it wrote.
 func (c *Cluster) Load(ctx context.Context) (cluster.State, error) {
 	st := cluster.State{Changes: map[string]cluster.ChangeRecord{}}
-	leases, err := c.client.CoordinationV1().Leases(c.namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: labels.Set{RoleLabel: "replica"}.String(),
-	})
+	leases, cm, err := c.read(ctx)
 	if err != nil {
-		return st, fmt.Errorf("listing replica Leases in %s: %w", c.namespace, err)
+		return st, err
 	}
 	now := c.now()
-	for _, l := range leases.Items {
-		if remaining := leaseRemaining(&l, now); remaining > 0 {
+	for _, l := range leases {
+		if remaining := leaseRemaining(l, now); remaining > 0 {
 			id := strings.TrimPrefix(l.Name, ReplicaLeasePrefix)
 			st.Replicas = append(st.Replicas, cluster.ReplicaRecord{ID: id, Progress: []byte(l.Annotations[ProgressAnnotation]), Remaining: remaining})
 		}
 	}
-	cm, err := c.client.CoreV1().ConfigMaps(c.namespace).Get(ctx, ChangesConfigMap, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
+	if cm == nil {
 		return st, nil
-	}
-	if err != nil {
-		return st, fmt.Errorf("reading ConfigMap %s/%s: %w", c.namespace, ChangesConfigMap, err)
 	}
 	for mesh, v := range cm.Data {
 		var e changeEntry
@@ -195,6 +192,28 @@ func (c *Cluster) Load(ctx context.Context) (cluster.State, error) {
 		st.Changes[mesh] = cluster.ChangeRecord{Change: e.Change, Version: e.Version}
 	}
 	return st, nil
+}
+
+// read returns the replicas' Leases and the changes' ConfigMap (nil when
+// there is none).
+func (c *Cluster) read(ctx context.Context) ([]*coordinationv1.Lease, *corev1.ConfigMap, error) {
+	selector := labels.Set{RoleLabel: "replica"}.AsSelector()
+	list, err := c.client.CoordinationV1().Leases(c.namespace).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
+	if err != nil {
+		return nil, nil, fmt.Errorf("listing replica Leases in %s: %w", c.namespace, err)
+	}
+	leases := make([]*coordinationv1.Lease, len(list.Items))
+	for i := range list.Items {
+		leases[i] = &list.Items[i]
+	}
+	cm, err := c.client.CoreV1().ConfigMaps(c.namespace).Get(ctx, ChangesConfigMap, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return leases, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading ConfigMap %s/%s: %w", c.namespace, ChangesConfigMap, err)
+	}
+	return leases, cm, nil
 }
 
 func leaseRemaining(l *coordinationv1.Lease, now time.Time) time.Duration {

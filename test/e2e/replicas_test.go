@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -12,7 +14,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshsds/meshsds/internal/testing/kubetest"
 	"github.com/meshsds/meshsds/internal/testing/pgtest"
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
@@ -294,4 +299,68 @@ func TestPropagationAcrossReplicas(t *testing.T) {
 	slices.Sort(took)
 	t.Logf("write through one replica to the first push on another's data plane (CLI included): min %s, max %s", took[0], took[len(took)-1])
 	require.Less(t, took[len(took)-1], 5*time.Second, "well within the 5 s poll: the write was notified")
+}
+
+// TestKubernetesThreeReplicas runs three replicas on one API server, as
+// their ServiceAccount: a CA change by updating its Secrets breaks no
+// handshake between their data planes; a bad Secret gets one Event, from
+// the leader, not one per replica; a killed leader is replaced within the
+// lease.
+func TestKubernetesThreeReplicas(t *testing.T) {
+	e := newKubeEnv(t)
+	ctx := context.Background()
+	oldCA := pkitest.NewRootCA(t, "kubernetes, old")
+	e.putCA(t, "ca", "default", oldCA)
+	e.cluster.Apply(filepath.Join(kubetest.ModuleRoot(t), "examples", "kubernetes", "mesh.yaml"))
+	var r []*server
+	for range 3 {
+		r = append(r, e.startKube(t, "--replica-lease", replicaLease))
+	}
+	dps := map[string]*sdstest.Live{}
+	for i, svc := range []string{"web", "backend", "api"} {
+		dps[sdstest.SPIFFE("default", svc)] = follow(t, r[i], r[0], "default", svc+"-1", svc)
+	}
+	allOn(t, dps, sdstest.SignedBy(oldCA), time.Now())
+	require.Eventually(t, func() bool {
+		return regexp.MustCompile(`(?m)^meshsds_cluster_replicas 3$`).MatchString(r[0].scrape(t))
+	}, 30*time.Second, 50*time.Millisecond, "the replicas see each other")
+
+	stop := handshakes(dps)
+	newCA := pkitest.NewRootCA(t, "kubernetes, new")
+	start := time.Now()
+	e.putCA(t, "ca", "default", newCA)
+	t.Logf("CA change across three replicas on Kubernetes: every data plane on the new CA alone after %s", allOn(t, dps, sdstest.SignedBy(newCA), start))
+	time.Sleep(200 * time.Millisecond)
+	n, failures := stop()
+	require.Empty(t, failures, "no handshake between data planes of different replicas may fail")
+	require.Greater(t, n, 10)
+
+	// A bad Secret: one Event, however many replicas read it.
+	_, err := e.client.CoreV1().Secrets(kubeNS).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "broken", Namespace: kubeNS, Labels: map[string]string{"kuma.io/mesh": "default"}},
+		Type:       "system.kuma.io/secret",
+		Data:       map[string][]byte{"wrong-key": []byte("x")},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	events := func() int32 {
+		list, err := e.client.CoreV1().Events(kubeNS).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=broken,reason=InvalidSecret"})
+		require.NoError(t, err)
+		var n int32
+		for _, ev := range list.Items {
+			n += max(ev.Count, 1)
+		}
+		return n
+	}
+	require.Eventually(t, func() bool { return events() > 0 }, 30*time.Second, 100*time.Millisecond)
+	time.Sleep(2 * time.Second) // the other replicas would have written theirs by now
+	require.EqualValues(t, 1, events(), "one Event for one bad object")
+	for _, s := range r {
+		require.Contains(t, s.logs.String(), "broken", "every replica still logs it")
+	}
+
+	first := leaderOf(t, r, -1)
+	killed := time.Now()
+	r[first].kill(t)
+	next := leaderOf(t, r, first)
+	t.Logf("replica %d leads %s after leader %d was killed (lease %s)", next, time.Since(killed).Round(time.Millisecond), first, replicaLease)
 }

@@ -68,6 +68,12 @@ func kubeRESTConfig(path string) (*rest.Config, error) {
 		return nil, fmt.Errorf("--kubeconfig %s: %w", path, err)
 	}
 	c.UserAgent = "meshsds"
+	// client-go's default of 5 requests a second (burst 10) would make
+	// replicas going through a CA change together wait on their own
+	// client: each step of the change renews a Lease.
+	if c.QPS == 0 {
+		c.QPS, c.Burst = 50, 100
+	}
 	return c, nil
 }
 
