@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,8 @@ import (
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 	"github.com/meshsds/meshsds/secretsource"
+	"github.com/meshsds/meshsds/secretsource/store"
+	"github.com/meshsds/meshsds/secretsource/store/sqlite"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -240,4 +243,42 @@ func TestBuiltinBackendsWithoutSecretsAreProvisioned(t *testing.T) {
 	prov.mu.Lock()
 	defer prov.mu.Unlock()
 	require.Equal(t, []string{"fresh/ca-1"}, prov.asked)
+}
+
+// TestOrphanedBuiltinCAsAreRemoved: the generated CA of a mesh that no
+// source holds any more is removed from the store; that of a mesh still
+// held, and other Secrets of the gone mesh, stay.
+func TestOrphanedBuiltinCAsAreRemoved(t *testing.T) {
+	st, err := sqlite.Open(sqlite.Config{Path: filepath.Join(t.TempDir(), "meshsds.db")})
+	require.NoError(t, err)
+	defer st.Close()
+	ctx := t.Context()
+	put := func(mesh, name string) store.Key {
+		k := store.Key{Kind: store.KindSecret, Mesh: mesh, Name: name}
+		_, _, err := st.Put(ctx, store.Record{Key: k, Data: []byte("x")}, 0)
+		require.NoError(t, err)
+		return k
+	}
+	keptCert := put("kept", "kept.ca-builtin-cert-ca-1")
+	goneCert := put("gone", "gone.ca-builtin-cert-ca-1")
+	goneKey := put("gone", "gone.ca-builtin-key-ca-1")
+	goneOther := put("gone", "some-secret")
+
+	src := &fakeSource{name: "files", in: make(chan meshconfig.Resources)}
+	r, err := New(Config{Sources: []secretsource.Source{src}, Sink: &recordingSink{}, Registerer: prometheus.NewRegistry()})
+	require.NoError(t, err)
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = r.Run(runCtx) })
+	wg.Go(func() { r.RemoveOrphanedCAs(runCtx, &store.Provisioner{Store: st}, 50*time.Millisecond) })
+	defer func() { cancel(); wg.Wait() }()
+	src.in <- view(t, "kept")
+
+	exists := func(k store.Key) bool {
+		_, err := st.Get(ctx, k)
+		return err == nil
+	}
+	require.Eventually(t, func() bool { return !exists(goneCert) && !exists(goneKey) }, 10*time.Second, 10*time.Millisecond)
+	require.True(t, exists(keptCert), "a mesh that exists keeps its CA")
+	require.True(t, exists(goneOther), "only generated CAs are removed")
 }

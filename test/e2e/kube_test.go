@@ -356,8 +356,9 @@ func TestKubernetesExamples(t *testing.T) {
 	metricsSvc := objs["Service/kuma-system/meshsds-metrics"]
 	require.Equal(t, "true", metricsSvc.GetAnnotations()["prometheus.io/scrape"])
 
-	// RBAC: read and create Secrets (never update or delete them), read
-	// Meshes, write Events.
+	// RBAC: read and create Secrets, delete them (the builtin CAs of meshes
+	// gone), never update them; read Meshes; write Events; Leases and
+	// ConfigMaps for the replicas' shared state.
 	role := objs["Role/kuma-system/meshsds"]
 	rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
 	verbs := map[string][]string{}
@@ -368,8 +369,10 @@ func TestKubernetesExamples(t *testing.T) {
 			verbs[name] = append(verbs[name], v...)
 		}
 	}
-	require.ElementsMatch(t, []string{"get", "list", "watch", "create"}, verbs["secrets"])
+	require.ElementsMatch(t, []string{"get", "list", "watch", "create", "delete"}, verbs["secrets"])
 	require.ElementsMatch(t, []string{"create", "patch"}, verbs["events"])
+	require.ElementsMatch(t, []string{"get", "list", "watch", "create", "update", "delete"}, verbs["leases"])
+	require.ElementsMatch(t, []string{"get", "list", "watch", "create", "update"}, verbs["configmaps"])
 	meshRules, _, _ := unstructured.NestedSlice(objs["ClusterRole//meshsds-meshes"].Object, "rules")
 	require.Len(t, meshRules, 1)
 	meshVerbs, _, _ := unstructured.NestedStringSlice(meshRules[0].(map[string]any), "verbs")
