@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meshsds/meshsds/internal/testing/kubetest"
 	"github.com/meshsds/meshsds/internal/testing/pgtest"
@@ -330,13 +331,34 @@ func TestKubernetesThreeReplicas(t *testing.T) {
 	start := time.Now()
 	e.putCA(t, "ca", "default", newCA)
 	t.Logf("CA change across three replicas on Kubernetes: every data plane on the new CA alone after %s", allOn(t, dps, sdstest.SignedBy(newCA), start))
+
+	// Then to a builtin CA, which the leader generates as Secrets.
+	mesh, err := e.dynamic.Resource(kubeMeshes).Get(ctx, "default", metav1.GetOptions{})
+	require.NoError(t, err)
+	backends, _, _ := unstructured.NestedSlice(mesh.Object, "spec", "mtls", "backends")
+	backends = append(backends, map[string]any{"name": "ca-2", "type": "builtin"})
+	require.NoError(t, unstructured.SetNestedSlice(mesh.Object, backends, "spec", "mtls", "backends"))
+	require.NoError(t, unstructured.SetNestedField(mesh.Object, "ca-2", "spec", "mtls", "enabledBackend"))
+	start = time.Now()
+	_, err = e.dynamic.Resource(kubeMeshes).Update(ctx, mesh, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	builtin := func(w *sdstest.Workload) bool {
+		return w.Leaf.CheckSignatureFrom(newCA.Cert) != nil && !strings.Contains(string(w.BundlePEM), string(newCA.CertPEM))
+	}
+	t.Logf("switch to a builtin CA across three replicas on Kubernetes: every data plane on it alone after %s", allOn(t, dps, builtin, start))
 	time.Sleep(200 * time.Millisecond)
 	n, failures := stop()
 	require.Empty(t, failures, "no handshake between data planes of different replicas may fail")
 	require.Greater(t, n, 10)
 
+	generated := 0
+	for _, s := range r {
+		generated += strings.Count(s.logs.String(), "generated the builtin CA")
+	}
+	require.Equal(t, 1, generated, "the builtin CA is generated once, by the leader")
+
 	// A bad Secret: one Event, however many replicas read it.
-	_, err := e.client.CoreV1().Secrets(kubeNS).Create(ctx, &corev1.Secret{
+	_, err = e.client.CoreV1().Secrets(kubeNS).Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "broken", Namespace: kubeNS, Labels: map[string]string{"kuma.io/mesh": "default"}},
 		Type:       "system.kuma.io/secret",
 		Data:       map[string][]byte{"wrong-key": []byte("x")},
