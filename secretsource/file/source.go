@@ -204,7 +204,7 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 
 	ticker := time.NewTicker(s.rescanInterval)
 	defer ticker.Stop()
-	debounce := secretsource.NewDebouncer(s.debounce, s.now)
+	debounce := secretsource.NewDebouncer(s.debounce, nil)
 	defer debounce.Stop()
 
 	var (

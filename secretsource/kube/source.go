@@ -307,7 +307,7 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 	publish(first)
 	last := first
 
-	debounce := secretsource.NewDebouncer(s.debounce, s.now)
+	debounce := secretsource.NewDebouncer(s.debounce, nil)
 	defer debounce.Stop()
 	for {
 		select {
