@@ -22,10 +22,14 @@ type Source interface {
 	Run(ctx context.Context, publish func(meshconfig.Resources)) error
 }
 
-// Shared log keys of the sources.
+// Log keys shared by every package of secretsource, so that one grep (or
+// one log query) finds a mesh, a secret or a source whichever part logged
+// it. sds has the same keys for its side.
 const (
-	LogSource = "source"
-	LogMesh   = "mesh"
-	LogPath   = "path"
-	LogErr    = "err"
+	LogSource  = "source"
+	LogMesh    = "mesh"
+	LogSecret  = "secret"
+	LogBackend = "backend"
+	LogPath    = "path"
+	LogErr     = "err"
 )
