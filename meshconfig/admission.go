@@ -19,12 +19,16 @@ type SecretLookup func(mesh, name string) ([]byte, bool)
 
 // AdmitMesh decides whether m may be written. It must be valid, and its
 // enabled provided backend must resolve to a CA with the Secrets lookup
-// finds: a key that does not match its certificate, a certificate that is
-// not a CA or has expired, and a referenced Secret that does not exist are
-// refused, the error naming the field (and for a missing Secret, the
-// Secret and mesh). A backend reading a file is resolved only on the
-// meshsds host that reads it, so it is not checked here; builtin backends
-// are admitted, as meshsds generates their CA.
+// finds. Refused are a referenced Secret that does not exist (yet), as
+//
+//	mtls.backends[0].config.cert.secret: secret "ca-cert" of backend "ca-1"
+//	does not exist in mesh "default": create the Secret first
+//
+// a key that does not match its certificate, and a certificate that is not
+// a CA or has expired; each cause names its field. A data source reading a file is not read here: the file is read
+// on the meshsds host that resolves the Mesh, so a backend with a file is
+// only checked for its Secrets' existence. Builtin backends are admitted,
+// as meshsds generates their CA.
 func AdmitMesh(m *Mesh, lookup SecretLookup, now time.Time) error {
 	if err := m.Validate(); err != nil {
 		return err
@@ -37,19 +41,36 @@ func AdmitMesh(m *Mesh, lookup SecretLookup, now time.Time) error {
 	if err != nil {
 		return err // refused by Validate already
 	}
-	if cfg.Cert.File != "" || cfg.Key.File != "" {
-		return nil
-	}
+	var missing ValidationError
 	secrets := map[SecretKey]*Secret{}
 	for _, ref := range m.SecretRefs() {
-		if data, ok := lookup(m.Name, ref.Secret); ok {
-			secrets[SecretKey{Mesh: m.Name, Name: ref.Secret}] = &Secret{Mesh: m.Name, Name: ref.Secret, Data: data}
+		if ref.Backend != backend.Name {
+			continue
 		}
+		data, ok := lookup(m.Name, ref.Secret)
+		if !ok {
+			missing.Add(ref.Field, missingSecretMessage(m.Name, ref.Backend, ref.Secret))
+			continue
+		}
+		secrets[SecretKey{Mesh: m.Name, Name: ref.Secret}] = &Secret{Mesh: m.Name, Name: ref.Secret, Data: data}
+	}
+	if err := missing.ErrOrNil(); err != nil {
+		return err
+	}
+	if cfg.Cert.File != "" || cfg.Key.File != "" {
+		return nil
 	}
 	_, err = ResolveMesh(m, secrets, now, ResolveOptions{
 		ReadFile: func(string) ([]byte, error) { return nil, errors.New("files are not read at admission") },
 	})
 	return err
+}
+
+// missingSecretMessage is why a Mesh whose backend references a Secret
+// that does not exist is refused: Secrets come first, then the Mesh that
+// uses them (a Secret may exist before its Mesh, never after).
+func missingSecretMessage(mesh, backend, secret string) string {
+	return fmt.Sprintf("secret %q of backend %q does not exist in mesh %q: create the Secret first", secret, backend, mesh)
 }
 
 // SecretUsers describes every backend of the Meshes of mesh (among meshes)

@@ -2,7 +2,6 @@ package secretsource
 
 import (
 	"context"
-	"time"
 
 	"github.com/meshsds/meshsds/meshconfig"
 )
@@ -23,74 +22,14 @@ type Source interface {
 	Run(ctx context.Context, publish func(meshconfig.Resources)) error
 }
 
-// Shared log keys of the sources.
+// Log keys shared by every package of secretsource, so that one grep (or
+// one log query) finds a mesh, a secret or a source whichever part logged
+// it. sds has the same keys for its side.
 const (
-	LogSource = "source"
-	LogMesh   = "mesh"
-	LogPath   = "path"
-	LogErr    = "err"
+	LogSource  = "source"
+	LogMesh    = "mesh"
+	LogSecret  = "secret"
+	LogBackend = "backend"
+	LogPath    = "path"
+	LogErr     = "err"
 )
-
-// Debouncer holds a burst of change events back until it has been quiet
-// for a while, so that a certificate and its key renamed into place one
-// after the other are published as one change (Contour's holdoff). A burst
-// that never ends is still published, at most MaxFactor quiet periods after
-// its first event. It is used from the one goroutine of a source's event
-// loop: call Event for every event, select on C, and call Fired when C
-// delivers.
-type Debouncer struct {
-	quiet, max time.Duration
-	now        func() time.Time
-	timer      *time.Timer
-	pending    bool
-	burstStart time.Time
-}
-
-// MaxDebounceFactor caps the delay of a burst at this many quiet periods
-// after its first event.
-const MaxDebounceFactor = 10
-
-// NewDebouncer returns a Debouncer of quiet periods; now is the clock
-// (time.Now when nil). Stop it when done.
-func NewDebouncer(quiet time.Duration, now func() time.Time) *Debouncer {
-	if now == nil {
-		now = time.Now
-	}
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return &Debouncer{quiet: quiet, max: MaxDebounceFactor * quiet, now: now, timer: t}
-}
-
-// Event records a change event and (re)arms the timer.
-func (d *Debouncer) Event() {
-	now := d.now()
-	if !d.pending {
-		d.pending = true
-		d.burstStart = now
-	}
-	d.timer.Reset(holdoff(now, d.burstStart, d.quiet, d.max))
-}
-
-// C delivers when a burst is over.
-func (d *Debouncer) C() <-chan time.Time { return d.timer.C }
-
-// Fired ends the burst C delivered.
-func (d *Debouncer) Fired() { d.pending = false }
-
-// Cancel drops a pending burst, when a full reload made it moot.
-func (d *Debouncer) Cancel() {
-	d.pending = false
-	d.timer.Stop()
-}
-
-// Stop releases the timer.
-func (d *Debouncer) Stop() { d.timer.Stop() }
-
-// holdoff is how long to wait after an event at now in a burst that
-// started at start: the quiet period, but never past start+maxDelay.
-func holdoff(now, start time.Time, quiet, maxDelay time.Duration) time.Duration {
-	if rest := start.Add(maxDelay).Sub(now); rest < quiet {
-		return max(rest, 0)
-	}
-	return quiet
-}

@@ -27,6 +27,7 @@ import (
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/sds"
 	"github.com/meshsds/meshsds/sds/token"
+	"github.com/meshsds/meshsds/secretsource"
 	"github.com/meshsds/meshsds/secretsource/store"
 )
 
@@ -186,7 +187,7 @@ func (a *API) instrument(next http.Handler) http.Handler {
 			event.Status = rec.code
 			a.metrics.audit.WithLabelValues(r.Method).Inc()
 			if err := a.audit.write(*event); err != nil {
-				a.log.Error("writing the audit log", "err", err)
+				a.log.Error("writing the audit log", secretsource.LogErr, err)
 			}
 		}
 	})
@@ -232,7 +233,7 @@ func (a *API) storeError(w http.ResponseWriter, op string, err error) {
 	case errors.Is(err, store.ErrConflict):
 		writeError(w, http.StatusConflict, "Conflict", "the resource was changed concurrently; retry", nil)
 	default:
-		a.log.Error("store failure", "op", op, "err", err)
+		a.log.Error("store failure", "op", op, secretsource.LogErr, err)
 		writeError(w, http.StatusInternalServerError, "Internal error", "the store failed; see the server log", nil)
 	}
 }
@@ -497,7 +498,7 @@ func (a *API) putMesh(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "put mesh", err)
 		return
 	}
-	a.log.Info("mesh written through the admin API", "mesh", mesh, "created", created)
+	a.log.Info("mesh written through the admin API", secretsource.LogMesh, mesh, "created", created)
 	v, err := viewOfMesh(rec)
 	if err != nil {
 		a.storeError(w, "put mesh", err)
@@ -558,10 +559,10 @@ func (a *API) deleteMesh(w http.ResponseWriter, r *http.Request) {
 	// The CAs meshsds generated for the Mesh go with it.
 	if m, err := store.MeshFromRecord(rec); err == nil {
 		if err := (&store.Provisioner{Store: a.store}).DeleteBuiltinCAs(r.Context(), m); err != nil {
-			a.log.Error("deleting the builtin CAs of a deleted mesh", "mesh", mesh, "err", err)
+			a.log.Error("deleting the builtin CAs of a deleted mesh", secretsource.LogMesh, mesh, secretsource.LogErr, err)
 		}
 	}
-	a.log.Info("mesh deleted through the admin API", "mesh", mesh)
+	a.log.Info("mesh deleted through the admin API", secretsource.LogMesh, mesh)
 	writeJSON(w, http.StatusOK, map[string]string{})
 }
 
@@ -627,7 +628,7 @@ func (a *API) putSecret(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "put secret", err)
 		return
 	}
-	a.log.Info("secret written through the admin API", "mesh", mesh, "secret", name, "created", created)
+	a.log.Info("secret written through the admin API", secretsource.LogMesh, mesh, secretsource.LogSecret, name, "created", created)
 	writeJSON(w, createdOrOK(created), viewOfSecret(rec))
 }
 
@@ -651,7 +652,7 @@ func (a *API) deleteSecret(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "delete secret", err)
 		return
 	}
-	a.log.Info("secret deleted through the admin API", "mesh", mesh, "secret", name)
+	a.log.Info("secret deleted through the admin API", secretsource.LogMesh, mesh, secretsource.LogSecret, name)
 	writeJSON(w, http.StatusOK, map[string]string{})
 }
 
@@ -706,7 +707,7 @@ func (a *API) generateToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	auditResource(r.Context(), "dataplane-token "+req.Mesh+"/"+req.Name)
-	a.log.Info("dataplane token issued through the admin API", "mesh", req.Mesh, "dataplane", req.Name)
+	a.log.Info("dataplane token issued through the admin API", secretsource.LogMesh, req.Mesh, sds.LogDataplane, req.Name)
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = io.WriteString(w, raw)
 }

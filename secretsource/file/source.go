@@ -61,13 +61,6 @@ const (
 	DefaultRescanInterval = 30 * time.Second
 )
 
-// Shared log keys.
-const (
-	logKeySource = "source"
-	logKeyPath   = "path"
-	logKeyErr    = "err"
-)
-
 // Config configures a Source.
 type Config struct {
 	// Dir is the directory to read and watch. It is required and must exist.
@@ -155,7 +148,7 @@ func New(cfg Config) (*Source, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.log = s.log.With(logKeySource, s.name)
+	s.log = s.log.With(secretsource.LogSource, s.name)
 	if s.metrics, err = newMetrics(cfg.Registerer, s.name); err != nil {
 		return nil, fmt.Errorf("file source %s: %w", s.name, err)
 	}
@@ -199,12 +192,12 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 		return fmt.Errorf("file source %s: %w", s.name, err)
 	}
 	last := view
-	s.log.Info("initial scan complete", logKeyPath, s.dir, "meshes", len(view.Meshes), "secrets", len(view.Secrets))
+	s.log.Info("initial scan complete", secretsource.LogPath, s.dir, "meshes", len(view.Meshes), "secrets", len(view.Secrets))
 	publish(view)
 
 	ticker := time.NewTicker(s.rescanInterval)
 	defer ticker.Stop()
-	debounce := secretsource.NewDebouncer(s.debounce, s.now)
+	debounce := secretsource.NewDebouncer(s.debounce, nil)
 	defer debounce.Stop()
 
 	var (
@@ -220,14 +213,14 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 			// keep serving the last view until it comes back.
 			if msg := err.Error(); msg != rootErr {
 				rootErr = msg
-				s.log.Error("rescan failed; keeping the last view", logKeyPath, s.dir, logKeyErr, err)
+				s.log.Error("rescan failed; keeping the last view", secretsource.LogPath, s.dir, secretsource.LogErr, err)
 				s.metrics.syncErrors.Inc()
 			}
 			return
 		}
 		if rootErr != "" {
 			rootErr = ""
-			s.log.Info("directory readable again", logKeyPath, s.dir)
+			s.log.Info("directory readable again", secretsource.LogPath, s.dir)
 		}
 		if last.Equal(view) {
 			return
@@ -260,7 +253,7 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 			}
 			// Overflow means events were lost; any other watcher error may
 			// mean the same. Either way only a full rescan is trustworthy.
-			s.log.Warn("watcher error; rescanning", logKeyPath, s.dir, logKeyErr, err)
+			s.log.Warn("watcher error; rescanning", secretsource.LogPath, s.dir, secretsource.LogErr, err)
 			s.metrics.syncErrors.Inc()
 			debounce.Cancel()
 			rescan(reasonOverflow)

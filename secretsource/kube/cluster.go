@@ -24,6 +24,7 @@ import (
 
 	"github.com/meshsds/meshsds/cluster"
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/secretsource"
 )
 
 // The objects the replicas share in the control plane's namespace.
@@ -93,10 +94,10 @@ func (c *Cluster) Start(ctx context.Context) {
 		},
 	}
 	if _, err := replicas.Coordination().V1().Leases().Informer().AddEventHandler(wake); err != nil {
-		c.log.Error("watching the replicas' Leases", logKeyErr, err)
+		c.log.Error("watching the replicas' Leases", secretsource.LogErr, err)
 	}
 	if _, err := changes.Core().V1().ConfigMaps().Informer().AddEventHandler(wake); err != nil {
-		c.log.Error("watching the CA changes' ConfigMap", logKeyErr, err)
+		c.log.Error("watching the CA changes' ConfigMap", secretsource.LogErr, err)
 	}
 	replicas.Start(ctx.Done())
 	changes.Start(ctx.Done())
@@ -186,7 +187,7 @@ func (c *Cluster) Load(ctx context.Context) (cluster.State, error) {
 	for mesh, v := range cm.Data {
 		var e changeEntry
 		if err := json.Unmarshal([]byte(v), &e); err != nil {
-			c.log.Warn("ignoring an unreadable CA change", "mesh", mesh, logKeyErr, err)
+			c.log.Warn("ignoring an unreadable CA change", secretsource.LogMesh, mesh, secretsource.LogErr, err)
 			continue
 		}
 		st.Changes[mesh] = cluster.ChangeRecord{Change: e.Change, Version: e.Version}

@@ -80,12 +80,6 @@ const (
 // view is rebuilt and published, as in the file source.
 const DefaultDebounce = 100 * time.Millisecond
 
-// Shared log keys.
-const (
-	logKeySource = "source"
-	logKeyErr    = "err"
-)
-
 // EventRecorder records Kubernetes Events about objects. The Source calls it
 // from its own goroutine; an implementation must not block for long (the
 // default one, from client-go's record package, queues and sends
@@ -193,7 +187,7 @@ func New(cfg Config) (*Source, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.log = s.log.With(logKeySource, s.name)
+	s.log = s.log.With(secretsource.LogSource, s.name)
 	var err error
 	if s.metrics, err = secretsource.NewMetrics(cfg.Registerer, s.name); err != nil {
 		return nil, fmt.Errorf("kubernetes source %s: %w", s.name, err)
@@ -307,7 +301,7 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 	publish(first)
 	last := first
 
-	debounce := secretsource.NewDebouncer(s.debounce, s.now)
+	debounce := secretsource.NewDebouncer(s.debounce, nil)
 	defer debounce.Stop()
 	for {
 		select {
@@ -345,14 +339,14 @@ func (s *Source) watchErrorHandler(what string) cache.WatchErrorHandlerWithConte
 	return func(_ context.Context, _ *cache.Reflector, err error) {
 		switch {
 		case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
-			s.log.Info("watch expired; relisting", "resource", what, logKeyErr, err)
+			s.log.Info("watch expired; relisting", "resource", what, secretsource.LogErr, err)
 			return
 		case apierrors.IsNotFound(err) && what == "meshes":
-			s.log.Error("cannot list Meshes: is the kuma.io Mesh CustomResourceDefinition installed? (examples/kubernetes/crd.yaml)", logKeyErr, err)
+			s.log.Error("cannot list Meshes: is the kuma.io Mesh CustomResourceDefinition installed? (examples/kubernetes/crd.yaml)", secretsource.LogErr, err)
 		case apierrors.IsForbidden(err):
-			s.log.Error("access denied; check meshsds' RBAC (examples/kubernetes/rbac.yaml)", "resource", what, logKeyErr, err)
+			s.log.Error("access denied; check meshsds' RBAC (examples/kubernetes/rbac.yaml)", "resource", what, secretsource.LogErr, err)
 		default:
-			s.log.Warn("list or watch failed; retrying and serving the last known state", "resource", what, logKeyErr, err)
+			s.log.Warn("list or watch failed; retrying and serving the last known state", "resource", what, secretsource.LogErr, err)
 		}
 		s.metrics.SyncErrors.Inc()
 	}
@@ -403,7 +397,7 @@ func (s *Source) ProvisionBuiltinCA(ctx context.Context, mesh string, b meshconf
 		return err
 	}
 	if keyCreated || certCreated {
-		s.log.Info("generated the builtin CA", "mesh", mesh, "backend", b.Name, "cert_secret", certName, "key_secret", keyName)
+		s.log.Info("generated the builtin CA", secretsource.LogMesh, mesh, secretsource.LogBackend, b.Name, "cert_secret", certName, "key_secret", keyName)
 	}
 	return nil
 }

@@ -65,7 +65,9 @@ type WebhookConfig struct {
 //   - a Mesh is admitted by meshconfig.AdmitMesh, the admin API's rule: its
 //     enabled provided backend must resolve to a valid CA (key matches
 //     certificate, every certificate a CA, not expired) with the Secrets
-//     meshsds knows, and a referenced Secret that does not exist is refused;
+//     meshsds knows, and a referenced Secret that does not exist is refused
+//     (create the Secrets first); before the first sync a Mesh is allowed
+//     with a warning, as its Secrets cannot be looked up;
 //   - a Secret's kuma.io/mesh label cannot change: delete and recreate it;
 //   - a Secret that a backend of a Mesh of its mesh references cannot be
 //     deleted; the refusal names the Mesh and backend.
@@ -239,7 +241,11 @@ func (w *Webhook) reviewMesh(req *admissionv1.AdmissionRequest) *admissionv1.Adm
 		return s.Data, true
 	}
 	if err := meshconfig.AdmitMesh(obj.Mesh, lookup, w.now()); err != nil {
-		return deny(http.StatusUnprocessableEntity, "invalid Mesh: "+err.Error())
+		// The admin API's causes, with the fields where the Kubernetes
+		// object has them, as DecodeMesh's.
+		var verr meshconfig.ValidationError
+		verr.AddError("spec", err)
+		return deny(http.StatusUnprocessableEntity, "invalid Mesh: "+verr.Error())
 	}
 	return allow()
 }

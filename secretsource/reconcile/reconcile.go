@@ -178,10 +178,10 @@ func (r *Reconciler) RemoveOrphanedCAs(ctx context.Context, remover OrphanRemove
 		})
 		absentBefore = absentNow
 		if err != nil && ctx.Err() == nil {
-			r.log.Error("removing the builtin CAs of deleted meshes", "err", err)
+			r.log.Error("removing the builtin CAs of deleted meshes", secretsource.LogErr, err)
 		}
 		for _, name := range deleted {
-			r.log.Info("removed the builtin CA of a deleted mesh", "secret", name)
+			r.log.Info("removed the builtin CA of a deleted mesh", secretsource.LogSecret, name)
 		}
 	}
 }
@@ -280,7 +280,7 @@ func (r *Reconciler) provision(ctx context.Context, res meshconfig.Resources) {
 			}
 			if err := r.cfg.Provisioner.ProvisionBuiltinCA(ctx, m.Name, b); err != nil {
 				r.metrics.errors.WithLabelValues(m.Name).Inc()
-				r.log.Error("generating the builtin CA failed; retrying on the next change", "mesh", m.Name, "backend", b.Name, "err", err)
+				r.log.Error("generating the builtin CA failed; retrying on the next change", secretsource.LogMesh, m.Name, secretsource.LogBackend, b.Name, secretsource.LogErr, err)
 			}
 		}
 	}
@@ -292,7 +292,7 @@ func (r *Reconciler) reportConflicts(conflicts []meshconfig.Conflict) {
 		seen[c] = struct{}{}
 		if _, old := r.conflicts[c]; !old {
 			r.log.Warn("the same resource comes from two sources; the first configured source wins",
-				"kind", c.Kind, "mesh", c.Mesh, "name", c.Name, "winner", c.Winner, "loser", c.Loser)
+				"kind", c.Kind, secretsource.LogMesh, c.Mesh, "name", c.Name, "winner", c.Winner, "loser", c.Loser)
 		}
 	}
 	r.conflicts = seen
@@ -309,7 +309,7 @@ func (r *Reconciler) reportMeshErrors(resolved map[string]*meshconfig.ResolvedMe
 	for name, rm := range resolved {
 		if rm.Err == nil {
 			if _, was := r.meshErrs[name]; was {
-				r.log.Info("mesh resolves again", "mesh", name)
+				r.log.Info("mesh resolves again", secretsource.LogMesh, name)
 				delete(r.meshErrs, name)
 			}
 			r.metrics.failing.WithLabelValues(name).Set(0)
@@ -320,8 +320,8 @@ func (r *Reconciler) reportMeshErrors(resolved map[string]*meshconfig.ResolvedMe
 		if r.meshErrs[name] != msg {
 			r.meshErrs[name] = msg
 			r.metrics.errors.WithLabelValues(name).Inc()
-			r.log.Error("mesh cannot be resolved; keeping its last good CA", "mesh", name,
-				"has_last_good", rm.CA != nil, "err", rm.Err)
+			r.log.Error("mesh cannot be resolved; keeping its last good CA", secretsource.LogMesh, name,
+				"has_last_good", rm.CA != nil, secretsource.LogErr, rm.Err)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/secretsource"
 )
 
 // Provisioner generates the CAs of builtin backends into a store, as the
@@ -49,7 +50,7 @@ func (p *Provisioner) ProvisionBuiltinCA(ctx context.Context, mesh string, b mes
 		return err
 	}
 	if generated && p.Logger != nil {
-		p.Logger.Info("generated the builtin CA", "mesh", mesh, "backend", b.Name, "cert_secret", certName, "key_secret", keyName)
+		p.Logger.Info("generated the builtin CA", secretsource.LogMesh, mesh, secretsource.LogBackend, b.Name, "cert_secret", certName, "key_secret", keyName)
 	}
 	return nil
 }

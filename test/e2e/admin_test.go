@@ -94,6 +94,11 @@ func TestCLIManagesResourcesThroughTheAPI(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, out, "data: has to be valid base64 string")
 
+	// A Mesh before its Secrets: refused, naming what to create.
+	out, err = s.cli(t, strings.SplitN(caManifests("later", ca), "---", 2)[0], "apply", "-f", "-")
+	require.Error(t, err)
+	require.Contains(t, out, `secret "ca-cert" of backend "ca-1" does not exist in mesh "later": create the Secret first`)
+
 	out, err = s.cli(t, "", "delete", "secret", "ca-key", "-m", "default")
 	require.Error(t, err)
 	require.Contains(t, out, `Mesh "default", backend "ca-1"`)

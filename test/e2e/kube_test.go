@@ -259,6 +259,10 @@ func TestKubernetesMode(t *testing.T) {
 		return denied(err, `spec.mtls.enabledBackend: has to be set to one of the backends of the mesh: backend "nope" is not defined`)
 	}, 30*time.Second, 200*time.Millisecond)
 
+	// A Mesh before its Secrets: refused, in the admin API's words.
+	_, err = e.dynamic.Resource(kubeMeshes).Create(ctx, meshObject("later", "later-cert", "later-key"), metav1.CreateOptions{})
+	require.True(t, denied(err, `spec.mtls.backends[0].config.cert.secret: secret "later-cert" of backend "ca-1" does not exist in mesh "later": create the Secret first`), "got %v", err)
+
 	err = e.client.CoreV1().Secrets(kubeNS).Delete(ctx, "ca-key", metav1.DeleteOptions{})
 	require.True(t, denied(err, `secret "ca-key" of mesh "default" is in use by Mesh "default", backend "ca-1"`), "got %v", err)
 

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/meshsds/meshsds/cluster"
+	"github.com/meshsds/meshsds/secretsource"
 )
 
 // The replicas sharing the database share their state through it too: the
@@ -116,7 +117,7 @@ type elector struct {
 func (e *elector) Lead(ctx context.Context, id string, lead func(context.Context)) error {
 	for ctx.Err() == nil {
 		if err := e.campaign(ctx, lead); err != nil && ctx.Err() == nil {
-			e.s.log.Warn("leader election: the database connection failed; retrying", "replica", id, "err", err)
+			e.s.log.Warn("leader election: the database connection failed; retrying", "replica", id, secretsource.LogErr, err)
 		}
 		select {
 		case <-ctx.Done():

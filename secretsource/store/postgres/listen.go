@@ -6,6 +6,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/meshsds/meshsds/secretsource"
 )
 
 // The listener's timing.
@@ -40,7 +42,7 @@ func (s *Store) listen(ctx context.Context, cfg *pgx.ConnConfig, ready chan<- st
 			return
 		}
 		readyOnce()
-		s.log.Warn("listening for other replicas' writes failed; polling until it is back", "retry_in", retry, "err", err)
+		s.log.Warn("listening for other replicas' writes failed; polling until it is back", "retry_in", retry, secretsource.LogErr, err)
 		select {
 		case <-ctx.Done():
 			return

@@ -38,6 +38,7 @@ import (
 	sqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/meshsds/meshsds/secretsource"
 	"github.com/meshsds/meshsds/secretsource/store"
 )
 
@@ -51,9 +52,6 @@ const busyTimeout = 10 * time.Second
 // readConns is the size of the read-only connection pool. Each SQLite
 // connection has its own page cache; a few are plenty for the admin API.
 const readConns = 4
-
-// logKeyPath is the log key of the database file.
-const logKeyPath = "path"
 
 // Config configures a Store.
 type Config struct {
@@ -97,7 +95,7 @@ func Open(cfg Config) (*Store, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.log = s.log.With(logKeyPath, path)
+	s.log = s.log.With(secretsource.LogPath, path)
 	if s.now == nil {
 		s.now = time.Now
 	}
