@@ -100,6 +100,9 @@ type change struct {
 	PhaseStarted time.Time `json:"phaseStarted"`
 	// TimedOut: the phase before this one ended on its timeout.
 	TimedOut bool `json:"timedOut,omitempty"`
+	// Abandoned: it ended (Phase steady) because no replica was in it any
+	// more (its mesh went back to the old CA, or moved to another).
+	Abandoned bool `json:"abandoned,omitempty"`
 	// Trusted are the chains (PEM) of the CAs trusted besides CA until
 	// the change completes.
 	Trusted []string `json:"trusted,omitempty"`
@@ -268,6 +271,7 @@ func (c *Coordinator) step(ctx context.Context, adv Advancer, nextHeartbeat *tim
 	c.syncedOnce.Do(func() { close(c.synced) })
 
 	next := nextHeartbeat.Sub(now)
+	c.abandon(ctx, changes, all, now)
 	for _, mesh := range slices.Sorted(maps.Keys(local)) {
 		if d, ok := c.decide(ctx, adv, mesh, local[mesh], changes[mesh], all, now); ok && d < next {
 			next = d
@@ -345,7 +349,10 @@ func (c *Coordinator) decide(ctx context.Context, adv Advancer, mesh string, p c
 	if p.Phase == cache.PhaseSteady {
 		return 0, false
 	}
-	if ch == nil || ch.CA != p.CA {
+	// A change to this CA that nobody finished (abandoned), or that ended
+	// before this replica's change began, is not this one: start afresh.
+	over := ch != nil && ch.CA == p.CA && ch.Phase == cache.PhaseSteady && (ch.Abandoned || p.Since.After(ch.PhaseStarted))
+	if ch == nil || ch.CA != p.CA || over {
 		if ch != nil && ch.Phase != cache.PhaseSteady && !ch.Started.Before(p.Since) {
 			// The others are in a change that started after ours: our
 			// sources are behind. Wait for them to catch up.
@@ -397,6 +404,26 @@ func (c *Coordinator) decide(ctx context.Context, adv Advancer, mesh string, p c
 	c.metrics.advances.WithLabelValues(next.Phase.String()).Inc()
 	adv.Advance(mesh, next.CA, next.Phase, next.TimedOut)
 	return 0, true
+}
+
+// abandon ends the changes in progress that no live replica is in any
+// more: the mesh went back to its old CA (or on to another) everywhere, or
+// the only replicas in it died. Left in progress, such a change would
+// look timed out to whoever changes the mesh to that CA again.
+func (c *Coordinator) abandon(ctx context.Context, changes map[string]*change, all []replica, now time.Time) {
+	for _, mesh := range slices.Sorted(maps.Keys(changes)) {
+		ch := changes[mesh]
+		if ch.Phase == cache.PhaseSteady || slices.ContainsFunc(all, func(r replica) bool { return r.progress[mesh].CA == ch.CA }) {
+			continue
+		}
+		next := *ch
+		next.Phase, next.PhaseStarted, next.Abandoned = cache.PhaseSteady, now, true
+		if c.setChange(ctx, mesh, &next, ch.version) {
+			c.log.Info("CA change: no replica is in it any more; it is over", sds.LogMesh, mesh)
+			*ch = next
+			ch.version++
+		}
+	}
 }
 
 // setChange writes ch at version; a lost race is not an error (the next

@@ -193,3 +193,41 @@ func slicesEqual(got []string, want ...string) bool {
 	}
 	return true
 }
+
+// TestAChangeNobodyFinishesIsOverAndStartsAfresh: a change whose mesh went
+// back to the old CA everywhere is over; changing to that CA again later
+// starts a new change (its phases are not skipped or timed out at once).
+func TestAChangeNobodyFinishesIsOverAndStartsAfresh(t *testing.T) {
+	m := clustertest.NewMemory()
+	a, _ := startReplica(t, m.Client(), "a", cluster.Config{})
+	a.report("default", "new", cache.PhaseTrustNew, false, time.Now())
+	require.Eventually(t, func() bool { sc, ok := a.coord.Shared("default"); return ok && sc.CA == "new" }, timeout, time.Millisecond)
+
+	a.report("default", "old", cache.PhaseSteady, true, time.Time{}) // back to the old CA
+	require.Eventually(t, func() bool { sc, _ := a.coord.Shared("default"); return sc.Phase == cache.PhaseSteady }, timeout, time.Millisecond,
+		"nobody is in the change: it is over")
+
+	a.report("default", "new", cache.PhaseTrustNew, false, time.Now())
+	require.Eventually(t, func() bool { sc, _ := a.coord.Shared("default"); return sc.Phase == cache.PhaseTrustNew }, timeout, time.Millisecond,
+		"the same CA again is a new change")
+	time.Sleep(100 * time.Millisecond)
+	require.Equal(t, cache.PhaseTrustNew, a.at("default"), "in its first phase, waiting for the data planes")
+}
+
+// TestTheSameCAAfterACompletedChangeIsANewChange: a change completed, the
+// mesh moved on, and came back to that CA: its phases run again.
+func TestTheSameCAAfterACompletedChangeIsANewChange(t *testing.T) {
+	m := clustertest.NewMemory()
+	a, _ := startReplica(t, m.Client(), "a", cluster.Config{})
+	a.report("default", "new", cache.PhaseTrustNew, true, time.Now())
+	require.Eventually(t, func() bool { return a.at("default") == cache.PhaseReissue }, timeout, time.Millisecond)
+	a.report("default", "new", cache.PhaseReissue, true, time.Now())
+	require.Eventually(t, func() bool { return a.at("default") == cache.PhaseSteady }, timeout, time.Millisecond)
+	a.report("default", "new", cache.PhaseSteady, true, time.Time{})
+
+	time.Sleep(10 * time.Millisecond)
+	a.report("default", "new", cache.PhaseTrustNew, false, time.Now())
+	require.Eventually(t, func() bool { sc, _ := a.coord.Shared("default"); return sc.Phase == cache.PhaseTrustNew }, timeout, time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	require.Equal(t, cache.PhaseTrustNew, a.at("default"), "not moved to the end of the old change")
+}
