@@ -197,6 +197,9 @@ func (st *Stream) end(err error) bool {
 		c.noteResetLocked(st.id)
 	}
 	c.mu.Unlock()
+	// Cancelled before the status goes out: whoever learns from the client
+	// that the stream ended must find it ended here too.
+	st.cancel()
 
 	s := status.Convert(err)
 	st.wmu.Lock()
@@ -225,7 +228,6 @@ func (st *Stream) end(err error) bool {
 	_ = c.write(b)
 	putBuf(out)
 	st.wmu.Unlock()
-	st.cancel()
 	if st.gen != nil {
 		// A handler still waiting for a message learns the stream is over.
 		st.gen.end(status.Error(codes.Canceled, "stream ended"))
