@@ -25,13 +25,10 @@ type Stream struct {
 	cancel context.CancelFunc
 
 	// Used by the connection's reading goroutine only.
-	rbuf       []byte // a message that spans DATA frames
-	recvWindow int64  // what the client may still send on the stream
 	// contentLength is the request's content-length, -1 without; received
 	// counts the body against it.
 	contentLength, received int64
 	maxMsg                  int // the largest message accepted; 0: MaxRecvMsgSize
-	recvUnacked             uint32
 	events                  StreamEvents
 	gen                     *genericStream
 	ended                   atomic.Bool // End was delivered
@@ -41,6 +38,14 @@ type Stream struct {
 	sendWindow int64
 	halfClosed bool // the client sent END_STREAM
 	done       bool // ended: closed here, reset, or the connection closed
+	// What the stream holds of the client's messages, and its receive flow
+	// control (see conn.mayReceiveLocked). rbuf is a message that spans
+	// DATA frames; the reading goroutine takes it out while it adds to it.
+	rbuf        []byte
+	partial     int    // cap(rbuf), counted in c.held
+	recvWindow  int64  // what the client may still send on the stream
+	recvUnacked uint32 // received, window not given back yet
+	stalled     bool   // denied window until its connection holds less
 
 	// wmu orders the stream's writes: its headers, messages and trailers.
 	wmu         sync.Mutex
@@ -192,7 +197,7 @@ func (st *Stream) end(err error) bool {
 	}
 	st.done = true
 	halfClosed := st.halfClosed
-	closeConn := c.streamEndedLocked(st)
+	updates, closeConn := c.streamEndedLocked(st)
 	if !halfClosed {
 		c.noteResetLocked(st.id)
 	}
@@ -200,6 +205,7 @@ func (st *Stream) end(err error) bool {
 	// Cancelled before the status goes out: whoever learns from the client
 	// that the stream ended must find it ended here too.
 	st.cancel()
+	_ = c.writeIf(updates)
 
 	s := status.Convert(err)
 	st.wmu.Lock()
@@ -257,9 +263,10 @@ func (st *Stream) abort(err error) {
 		return
 	}
 	st.done = true
-	closeConn := c.streamEndedLocked(st)
+	updates, closeConn := c.streamEndedLocked(st)
 	c.mu.Unlock()
 	st.cancel()
+	_ = c.writeIf(updates)
 	st.deliverEnd(err)
 	if closeConn {
 		c.finishDrain()
@@ -279,45 +286,76 @@ func (st *Stream) deliverEnd(err error) {
 }
 
 // receive takes the data of a DATA frame and hands on each complete
-// message.
+// message. An incomplete one is kept in rbuf, which grows with what
+// arrives (doubling, but never beyond the message's announced size): what
+// a stream holds is what its client sent, not what it announced.
 func (st *Stream) receive(data []byte) error {
-	maxSize := st.c.srv.cfg.MaxRecvMsgSize
+	c := st.c
+	maxSize := c.srv.cfg.MaxRecvMsgSize
 	if st.maxMsg > 0 {
 		maxSize = st.maxMsg
 	}
-	if len(st.rbuf) > 0 {
-		st.rbuf = append(st.rbuf, data...)
-		data = st.rbuf
+	c.mu.Lock()
+	buf, done := st.rbuf, st.done
+	st.rbuf = nil
+	c.mu.Unlock()
+	if done {
+		return nil
 	}
+	if len(buf) > 0 {
+		need := len(buf) + len(data)
+		if need > cap(buf) {
+			size := max(need, 2*cap(buf))
+			if len(buf) >= 5 {
+				size = min(size, max(need, 5+int(binary.BigEndian.Uint32(buf[1:5]))))
+			}
+			buf = append(make([]byte, 0, size), buf...)
+		}
+		buf = append(buf, data...)
+		data = buf
+	}
+	var err error
+	completed := false
 	for len(data) >= 5 {
 		if data[0] != 0 {
 			st.compressed.Store(true) // the trailers say what is accepted
-			return status.Error(codes.Unimplemented, "compressed messages are not supported")
+			err = status.Error(codes.Unimplemented, "compressed messages are not supported")
+			break
 		}
 		n := binary.BigEndian.Uint32(data[1:5])
 		if int64(n) > int64(maxSize) {
 			if st.maxMsg > 0 {
-				st.c.srv.cfg.Metrics.limits.WithLabelValues(LimitUnauthenticatedMessage).Inc()
+				c.srv.cfg.Metrics.limits.WithLabelValues(LimitUnauthenticatedMessage).Inc()
 			}
-			return status.Errorf(codes.ResourceExhausted, "message of %d bytes exceeds the limit of %d", n, maxSize)
+			err = status.Errorf(codes.ResourceExhausted, "message of %d bytes exceeds the limit of %d", n, maxSize)
+			break
 		}
 		if len(data) < 5+int(n) {
 			break
 		}
-		if err := st.deliver(data[5 : 5+n]); err != nil {
-			return err
+		if err = st.deliver(data[5 : 5+n]); err != nil {
+			break
 		}
+		completed = true
 		data = data[5+n:]
 	}
-	if len(data) == 0 {
-		st.rbuf = nil
-		return nil
+	var rest []byte
+	switch {
+	case err != nil || len(data) == 0:
+	case len(buf) > 0 && &data[0] == &buf[0]:
+		rest = buf // the incomplete message is at the start of buf already
+	default:
+		rest = append(make([]byte, 0, len(data)), data...)
 	}
-	if len(st.rbuf) > 0 && &data[0] == &st.rbuf[0] {
-		return nil // the partial message is at the start of rbuf already
+	c.mu.Lock()
+	var updates []byte
+	if !st.done {
+		st.rbuf = rest
+		updates = c.setPartialLocked(st, cap(rest), completed)
 	}
-	st.rbuf = append(make([]byte, 0, len(data)), data...)
-	return nil
+	c.mu.Unlock()
+	_ = c.writeIf(updates)
+	return err
 }
 
 func (st *Stream) deliver(msg []byte) error {
