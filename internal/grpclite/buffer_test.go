@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshsds/meshsds/internal/grpclite"
@@ -240,6 +241,31 @@ func TestEndedStreamReleasesItsBuffer(t *testing.T) {
 			require.Equal(t, len(req)-sent, f.send(3, req[sent:], true, waitTime), "stream 3 is still held back")
 			require.Equal(t, "0", f.status(3))
 			require.Eventually(t, func() bool { return grpclite.BufferedBytes(ts.Server) == 0 }, waitTime, time.Millisecond)
+		})
+	}
+}
+
+// TestUnreadMessagesAreBounded: a method run by RegisterService whose
+// handler does not read (health Watch reads its one request) gets no
+// window back for its stream: what it leaves unread stays within a
+// window, empty messages included, and counts toward its connection.
+func TestUnreadMessagesAreBounded(t *testing.T) {
+	for _, size := range []int{0, 1000} {
+		t.Run(strconv.Itoa(size)+" byte messages", func(t *testing.T) {
+			ts, _ := limitsServer(t, nil)
+			f := newFlowClient(dialRaw(t, ts.addr))
+			// Another stream authenticates the connection: no limits for
+			// the unauthenticated apply.
+			f.open(1, with(grpcRequest(streamSecrets), "authorization", "ok")...)
+			f.open(3, with(grpcRequest("/grpc.health.v1.Health/Watch"), "authorization", "ok")...)
+			one := grpcMessage(t, &healthpb.HealthCheckRequest{Service: string(make([]byte, size))})
+			var flood []byte
+			for len(flood) < 1<<20 {
+				flood = append(flood, one...)
+			}
+			sent := f.send(3, flood, false, 200*time.Millisecond)
+			require.Less(t, sent, 3*65535, "the client sent on and on")
+			require.LessOrEqual(t, grpclite.BufferedBytes(ts.Server), 2*65535)
 		})
 	}
 }

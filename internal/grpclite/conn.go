@@ -91,13 +91,14 @@ type conn struct {
 	reset  [16]uint32
 	nreset int
 	// What the streams hold of the client's messages (see
-	// mayReceiveLocked): held counts their incomplete messages. stalled
-	// streams were denied window until held shrinks; leader is the one
-	// stream that may complete its message while held is past
-	// MaxConnBuffered.
-	held    int
-	stalled int
-	leader  *Stream
+	// mayReceiveLocked): held counts their incomplete messages and the
+	// messages queued unread for RegisterService handlers, unread the
+	// latter. stalled streams were denied window until held shrinks;
+	// leader is the one stream that may complete its message while held
+	// is past MaxConnBuffered.
+	held, unread int
+	stalled      int
+	leader       *Stream
 
 	wmu sync.Mutex
 }
@@ -886,12 +887,16 @@ func (c *conn) onData(id uint32, flags byte, p []byte) error {
 // is whether st gets its window back. This is what bounds what a
 // connection holds, and what keeps it from deadlocking:
 //
-//   - A stream may receive while its connection holds at most
+//   - A stream whose RegisterService handler has messages still to read
+//     waits until it reads them, as in grpc-go.
+//   - Otherwise a stream may receive while its connection holds at most
 //     MaxConnBuffered, or while it holds nothing itself.
 //   - Beyond that, one stream at a time, the leader, may go on until its
 //     message completes, so that messages larger than the bound, or many
 //     at once, still go through in turn; a well-behaved client finishes
-//     each message it starts.
+//     each message it starts. A new leader is chosen only while handlers
+//     have left at most MaxConnBuffered unread, since their reading is
+//     what frees the rest.
 //
 // So a connection holds at most MaxConnBuffered, a message of
 // MaxRecvMsgSize (its leader's) and a stream window per stream: what its
@@ -899,9 +904,11 @@ func (c *conn) onData(id uint32, flags byte, p []byte) error {
 func (c *conn) mayReceiveLocked(st *Stream) bool {
 	limit := c.srv.cfg.MaxConnBuffered
 	switch {
+	case st.unread > 0:
+		return false
 	case st.partial == 0 || c.held <= limit || c.leader == st:
 		return true
-	case c.leader == nil:
+	case c.leader == nil && c.unread <= limit:
 		c.leader = st
 		return true
 	}
@@ -919,7 +926,9 @@ func (c *conn) grantLocked(b []byte, st *Stream) []byte {
 		if !st.stalled {
 			st.stalled = true
 			c.stalled++
-			c.srv.cfg.Metrics.limits.WithLabelValues(LimitConnBuffered).Inc()
+			if st.unread == 0 {
+				c.srv.cfg.Metrics.limits.WithLabelValues(LimitConnBuffered).Inc()
+			}
 		}
 		return b
 	}
@@ -936,7 +945,8 @@ func (c *conn) grantLocked(b []byte, st *Stream) []byte {
 }
 
 // unstallLocked appends the WINDOW_UPDATEs of stalled streams that may
-// receive again. It runs whenever held shrinks, or a leader's turn ends.
+// receive again. It runs whenever held or unread shrinks, or a leader's
+// turn ends.
 func (c *conn) unstallLocked(b []byte) []byte {
 	if c.stalled == 0 || c.closed {
 		return b
@@ -969,8 +979,9 @@ func (c *conn) setPartialLocked(st *Stream, n int, completed bool) []byte {
 // releaseLocked forgets what an ended stream held, and appends the
 // WINDOW_UPDATEs this frees.
 func (c *conn) releaseLocked(st *Stream) []byte {
-	c.held -= st.partial
-	st.partial, st.rbuf = 0, nil
+	c.held -= st.partial + st.unread
+	c.unread -= st.unread
+	st.partial, st.unread, st.rbuf = 0, 0, nil
 	if st.stalled {
 		st.stalled = false
 		c.stalled--

@@ -1,7 +1,7 @@
 package grpclite
 
 // BufferedBytes is what the connections of s hold of their clients'
-// incomplete messages.
+// messages: incomplete ones, and those their handlers have not read yet.
 func BufferedBytes(s *Server) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

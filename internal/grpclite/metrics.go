@@ -25,8 +25,8 @@ const (
 	// on a connection not yet authenticated was refused.
 	LimitUnauthenticatedMessage = "unauthenticated_message"
 	// LimitConnBuffered: a stream's flow-control window was held back
-	// because its connection held MaxConnBuffered of incomplete messages
-	// (counted once per stream and stall).
+	// because its connection held MaxConnBuffered of incomplete or unread
+	// messages (counted once per stream and stall).
 	LimitConnBuffered = "connection_buffer"
 	// LimitUnauthorized: Authorize refused a stream.
 	LimitUnauthorized = "unauthorized_stream"

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +45,7 @@ type Stream struct {
 	// DATA frames; the reading goroutine takes it out while it adds to it.
 	rbuf        []byte
 	partial     int    // cap(rbuf), counted in c.held
+	unread      int    // queued for a RegisterService handler, counted in c.held
 	recvWindow  int64  // what the client may still send on the stream
 	recvUnacked uint32 // received, window not given back yet
 	stalled     bool   // denied window until its connection holds less
@@ -359,19 +362,46 @@ func (st *Stream) receive(data []byte) error {
 }
 
 func (st *Stream) deliver(msg []byte) error {
-	st.c.mu.Lock()
-	done := st.done
-	st.c.mu.Unlock()
-	if done {
+	c := st.c
+	c.mu.Lock()
+	if st.done {
+		c.mu.Unlock()
 		return nil
 	}
+	if st.gen != nil {
+		// Counted, with its framing (empty messages cost a queue entry),
+		// until the handler reads it (consumed).
+		n := 5 + len(msg)
+		st.unread += n
+		c.unread += n
+		c.held += n
+	}
+	c.mu.Unlock()
 	switch {
 	case st.events != nil:
 		return st.events.Message(msg)
 	case st.gen != nil:
-		return st.gen.push(msg)
+		st.gen.push(msg)
 	}
 	return nil
+}
+
+// consumed records that a RegisterService handler has read a message of
+// n bytes, and gives back the window this frees.
+func (st *Stream) consumed(n int) {
+	c := st.c
+	c.mu.Lock()
+	if st.done {
+		c.mu.Unlock()
+		return // released when it ended
+	}
+	st.unread -= 5 + n
+	c.unread -= 5 + n
+	c.held -= 5 + n
+	updates := c.grantLocked(nil, st)
+	updates = c.unstallLocked(updates)
+	c.mu.Unlock()
+	_ = c.writeIf(updates)
 }
 
 // appendMD appends metadata as header fields; binary values are base64.
@@ -396,15 +426,11 @@ func appendMD(b []byte, md metadata.MD) []byte {
 type genericStream struct {
 	st *Stream
 
-	mu     sync.Mutex
-	cond   sync.Cond
-	queue  [][]byte
-	queued int
-	ended  error // io.EOF after the last message
+	mu    sync.Mutex
+	cond  sync.Cond
+	queue [][]byte // what the handler has not read: at most a window's worth and a message (Stream.deliver)
+	ended error    // io.EOF after the last message
 }
-
-// maxQueued bounds the bytes a generic handler may leave unread.
-const maxQueued = 8 << 20
 
 func newGenericStream(st *Stream) *genericStream {
 	g := &genericStream{st: st}
@@ -433,22 +459,25 @@ func (g *genericStream) run(m *method) {
 	err = m.stream.Handler(m.impl, g)
 }
 
-func (g *genericStream) push(msg []byte) error {
+func (g *genericStream) push(msg []byte) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.queued+len(msg) > maxQueued {
-		return status.Error(codes.ResourceExhausted, "too many unread messages")
+	if g.ended != nil {
+		return // the stream ended meanwhile
 	}
 	g.queue = append(g.queue, append([]byte(nil), msg...))
-	g.queued += len(msg)
 	g.cond.Signal()
-	return nil
 }
 
+// end tells the handler that no message follows: after those queued when
+// err is io.EOF, at once otherwise (the stream is gone).
 func (g *genericStream) end(err error) {
 	g.mu.Lock()
 	if g.ended == nil {
 		g.ended = err
+	}
+	if !errors.Is(err, io.EOF) {
+		g.queue = nil
 	}
 	g.cond.Broadcast()
 	g.mu.Unlock()
@@ -494,8 +523,8 @@ func (g *genericStream) RecvMsg(m any) error {
 	msg := g.queue[0]
 	g.queue[0] = nil
 	g.queue = g.queue[1:]
-	g.queued -= len(msg)
 	g.mu.Unlock()
+	g.st.consumed(len(msg))
 	if err := proto.Unmarshal(msg, pm); err != nil {
 		return status.Errorf(codes.Internal, "unmarshalling the request: %v", err)
 	}
