@@ -269,3 +269,28 @@ func TestUnreadMessagesAreBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestHeldMessagesStallTheirStream: an event handler that holds the
+// messages it has not handled yet (Stream.Hold) gets no window back for
+// its stream until it releases them, and its connection counts them.
+func TestHeldMessagesStallTheirStream(t *testing.T) {
+	ts := startServer(t, serverSetup{holdMessages: true})
+	f := newFlowClient(dialRaw(t, ts.addr))
+	f.open(1, grpcRequest(streamSecrets)...)
+	s := ts.sds.next(t)
+	one := sdsRequest(t, "v", 1000)
+	var flood []byte
+	for len(flood) < 1<<20 {
+		flood = append(flood, one...)
+	}
+	sent := f.send(1, flood, false, 200*time.Millisecond)
+	require.Less(t, sent, 3*65535, "the client sent on and on")
+	held := grpclite.BufferedBytes(ts.Server)
+	require.Greater(t, held, 0, "the held messages count")
+	require.LessOrEqual(t, held, 2*65535)
+
+	s.st.Release(held)
+	more := f.send(1, flood[sent:], false, 200*time.Millisecond)
+	require.Greater(t, more, 0, "released, the stream gets its window back")
+	require.Less(t, more, 3*65535, "and the new messages are held again")
+}

@@ -92,7 +92,7 @@ type conn struct {
 	nreset int
 	// What the streams hold of the client's messages (see
 	// mayReceiveLocked): held counts their incomplete messages and the
-	// messages queued unread for RegisterService handlers, unread the
+	// messages their handlers keep unhandled (Stream.Hold), unread the
 	// latter. stalled streams were denied window until held shrinks;
 	// leader is the one stream that may complete its message while held
 	// is past MaxConnBuffered.
@@ -887,8 +887,9 @@ func (c *conn) onData(id uint32, flags byte, p []byte) error {
 // is whether st gets its window back. This is what bounds what a
 // connection holds, and what keeps it from deadlocking:
 //
-//   - A stream whose RegisterService handler has messages still to read
-//     waits until it reads them, as in grpc-go.
+//   - A stream whose handler has messages still to handle (Stream.Hold: a
+//     RegisterService handler's unread messages) waits until it has
+//     handled them, as in grpc-go.
 //   - Otherwise a stream may receive while its connection holds at most
 //     MaxConnBuffered, or while it holds nothing itself.
 //   - Beyond that, one stream at a time, the leader, may go on until its

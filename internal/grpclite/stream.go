@@ -45,7 +45,7 @@ type Stream struct {
 	// DATA frames; the reading goroutine takes it out while it adds to it.
 	rbuf        []byte
 	partial     int    // cap(rbuf), counted in c.held
-	unread      int    // queued for a RegisterService handler, counted in c.held
+	unread      int    // kept unhandled by its handler (Hold), counted in c.held
 	recvWindow  int64  // what the client may still send on the stream
 	recvUnacked uint32 // received, window not given back yet
 	stalled     bool   // denied window until its connection holds less
@@ -362,42 +362,57 @@ func (st *Stream) receive(data []byte) error {
 }
 
 func (st *Stream) deliver(msg []byte) error {
-	c := st.c
-	c.mu.Lock()
-	if st.done {
-		c.mu.Unlock()
+	st.c.mu.Lock()
+	done := st.done
+	st.c.mu.Unlock()
+	if done {
 		return nil
 	}
-	if st.gen != nil {
-		// Counted, with its framing (empty messages cost a queue entry),
-		// until the handler reads it (consumed).
-		n := 5 + len(msg)
-		st.unread += n
-		c.unread += n
-		c.held += n
-	}
-	c.mu.Unlock()
 	switch {
 	case st.events != nil:
 		return st.events.Message(msg)
 	case st.gen != nil:
+		// Held, with its framing (empty messages cost a queue entry),
+		// until the handler reads it.
+		st.Hold(5 + len(msg))
 		st.gen.push(msg)
 	}
 	return nil
 }
 
-// consumed records that a RegisterService handler has read a message of
-// n bytes, and gives back the window this frees.
-func (st *Stream) consumed(n int) {
+// Hold counts n bytes of messages that the stream's handler keeps after
+// StreamEvents.Message returned (queued, not yet handled) toward its
+// connection's MaxConnBuffered, and holds the stream's flow-control window
+// back until Release has given them all back, as for the messages of a
+// RegisterService handler, which grpc-go gives window for only as they
+// are read: a client that does not wait for answers cannot make the
+// handler queue more than was in flight. Call it from Message; Release
+// from any goroutine. Both do nothing once the stream has ended, which
+// releases what it held.
+func (st *Stream) Hold(n int) {
 	c := st.c
 	c.mu.Lock()
-	if st.done {
-		c.mu.Unlock()
-		return // released when it ended
+	defer c.mu.Unlock()
+	if st.done || n <= 0 {
+		return
 	}
-	st.unread -= 5 + n
-	c.unread -= 5 + n
-	c.held -= 5 + n
+	st.unread += n
+	c.unread += n
+	c.held += n
+}
+
+// Release gives back n bytes counted by Hold, and the window this frees.
+func (st *Stream) Release(n int) {
+	c := st.c
+	c.mu.Lock()
+	n = min(n, st.unread)
+	if st.done || n <= 0 {
+		c.mu.Unlock()
+		return
+	}
+	st.unread -= n
+	c.unread -= n
+	c.held -= n
 	updates := c.grantLocked(nil, st)
 	updates = c.unstallLocked(updates)
 	c.mu.Unlock()
@@ -524,7 +539,7 @@ func (g *genericStream) RecvMsg(m any) error {
 	g.queue[0] = nil
 	g.queue = g.queue[1:]
 	g.mu.Unlock()
-	g.st.consumed(len(msg))
+	g.st.Release(5 + len(msg))
 	if err := proto.Unmarshal(msg, pm); err != nil {
 		return status.Errorf(codes.Internal, "unmarshalling the request: %v", err)
 	}
