@@ -27,6 +27,16 @@ import (
 // stream) and grpc-go's server (a goroutine per stream and three per
 // connection; a way around any transport bug of our own).
 
+// A grpclite stream holds back its flow-control window while the protocol
+// has requests of it queued unhandled (xds.Events finds it by these
+// methods): a client that never reads cannot have a stream queue more than
+// was in flight, and the queued requests count toward the connection's
+// MaxConnBuffered.
+var _ interface {
+	Hold(n int)
+	Release(n int)
+} = (*grpclite.Stream)(nil)
+
 // RegisterGRPCLite adds the SDS and ADS services to r: FetchSecrets and the
 // service descriptions (for reflection) as generated, the four streaming
 // methods as event streams of the protocol.

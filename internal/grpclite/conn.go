@@ -63,10 +63,8 @@ type conn struct {
 	blockStream uint32
 	blockEnd    bool // the HEADERS frame of block ended the stream
 	maxStreamID uint32
-	recvUnacked uint32       // connection-level data not yet given back
-	recvWindow  int64        // what the client may still send on the connection
-	windowHeld  bool         // recvUnacked is held back: MaxConnBuffered reached
-	buffered    atomic.Int64 // bytes of incomplete messages, as last measured
+	recvUnacked uint32 // connection-level data not yet given back
+	recvWindow  int64  // what the client may still send on the connection
 	calm        calmBudget
 	lastRead    atomic.Int64
 
@@ -92,6 +90,15 @@ type conn struct {
 	// while DATA on any other closed stream is a STREAM_CLOSED error.
 	reset  [16]uint32
 	nreset int
+	// What the streams hold of the client's messages (see
+	// mayReceiveLocked): held counts their incomplete messages and the
+	// messages their handlers keep unhandled (Stream.Hold), unread the
+	// latter. stalled streams were denied window until held shrinks;
+	// leader is the one stream that may complete its message while held
+	// is past MaxConnBuffered.
+	held, unread int
+	stalled      int
+	leader       *Stream
 
 	wmu sync.Mutex
 }
@@ -799,20 +806,25 @@ func (c *conn) onData(id uint32, flags byte, p []byte) error {
 	if id == 0 {
 		return protocolError("DATA on stream 0")
 	}
-	// Flow control counts the whole payload, padding included; it is given
-	// back as it is read, since every message is handed on at once, unless
-	// the connection's incomplete messages fill MaxConnBuffered: then the
-	// window is held back until messages complete.
-	// A client that sends beyond the window it was given would have the
-	// server buffer without bound: that is a connection error.
+	// Flow control counts the whole payload, padding included. The
+	// connection's window is given back as data arrives: what the server
+	// holds is bounded by its streams' windows, which come back only as
+	// mayReceiveLocked allows. A client that sends beyond a window it was
+	// given would have the server buffer without bound: that is a
+	// connection error.
 	if int64(len(p)) > c.recvWindow {
 		return &connError{errCodeFlowControl, "DATA beyond the connection's flow-control window"}
 	}
 	c.recvWindow -= int64(len(p))
-	var out []byte
 	c.recvUnacked += uint32(len(p))
+	var out []byte
 	if c.recvUnacked >= windowUpdateAt {
-		out = c.releaseWindow(out)
+		out = appendWindowUpdate(out, 0, c.recvUnacked)
+		c.recvWindow += int64(c.recvUnacked)
+		c.recvUnacked = 0
+	}
+	if err := c.writeIf(out); err != nil {
+		return err
 	}
 	c.mu.Lock()
 	st := c.streams[id]
@@ -821,33 +833,22 @@ func (c *conn) onData(id uint32, flags byte, p []byte) error {
 		if id > c.maxStreamID {
 			return protocolError("DATA on idle stream %d", id)
 		}
-		if err := c.writeIf(out); err != nil {
-			return err
-		}
 		if c.resetHere(id) {
 			return nil // in flight when the server reset the stream
 		}
 		return c.writeReset(id, errCodeStreamClosed)
 	}
 	if st.halfClosed {
-		if err := c.writeIf(out); err != nil {
-			return err
-		}
 		st.abort(status.Error(codes.Internal, "DATA after the end of the request"))
 		return c.writeReset(id, errCodeStreamClosed)
 	}
-	if int64(len(p)) > st.recvWindow {
-		return &connError{errCodeFlowControl, fmt.Sprintf("DATA beyond the flow-control window of stream %d", id)}
-	}
+	c.mu.Lock()
+	beyond := int64(len(p)) > st.recvWindow
 	st.recvWindow -= int64(len(p))
 	st.recvUnacked += uint32(len(p))
-	if st.recvUnacked >= windowUpdateAt && flags&flagEndStream == 0 {
-		out = appendWindowUpdate(out, id, st.recvUnacked)
-		st.recvWindow += int64(st.recvUnacked)
-		st.recvUnacked = 0
-	}
-	if err := c.writeIf(out); err != nil {
-		return err
+	c.mu.Unlock()
+	if beyond {
+		return &connError{errCodeFlowControl, fmt.Sprintf("DATA beyond the flow-control window of stream %d", id)}
 	}
 	data, err := unpad(flags, p)
 	if err != nil {
@@ -868,67 +869,141 @@ func (c *conn) onData(id uint32, flags byte, p []byte) error {
 		st.halfClosed = true
 		c.mu.Unlock()
 	}
-	had := len(st.rbuf)
-	err = st.receive(data)
-	if len(st.rbuf) != had {
-		c.measureBuffered()
-	}
-	if c.windowHeld {
-		if err := c.writeIf(c.releaseWindow(nil)); err != nil {
-			return err
-		}
-	}
-	if err != nil {
+	if err := st.receive(data); err != nil {
 		st.fail(err)
 		return nil
 	}
 	if flags&flagEndStream != 0 {
 		c.halfClose(st)
+		return nil
 	}
-	return nil
-}
-
-// measureBuffered sums the incomplete messages of the connection's streams
-// (only its reading goroutine writes them), and keeps the sum for
-// BufferedBytes.
-func (c *conn) measureBuffered() int {
-	n := 0
 	c.mu.Lock()
-	for _, st := range c.streams {
-		n += cap(st.rbuf)
-	}
+	out = c.grantLocked(nil, st)
 	c.mu.Unlock()
-	c.buffered.Store(int64(n))
-	return n
+	return c.writeIf(out)
 }
 
-// releaseWindow appends the connection's WINDOW_UPDATE of recvUnacked to
-// out, unless its streams' incomplete messages fill MaxConnBuffered: then
-// the window is held back (the client stalls) until they shrink.
-func (c *conn) releaseWindow(out []byte) []byte {
-	if c.measureBuffered() >= c.srv.cfg.MaxConnBuffered {
-		if !c.windowHeld {
-			c.windowHeld = true
-			c.srv.cfg.Metrics.limits.WithLabelValues(LimitConnBuffered).Inc()
+// mayReceiveLocked reports whether the client may send st more now, that
+// is whether st gets its window back. This is what bounds what a
+// connection holds, and what keeps it from deadlocking:
+//
+//   - A stream whose handler has messages still to handle (Stream.Hold: a
+//     RegisterService handler's unread messages) waits until it has
+//     handled them, as in grpc-go.
+//   - Otherwise a stream may receive while its connection holds at most
+//     MaxConnBuffered, or while it holds nothing itself.
+//   - Beyond that, one stream at a time, the leader, may go on until its
+//     message completes, so that messages larger than the bound, or many
+//     at once, still go through in turn; a well-behaved client finishes
+//     each message it starts. A new leader is chosen only while handlers
+//     have left at most MaxConnBuffered unread, since their reading is
+//     what frees the rest.
+//
+// So a connection holds at most MaxConnBuffered, a message of
+// MaxRecvMsgSize (its leader's) and a stream window per stream: what its
+// streams were allowed before they were stopped.
+func (c *conn) mayReceiveLocked(st *Stream) bool {
+	limit := c.srv.cfg.MaxConnBuffered
+	switch {
+	case st.unread > 0:
+		return false
+	case st.partial == 0 || c.held <= limit || c.leader == st:
+		return true
+	case c.leader == nil && c.unread <= limit:
+		c.leader = st
+		return true
+	}
+	return false
+}
+
+// grantLocked appends the WINDOW_UPDATE st is due, if any: in batches of
+// windowUpdateAt as data arrives while mayReceiveLocked allows it, and
+// what it is owed when it may receive again after a stall.
+func (c *conn) grantLocked(b []byte, st *Stream) []byte {
+	if st.done || st.halfClosed || st.recvUnacked == 0 {
+		return b
+	}
+	if !c.mayReceiveLocked(st) {
+		if !st.stalled {
+			st.stalled = true
+			c.stalled++
+			if st.unread == 0 {
+				c.srv.cfg.Metrics.limits.WithLabelValues(LimitConnBuffered).Inc()
+			}
 		}
-		return out
+		return b
 	}
-	c.windowHeld = false
-	if c.recvUnacked == 0 {
-		return out
+	if st.stalled {
+		st.stalled = false
+		c.stalled--
+	} else if st.recvUnacked < windowUpdateAt {
+		return b
 	}
-	out = appendWindowUpdate(out, 0, c.recvUnacked)
-	c.recvWindow += int64(c.recvUnacked)
-	c.recvUnacked = 0
-	return out
+	b = appendWindowUpdate(b, st.id, st.recvUnacked)
+	st.recvWindow += int64(st.recvUnacked)
+	st.recvUnacked = 0
+	return b
+}
+
+// unstallLocked appends the WINDOW_UPDATEs of stalled streams that may
+// receive again. It runs whenever held or unread shrinks, or a leader's
+// turn ends.
+func (c *conn) unstallLocked(b []byte) []byte {
+	if c.stalled == 0 || c.closed {
+		return b
+	}
+	for _, st := range c.streams {
+		if st.stalled {
+			b = c.grantLocked(b, st)
+		}
+	}
+	return b
+}
+
+// setPartialLocked records that st holds n bytes (the capacity of its
+// buffer) of an incomplete message; completed, the leader's message ends
+// its turn. It appends the WINDOW_UPDATEs this frees.
+func (c *conn) setPartialLocked(st *Stream, n int, completed bool) []byte {
+	freed := n < st.partial
+	c.held += n - st.partial
+	st.partial = n
+	if c.leader == st && (completed || n == 0) {
+		c.leader = nil
+		freed = true
+	}
+	if !freed {
+		return nil
+	}
+	return c.unstallLocked(nil)
+}
+
+// releaseLocked forgets what an ended stream held, and appends the
+// WINDOW_UPDATEs this frees.
+func (c *conn) releaseLocked(st *Stream) []byte {
+	c.held -= st.partial + st.unread
+	c.unread -= st.unread
+	st.partial, st.unread, st.rbuf = 0, 0, nil
+	if st.stalled {
+		st.stalled = false
+		c.stalled--
+	}
+	if c.leader == st {
+		c.leader = nil
+	}
+	return c.unstallLocked(nil)
 }
 
 // halfClose marks the end of what the client sends on st.
 func (c *conn) halfClose(st *Stream) {
 	c.mu.Lock()
 	st.halfClosed = true
+	if st.stalled {
+		st.stalled = false // it needs no more window
+		c.stalled--
+	}
+	partial := st.partial > 0
 	c.mu.Unlock()
-	if len(st.rbuf) > 0 {
+	if partial {
 		st.fail(status.Error(codes.Internal, "stream ended inside a message"))
 		return
 	}
@@ -941,9 +1016,6 @@ func (c *conn) onReset(id uint32, code uint32) {
 	c.mu.Unlock()
 	if st != nil {
 		st.abort(status.Errorf(codes.Canceled, "stream reset by the client (code %#x)", code))
-	}
-	if c.windowHeld {
-		_ = c.writeIf(c.releaseWindow(nil))
 	}
 }
 
@@ -1176,12 +1248,14 @@ func (c *conn) noteResetLocked(id uint32) {
 	c.nreset++
 }
 
-// streamEndedLocked forgets a stream, and reports whether it was the last
-// of a draining connection, which then closes.
-func (c *conn) streamEndedLocked(st *Stream) (closeNow bool) {
+// streamEndedLocked forgets a stream and what it held, and reports whether
+// it was the last of a draining connection, which then closes. It returns
+// the WINDOW_UPDATEs of the streams that may receive again now.
+func (c *conn) streamEndedLocked(st *Stream) (updates []byte, closeNow bool) {
 	delete(c.streams, st.id)
+	updates = c.releaseLocked(st)
 	c.cond.Broadcast()
-	return c.draining && len(c.streams) == 0
+	return updates, c.draining && len(c.streams) == 0
 }
 
 // write writes b whole, or closes the connection.

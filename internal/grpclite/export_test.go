@@ -1,13 +1,15 @@
 package grpclite
 
-// BufferedBytes is what the connections of s hold of incomplete messages,
-// as each last measured it: what a client can make the server buffer.
+// BufferedBytes is what the connections of s hold of their clients'
+// messages: incomplete ones, and those their handlers have not read yet.
 func BufferedBytes(s *Server) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := int64(0)
+	n := 0
 	for c := range s.conns {
-		n += c.buffered.Load()
+		c.mu.Lock()
+		n += c.held
+		c.mu.Unlock()
 	}
-	return int(n)
+	return n
 }

@@ -86,6 +86,9 @@ type serverSetup struct {
 	// holdOnEOF keeps event streams open after End(io.EOF) instead of
 	// closing them.
 	holdOnEOF bool
+	// holdMessages has the event handler Hold each message it gets, until
+	// the test releases them.
+	holdMessages bool
 }
 
 // testServer is a grpclite server serving the real health and reflection
@@ -108,6 +111,7 @@ func startServer(t testing.TB, setup serverSetup) *testServer {
 		Server: s, health: health.NewServer(), sds: newSDSHandler(setup.respond, setup.holdOnEOF),
 		impl: &sdsImpl{peers: make(chan *peer.Peer, 16)}, done: make(chan struct{}),
 	}
+	ts.sds.holdMessages = setup.holdMessages
 	if !setup.noEvents && setup.streamsFirst {
 		s.HandleStream(streamSecrets, ts.sds.open)
 	}
@@ -205,9 +209,10 @@ func echo(req *discoveryv3.DiscoveryRequest) *discoveryv3.DiscoveryResponse {
 // the answers in order, and closes the stream after the client's last
 // message.
 type sdsHandler struct {
-	opened    chan *sdsStream
-	respond   func(*discoveryv3.DiscoveryRequest) []*discoveryv3.DiscoveryResponse
-	holdOnEOF bool
+	opened       chan *sdsStream
+	respond      func(*discoveryv3.DiscoveryRequest) []*discoveryv3.DiscoveryResponse
+	holdOnEOF    bool
+	holdMessages bool
 }
 
 func newSDSHandler(respond func(*discoveryv3.DiscoveryRequest) []*discoveryv3.DiscoveryResponse, holdOnEOF bool) *sdsHandler {
@@ -221,7 +226,7 @@ func newSDSHandler(respond func(*discoveryv3.DiscoveryRequest) []*discoveryv3.Di
 
 func (h *sdsHandler) open(st *grpclite.Stream) grpclite.StreamEvents {
 	s := &sdsStream{
-		st: st, respond: h.respond, holdOnEOF: h.holdOnEOF,
+		st: st, respond: h.respond, holdOnEOF: h.holdOnEOF, holdMessages: h.holdMessages,
 		work: make(chan func(), 1024), reqs: make(chan *discoveryv3.DiscoveryRequest, 1024),
 		ended: make(chan error, 4), sendErrs: make(chan error, 1),
 	}
@@ -246,13 +251,14 @@ func (h *sdsHandler) next(t testing.TB) *sdsStream {
 }
 
 type sdsStream struct {
-	st        *grpclite.Stream
-	respond   func(*discoveryv3.DiscoveryRequest) []*discoveryv3.DiscoveryResponse
-	holdOnEOF bool
-	work      chan func()
-	reqs      chan *discoveryv3.DiscoveryRequest // what Message decoded
-	ended     chan error                         // what End was called with, each time
-	sendErrs  chan error                         // what failed Sends returned
+	st           *grpclite.Stream
+	respond      func(*discoveryv3.DiscoveryRequest) []*discoveryv3.DiscoveryResponse
+	holdOnEOF    bool
+	holdMessages bool
+	work         chan func()
+	reqs         chan *discoveryv3.DiscoveryRequest // what Message decoded
+	ended        chan error                         // what End was called with, each time
+	sendErrs     chan error                         // what failed Sends returned
 }
 
 var _ grpclite.StreamEvents = (*sdsStream)(nil)
@@ -269,6 +275,9 @@ func (s *sdsStream) sender() {
 }
 
 func (s *sdsStream) Message(msg []byte) error {
+	if s.holdMessages {
+		s.st.Hold(len(msg))
+	}
 	req := &discoveryv3.DiscoveryRequest{}
 	if err := proto.Unmarshal(msg, req); err != nil {
 		return status.Error(codes.InvalidArgument, "not a DiscoveryRequest")

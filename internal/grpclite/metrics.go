@@ -24,8 +24,9 @@ const (
 	// LimitUnauthenticatedMessage: a message larger than maxUnauthMessage
 	// on a connection not yet authenticated was refused.
 	LimitUnauthenticatedMessage = "unauthenticated_message"
-	// LimitConnBuffered: a connection's incomplete messages reached
-	// MaxConnBuffered and its flow-control window was held back.
+	// LimitConnBuffered: a stream's flow-control window was held back
+	// because its connection held MaxConnBuffered of incomplete or unread
+	// messages (counted once per stream and stall).
 	LimitConnBuffered = "connection_buffer"
 	// LimitUnauthorized: Authorize refused a stream.
 	LimitUnauthorized = "unauthorized_stream"

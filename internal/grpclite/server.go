@@ -81,9 +81,15 @@ type Config struct {
 	// MaxConnections caps the open connections; beyond it a new
 	// connection is closed at once. Default 20,000.
 	MaxConnections int
-	// MaxConnBuffered bounds the bytes of incomplete messages the streams
-	// of one connection hold together: beyond it the connection gets no
-	// flow-control window back until messages complete. Default 4 MiB.
+	// MaxConnBuffered bounds what the streams of one connection hold
+	// together of their clients' messages: incomplete ones, and those
+	// RegisterService handlers have not read yet (whose streams get no
+	// window back until they are read). Beyond it a stream gets no
+	// flow-control window back, but for one stream at a time, which may
+	// complete its message: so messages each within MaxRecvMsgSize always
+	// go through, in turn, and a connection holds at most MaxConnBuffered,
+	// one message and a stream window (64 KiB) per stream (buffers grow by
+	// doubling: the rest up to twice that). Default 4 MiB.
 	MaxConnBuffered int
 }
 
