@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -140,6 +141,8 @@ type Source struct {
 	running atomic.Bool
 	// current is the last published view, nil before the first sync.
 	current atomic.Pointer[meshconfig.Resources]
+	// problems are the objects of the last view that are bad (Problems).
+	problems atomic.Pointer[[]secretsource.Problem]
 
 	// informers are set while Run runs; tests look into their stores.
 	informersMu sync.Mutex
@@ -197,6 +200,20 @@ func New(cfg Config) (*Source, error) {
 
 // Name returns the source's name as used in logs and metrics.
 func (s *Source) Name() string { return s.name }
+
+// Origin implements secretsource.Originer: Kubernetes.
+func (s *Source) Origin() string { return secretsource.OriginKubernetes }
+
+// Problems implements secretsource.ProblemReporter: the Kuma Secrets and
+// Meshes whose current version is bad (their last good version, if any, is
+// still served). It may be called from any goroutine.
+func (s *Source) Problems() []secretsource.Problem {
+	p := s.problems.Load()
+	if p == nil {
+		return nil
+	}
+	return slices.Clone(*p)
+}
 
 // Namespace returns the control plane's namespace the source reads.
 func (s *Source) Namespace() string { return s.namespace }
