@@ -23,6 +23,7 @@ import (
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 	"github.com/meshsds/meshsds/sds"
 	"github.com/meshsds/meshsds/sds/token"
+	"github.com/meshsds/meshsds/secretsource"
 	"github.com/meshsds/meshsds/secretsource/store"
 	"github.com/meshsds/meshsds/secretsource/store/sqlite"
 )
@@ -35,10 +36,22 @@ type fixture struct {
 	url   string
 }
 
-// otherSources is a hand-written SecretLookup standing for files/Kubernetes.
+// otherSources is a hand-written OtherSources standing for one directory
+// of files.
 type otherSources struct {
 	secrets map[meshconfig.SecretKey][]byte
 	meshes  []*meshconfig.Mesh
+}
+
+func (o *otherSources) Views() []secretsource.View {
+	res := meshconfig.Resources{Meshes: map[string]*meshconfig.Mesh{}, Secrets: map[meshconfig.SecretKey]*meshconfig.Secret{}}
+	for _, m := range o.meshes {
+		res.Meshes[m.Name] = m
+	}
+	for k, d := range o.secrets {
+		res.Secrets[k] = &meshconfig.Secret{Mesh: k.Mesh, Name: k.Name, Global: k.Mesh == "", Data: d, Meta: meshconfig.Meta{Path: "/etc/meshsds/" + k.Mesh + "/" + k.Name}}
+	}
+	return []secretsource.View{{Source: "file:/etc/meshsds", Origin: secretsource.OriginFile, Resources: res}}
 }
 
 func (o *otherSources) Secret(mesh, name string) ([]byte, bool) {
