@@ -25,6 +25,9 @@ import (
 // uiPath is where the status page is served; GET / names it as the GUI.
 const uiPath = "/ui"
 
+// uiExpirySoon is how close to its end a certificate is shown as ending.
+const uiExpirySoon = 10 * time.Minute
+
 // uiMaxDataplanes caps the data planes the page lists; the rest are
 // counted (meshsds inspect dataplanes lists them all).
 const uiMaxDataplanes = 500
@@ -165,9 +168,9 @@ func uiDataplaneOf(dp sds.DataplaneStatus, now time.Time) uiDataplane {
 	row.Streams = strings.Join(streams, "; ")
 	row.UnknownNames = strings.Join(unknown, ", ")
 	row.HasNACKs = !row.LastNACK.IsZero()
-	// Certificates are renewed at 4/5 of their lifetime: one that has less
-	// than an hour left is worth a look.
-	row.CertExpiresSoon = !row.CertExpiry.IsZero() && row.CertExpiry.Sub(now) < time.Hour
+	// Certificates are renewed at 4/5 of their lifetime, or end with their
+	// token: minutes before the end is worth a look either way.
+	row.CertExpiresSoon = !row.CertExpiry.IsZero() && row.CertExpiry.Sub(now) < uiExpirySoon
 	return row
 }
 

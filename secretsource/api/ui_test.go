@@ -50,7 +50,7 @@ func TestStatusPage(t *testing.T) {
 				{API: "sotw", Resources: []string{"mesh_ca"}, ConnectedAt: now.Add(-time.Hour), LastACK: now.Add(-30 * time.Second), LastNACK: now.Add(-time.Minute), LastNACKMessage: "<b>bad</b> bundle"},
 			}},
 			{Mesh: "payments", Name: "pay-1", Streams: []sds.StreamStatus{
-				{API: "ads", Resources: []string{"identity_cert", "mesh_ca"}, ConnectedAt: now.Add(-3 * time.Minute), CertSerial: "ffee", CertExpiry: now.Add(30 * time.Minute)},
+				{API: "ads", Resources: []string{"identity_cert", "mesh_ca"}, ConnectedAt: now.Add(-3 * time.Minute), CertSerial: "ffee", CertExpiry: now.Add(5 * time.Minute)},
 			}},
 		}
 		c.Problems = problemList{{Source: "file:/etc/meshsds", Subject: "/etc/meshsds/broken.yaml", Message: `data: has to be valid base64 string <script>alert(1)</script>`, Since: now.Add(-time.Hour)}}
@@ -86,7 +86,7 @@ func TestStatusPage(t *testing.T) {
 		`<span class="badge warn phase">reissue</span>`, "since 2m ago, waiting for 3 streams", "trusting 2 CAs", "in 90d",
 		// Data planes: streams, certificate, expiry, ACK, NACK.
 		`data-dataplane="default.web-1"`, "sotw (identity_cert); sotw (mesh_ca)", "1a2b", "in 20h", "30s ago", `<span class="bad">1m ago</span>`,
-		`data-dataplane="payments.pay-1"`, "ads (identity_cert, mesh_ca)", `<span class="warn">in 30m</span>`, "connected 3m ago",
+		`data-dataplane="payments.pay-1"`, "ads (identity_cert, mesh_ca)", `<span class="warn">in 5m</span>`, "connected 3m ago",
 		// Problems.
 		"file:/etc/meshsds", "/etc/meshsds/broken.yaml", "1h ago",
 	} {
