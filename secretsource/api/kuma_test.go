@@ -216,7 +216,7 @@ func TestDecodeTokenRequest(t *testing.T) {
 		{name: "type dataplane", body: `{"name":"a","mesh":"m","type":"dataplane"}`},
 		{name: "workload ignored", body: `{"name":"a","mesh":"m","workload":"backend"}`},
 		{name: "YAML", body: "name: a\nmesh: m\ntags:\n  kuma.io/service: [web]\n"},
-		{name: "zone ingress", body: `{"name":"a","mesh":"m","type":"ingress"}`, causes: [][2]string{{"type", `meshsds serves data planes only, not zone ingresss: must be "dataplane" or empty`}}},
+		{name: "zone ingress", body: `{"name":"a","mesh":"m","type":"ingress"}`, causes: [][2]string{{"type", `meshsds serves data planes only, not zone ingress proxies: must be "dataplane" or empty`}}},
 		{name: "unknown type", body: `{"name":"a","mesh":"m","type":"gateway"}`, causes: [][2]string{{"type", `must be "dataplane" or empty`}}},
 		{name: "no name", body: `{"mesh":"m"}`, causes: [][2]string{{"name", "cannot be empty: a meshsds token is bound to one data plane (node id <mesh>.<name>)"}}},
 		{name: "no mesh", body: `{"name":"a"}`, causes: [][2]string{{"mesh", "cannot be empty"}}},

@@ -85,7 +85,7 @@ func decodeTokenRequest(body []byte) (tokenRequest, time.Duration, error) {
 	switch req.Type {
 	case "", proxyTypeDataplane:
 	case "ingress", "egress":
-		verr.Add("type", fmt.Sprintf("meshsds serves data planes only, not zone %ss: must be %q or empty", req.Type, proxyTypeDataplane))
+		verr.Add("type", fmt.Sprintf("meshsds serves data planes only, not zone %s proxies: must be %q or empty", req.Type, proxyTypeDataplane))
 	default:
 		verr.Add("type", fmt.Sprintf("must be %q or empty", proxyTypeDataplane))
 	}
