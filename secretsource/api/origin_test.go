@@ -183,7 +183,7 @@ func TestOneViewOfFilesAndTheAPI(t *testing.T) {
 }
 
 // TestManagedGlobalSecretsAreNotWritable: the token signing key cannot be
-// replaced or deleted through the API, where it lives.
+// replaced or deleted through the API, nor read.
 func TestManagedGlobalSecretsAreNotWritable(t *testing.T) {
 	f := newFixture(t, func(c *Config) {
 		c.ManagedGlobalSecrets = map[string]string{"dataplane-token-signing-key": "the dataplane token signing key"}
@@ -198,6 +198,12 @@ func TestManagedGlobalSecretsAreNotWritable(t *testing.T) {
 	rec, err := f.store.Get(context.Background(), store.Key{Kind: store.KindGlobalSecret, Name: "dataplane-token-signing-key"})
 	require.NoError(t, err)
 	require.Equal(t, []byte("key"), rec.Data)
+	// It is listed, its key withheld.
+	code, v := f.getRaw("GET", "/globalsecrets/dataplane-token-signing-key", "")
+	require.Equal(t, http.StatusOK, code)
+	require.Nil(t, v.(map[string]any)["data"])
+	_, v = f.getRaw("GET", "/globalsecrets", "")
+	require.Nil(t, v.(map[string]any)["items"].([]any)[0].(map[string]any)["data"])
 
 	// Other global secrets are the operator's.
 	code, body := f.do("PUT", "/global-secrets/mine", `{"type":"GlobalSecret","name":"mine","data":"eA=="}`)

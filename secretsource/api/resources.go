@@ -49,6 +49,7 @@ type backendView struct {
 }
 
 // secretView is a Secret or a GlobalSecret in Kuma's Universal JSON form.
+// Data is null when withheld.
 type secretView struct {
 	resourceMeta
 	Data []byte `json:"data"`
@@ -64,7 +65,13 @@ func (it *item) resourceMeta() resourceMeta {
 // view is the item in Kuma's form.
 func (a *API) view(it item) any {
 	if it.kind != kindMesh {
-		return secretView{resourceMeta: it.resourceMeta(), Data: it.data}
+		v := secretView{resourceMeta: it.resourceMeta(), Data: it.data}
+		if _, managed := a.cfg.ManagedGlobalSecrets[it.name]; managed && it.kind == kindGlobalSecret {
+			// The token signing key is withheld: a copy would let whoever
+			// read it mint tokens offline, even after losing admin access.
+			v.Data = nil
+		}
+		return v
 	}
 	v := meshView{resourceMeta: it.resourceMeta()}
 	if mt := it.m.MTLS; mt != nil {
