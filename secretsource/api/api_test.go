@@ -212,6 +212,11 @@ func TestErrors(t *testing.T) {
 		{"get missing mesh", "GET", "/meshes/nope", "", 404, nil, ""},
 		{"wrong method", "POST", "/meshes/default/secrets/s", "", 405, nil, "Method not allowed"},
 		{"unknown path", "GET", "/nothing-here", "", 404, nil, "Not found"},
+		{"index is read-only", "POST", "/", "", 405, nil, "Method not allowed"},
+		{"global secret of the wrong type", "PUT", "/globalsecrets/g", "type: Secret\nname: g\ndata: eA==\n", 400, [][2]string{{"type", `must be "GlobalSecret" for this endpoint`}}, ""},
+		{"global secret name differs from URL", "PUT", "/global-secrets/g", "type: GlobalSecret\nname: h\ndata: eA==\n", 400, [][2]string{{"name", "name from the URL has to be the same as in body"}}, ""},
+		{"get missing global secret", "GET", "/globalsecrets/nope", "", 404, nil, "Could not retrieve a resource"},
+		{"URL global secret not RFC 1123", "GET", "/globalsecrets/Bad_Name", "", 400, nil, ""},
 		{"token for bad name", "POST", "/tokens/dataplane", `{"mesh":"default","name":"Bad_Name"}`, 400, nil, ""},
 		{"token with unknown key", "POST", "/tokens/dataplane", `{"mesh":"default","name":"a","sercice":"x"}`, 400, nil, ""},
 	}
