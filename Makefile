@@ -5,7 +5,7 @@ GOFUMPT   := mvdan.cc/gofumpt@v0.12.0
 STATICCHK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME  ?= 20s
 
-.PHONY: all build test e2e tools kube-tools envoy-tools fmt lint fuzz bench bench-go bench-load bench-replicas bench-envoy run example-ca token docker clean
+.PHONY: all build test e2e tools kube-tools envoy-tools fmt lint fuzz bench bench-go bench-load bench-replicas bench-envoy run example-ca token docker clean ui-screenshot
 
 all: build
 
@@ -66,6 +66,12 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHK) ./...
 	@test -z "$$($(GO) run $(GOFUMPT) -l $$(git ls-files '*.go'))" || { echo "gofumpt would reformat the files above; run make fmt"; exit 1; }
+
+## ui-screenshot: docs/ui.png, the status page (/ui) of a real server
+## rendered by headless Chromium (apt-get install chromium), from the test
+## that checks it.
+ui-screenshot:
+	MESHSDS_UI_SCREENSHOT=$(CURDIR)/docs/ui.png $(GO) test -count=1 -run '^TestStatusPageInChromium$$' ./test/e2e/
 
 ## fuzz: run every fuzz target briefly (FUZZTIME each).
 fuzz:

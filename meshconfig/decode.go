@@ -279,10 +279,18 @@ type universalSecret struct {
 	Name string  `json:"name"`
 	Mesh *string `json:"mesh"`
 	Data *string `json:"data"`
-	// Written by Kuma and meshsds when printing a resource; ignored.
+	printedMeta
+}
+
+// printedMeta is what Kuma and meshsds write when they print a resource,
+// and kumactl sends back when it applies one; it is accepted and ignored:
+// the times, the labels, and the KRI (Kuma's resource identifier, which
+// kumactl 2.14 computes and sends with every Mesh).
+type printedMeta struct {
 	CreationTime     json.RawMessage   `json:"creationTime"`
 	ModificationTime json.RawMessage   `json:"modificationTime"`
 	Labels           map[string]string `json:"labels"`
+	KRI              json.RawMessage   `json:"kri"`
 }
 
 // decodeUniversalSecret decodes "type: Secret" and "type: GlobalSecret".
@@ -389,9 +397,10 @@ type universalMesh struct {
 	Type string `json:"type"`
 	Name string `json:"name"`
 	meshSpec
-	CreationTime     json.RawMessage   `json:"creationTime"`
-	ModificationTime json.RawMessage   `json:"modificationTime"`
-	Labels           map[string]string `json:"labels"`
+	printedMeta
+	// Status is what the admin API says is served for the mesh
+	// (meshsds get mesh -o yaml prints it); it is not part of the Mesh.
+	Status json.RawMessage `json:"status"`
 }
 
 // decodeUniversalMesh decodes "type: Mesh".

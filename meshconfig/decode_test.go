@@ -68,6 +68,15 @@ func goodFiles() map[string][]Object {
 			Config: json.RawMessage(`{"cert":{"secret":"my-cert"},"key":{"secret":"my-key"}}`),
 		}}}}}},
 		"comments-only.good.yaml": nil,
+		"printed-by-kumactl.good.json": {{Mesh: &Mesh{Name: "payments", MTLS: &MTLS{
+			EnabledBackend: "ca-1", Backends: []Backend{{Name: "ca-1", Type: BackendBuiltin}},
+		}}}},
+		"printed-by-meshsds.good.yaml": {
+			{Mesh: &Mesh{Name: "default", MTLS: &MTLS{EnabledBackend: "ca-1", Backends: []Backend{{
+				Name: "ca-1", Type: BackendProvided, Config: json.RawMessage(`{"cert":{"secret":"my-cert"},"key":{"secret":"my-key"}}`),
+			}}}}},
+			{Secret: &Secret{Mesh: "default", Name: "my-cert", Data: []byte("test\n")}},
+		},
 	}
 }
 

@@ -57,6 +57,22 @@ type Secret struct {
 	Name   string
 	Global bool
 	Data   []byte
+	// Meta says where the Secret was read from; serving never reads it.
+	Meta Meta
+}
+
+// Meta is what a source knows about where and when a resource was written:
+// the admin API and the status page show it, serving never reads it, and
+// two resources that differ only in Meta serve the same.
+type Meta struct {
+	// Path is the file the resource was read from (file source only).
+	Path string
+	// CreatedAt and ModifiedAt are when the resource was created and last
+	// changed, as far as its source knows (a file's modification time, a
+	// Kubernetes object's creation and last managed-field time, the
+	// store's record times); zero when unknown.
+	CreatedAt  time.Time
+	ModifiedAt time.Time
 }
 
 // Mesh is the Universal body of a Mesh resource (the spec of the Kubernetes
@@ -64,6 +80,8 @@ type Secret struct {
 type Mesh struct {
 	Name string `json:"name"`
 	MTLS *MTLS  `json:"mtls,omitempty"`
+	// Meta says where the Mesh was read from; it is not part of the body.
+	Meta Meta `json:"-"`
 }
 
 // MTLS is a Mesh's mutual-TLS section.
@@ -145,14 +163,20 @@ type ResolvedMesh struct {
 	Err error
 }
 
-// Equal reports whether r and o hold the same resources, by content.
+// Equal reports whether m and o are the same.
+func (m Meta) Equal(o Meta) bool {
+	return m.Path == o.Path && m.CreatedAt.Equal(o.CreatedAt) && m.ModifiedAt.Equal(o.ModifiedAt)
+}
+
+// Equal reports whether r and o hold the same resources, by content and
+// Meta.
 func (r Resources) Equal(o Resources) bool {
 	if len(r.Meshes) != len(o.Meshes) || len(r.Secrets) != len(o.Secrets) {
 		return false
 	}
 	for k, a := range r.Meshes {
 		b, ok := o.Meshes[k]
-		if !ok || (a != b && !reflect.DeepEqual(a, b)) {
+		if !ok || (a != b && !sameMesh(a, b)) {
 			return false
 		}
 	}
@@ -161,9 +185,17 @@ func (r Resources) Equal(o Resources) bool {
 		if !ok {
 			return false
 		}
-		if a != b && (a.Mesh != b.Mesh || a.Name != b.Name || a.Global != b.Global || !bytes.Equal(a.Data, b.Data)) {
+		if a != b && (a.Mesh != b.Mesh || a.Name != b.Name || a.Global != b.Global || !bytes.Equal(a.Data, b.Data) || !a.Meta.Equal(b.Meta)) {
 			return false
 		}
 	}
 	return true
+}
+
+// sameMesh compares two Meshes by content, their Meta with Meta.Equal (a
+// time's location does not make it another time).
+func sameMesh(a, b *Mesh) bool {
+	ac, bc := *a, *b
+	ac.Meta, bc.Meta = Meta{}, Meta{}
+	return a.Meta.Equal(b.Meta) && reflect.DeepEqual(ac, bc)
 }

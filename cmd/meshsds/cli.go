@@ -20,20 +20,50 @@ import (
 	"github.com/meshsds/meshsds/meshconfig"
 )
 
-// resourceItem is a Mesh or Secret as the admin API returns it.
+// resourceItem is a Mesh, Secret or GlobalSecret as the admin API returns
+// it.
 type resourceItem struct {
-	Type             string          `json:"type"`
-	Mesh             string          `json:"mesh,omitempty"`
-	Name             string          `json:"name"`
-	CreationTime     time.Time       `json:"creationTime"`
-	ModificationTime time.Time       `json:"modificationTime"`
-	MTLS             json.RawMessage `json:"mtls,omitempty"`
-	Data             []byte          `json:"data,omitempty"`
+	Type             string            `json:"type"`
+	Mesh             string            `json:"mesh,omitempty"`
+	Name             string            `json:"name"`
+	CreationTime     time.Time         `json:"creationTime"`
+	ModificationTime time.Time         `json:"modificationTime"`
+	Labels           map[string]string `json:"labels,omitempty"`
+	MTLS             json.RawMessage   `json:"mtls,omitempty"`
+	Data             []byte            `json:"data,omitempty"`
+	Status           *meshStatus       `json:"status,omitempty"`
 }
 
-type resourceList struct {
-	Total int               `json:"total"`
-	Items []json.RawMessage `json:"items"`
+// meshStatus is what the admin API says is served for a mesh.
+type meshStatus struct {
+	Phase     string    `json:"phase"`
+	Since     time.Time `json:"since"`
+	Waiting   int       `json:"waiting"`
+	SigningCA string    `json:"signingCA"`
+	TrustedCA []string  `json:"trustedCAs"`
+	CAExpiry  time.Time `json:"caExpiry"`
+	Warning   string    `json:"warning"`
+	Error     string    `json:"error"`
+}
+
+// Labels of the admin API saying where a resource comes from
+// (secretsource/api).
+const (
+	labelOrigin = "meshsds.io/origin"
+	labelPath   = "meshsds.io/path"
+)
+
+// origin shows where a resource comes from: "api", "kubernetes", or
+// "file:<path>".
+func (it *resourceItem) origin() string {
+	o := it.Labels[labelOrigin]
+	if o == "" {
+		return "-"
+	}
+	if p := it.Labels[labelPath]; p != "" {
+		return o + ":" + p
+	}
+	return o
 }
 
 func newApplyCommand() *cobra.Command {
@@ -129,7 +159,9 @@ func displayName(file string) string {
 func putRequest(o meshconfig.Object) (path string, body []byte, label string, err error) {
 	switch {
 	case o.Secret != nil && o.Secret.Global:
-		return "", nil, "", fmt.Errorf("global secret %q: global secrets are managed by meshsds itself", o.Secret.Name)
+		s := o.Secret
+		body, err = json.Marshal(map[string]string{"type": "GlobalSecret", "name": s.Name, "data": base64.StdEncoding.EncodeToString(s.Data)})
+		return "/globalsecrets/" + url.PathEscape(s.Name), body, fmt.Sprintf("global secret %q", s.Name), err
 	case o.Secret != nil:
 		s := o.Secret
 		body, err = json.Marshal(map[string]string{"type": meshconfig.KindSecret, "mesh": s.Mesh, "name": s.Name, "data": base64.StdEncoding.EncodeToString(s.Data)})
@@ -144,6 +176,15 @@ func putRequest(o meshconfig.Object) (path string, body []byte, label string, er
 	}
 }
 
+// resourceKinds are the kinds "meshsds get" and "meshsds delete" know, by
+// the names they take (singular and plural, kumactl's spellings too).
+var resourceKinds = map[string]string{
+	"mesh": "mesh", "meshes": "mesh",
+	"secret": "secret", "secrets": "secret",
+	"global-secret": "global-secret", "global-secrets": "global-secret",
+	"globalsecret": "global-secret", "globalsecrets": "global-secret",
+}
+
 func newGetCommand() *cobra.Command {
 	var (
 		cc     clientConfig
@@ -151,70 +192,78 @@ func newGetCommand() *cobra.Command {
 		output string
 	)
 	cmd := &cobra.Command{
-		Use:   "get meshes|secrets|mesh NAME|secret NAME",
-		Short: "Show Meshes and Secrets",
+		Use:   "get meshes|secrets|global-secrets | get mesh|secret|global-secret NAME",
+		Short: "Show Meshes, Secrets and global secrets of every source, with their origin",
+		Long: `Show the Meshes, Secrets and global secrets meshsds serves, whichever source
+holds them: the ORIGIN column says file (with the file's path), kubernetes or
+api. Only resources of origin api can be changed through the admin API.`,
 		Example: `  meshsds get meshes
   meshsds get secrets -m default -o yaml
-  meshsds get secret ca-cert -m default -o yaml`,
+  meshsds get secret ca-cert -m default -o yaml
+  meshsds get global-secrets`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "table" && output != "yaml" && output != "json" {
 				return fmt.Errorf("-o must be table, yaml or json, not %q", output)
 			}
+			kind, ok := resourceKinds[args[0]]
+			if !ok {
+				return fmt.Errorf("unknown resource type %q: use meshes, secrets or global-secrets", args[0])
+			}
 			c, err := cc.client()
 			if err != nil {
 				return err
 			}
-			kind := args[0]
-			var path string
 			single := len(args) == 2
+			var path string
 			switch {
-			case (kind == "meshes" || kind == "mesh") && single:
+			case kind == "mesh" && single:
 				path = "/meshes/" + url.PathEscape(args[1])
-			case kind == "meshes" || kind == "mesh":
+			case kind == "mesh":
 				path = "/meshes"
-			case (kind == "secrets" || kind == "secret") && single:
+			case kind == "secret" && single:
 				if mesh == "" {
 					mesh = meshconfig.DefaultMesh
 				}
 				path = "/meshes/" + url.PathEscape(mesh) + "/secrets/" + url.PathEscape(args[1])
-			case kind == "secrets" || kind == "secret":
+			case kind == "secret":
 				path = "/secrets"
 				if mesh != "" {
 					path = "/meshes/" + url.PathEscape(mesh) + "/secrets"
 				}
+			case kind == "global-secret" && single:
+				path = "/globalsecrets/" + url.PathEscape(args[1])
 			default:
-				return fmt.Errorf("unknown resource type %q: use meshes or secrets", kind)
-			}
-			var raw json.RawMessage
-			if _, err := c.do(cmd.Context(), http.MethodGet, path, nil, &raw); err != nil {
-				return err
+				path = "/globalsecrets"
 			}
 			out := cmd.OutOrStdout()
-			if output != "table" {
-				return printRaw(out, output, raw)
-			}
 			var items []resourceItem
 			if single {
+				var raw json.RawMessage
+				if _, err := c.do(cmd.Context(), http.MethodGet, path, nil, &raw); err != nil {
+					return err
+				}
+				if output != "table" {
+					return printRaw(out, output, raw)
+				}
 				var it resourceItem
 				if err := json.Unmarshal(raw, &it); err != nil {
 					return err
 				}
 				items = []resourceItem{it}
 			} else {
-				var list resourceList
-				if err := json.Unmarshal(raw, &list); err != nil {
+				list, err := c.list(cmd.Context(), path)
+				if err != nil {
 					return err
 				}
-				for _, r := range list.Items {
-					var it resourceItem
-					if err := json.Unmarshal(r, &it); err != nil {
-						return err
-					}
-					items = append(items, it)
+				if output != "table" {
+					return printList(out, output, list)
+				}
+				if items, err = decodeItems[resourceItem](list); err != nil {
+					return err
 				}
 			}
-			return printTable(out, strings.HasPrefix(kind, "mesh"), items, time.Now())
+			return printTable(out, kind, items, time.Now())
 		},
 	}
 	cmd.Flags().StringVarP(&mesh, "mesh", "m", "", "mesh of the secrets (default: every mesh; for one secret: default)")
@@ -223,17 +272,46 @@ func newGetCommand() *cobra.Command {
 	return cmd
 }
 
-func printTable(out io.Writer, meshes bool, items []resourceItem, now time.Time) error {
-	tw := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
-	if meshes {
-		fmt.Fprintln(tw, "NAME\tMTLS\tAGE")
-		for _, it := range items {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", it.Name, mtlsSummary(it.MTLS), age(now.Sub(it.CreationTime)))
+// decodeItems decodes the items of a list.
+func decodeItems[T any](list page) ([]T, error) {
+	out := make([]T, 0, len(list.Items))
+	for _, raw := range list.Items {
+		var it T
+		if err := json.Unmarshal(raw, &it); err != nil {
+			return nil, fmt.Errorf("the admin API answered an item that is not one: %w", err)
 		}
-	} else {
-		fmt.Fprintln(tw, "MESH\tNAME\tAGE")
+		out = append(out, it)
+	}
+	return out, nil
+}
+
+// printList writes a whole list, every page together, as JSON or YAML in
+// Kuma's envelope.
+func printList(out io.Writer, output string, list page) error {
+	raw, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return err
+	}
+	return printRaw(out, output, raw)
+}
+
+func printTable(out io.Writer, kind string, items []resourceItem, now time.Time) error {
+	tw := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
+	switch kind {
+	case "mesh":
+		fmt.Fprintln(tw, "NAME\tMTLS\tORIGIN\tAGE")
 		for _, it := range items {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", it.Mesh, it.Name, age(now.Sub(it.CreationTime)))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", it.Name, mtlsSummary(it.MTLS), it.origin(), age(now.Sub(it.CreationTime)))
+		}
+	case "global-secret":
+		fmt.Fprintln(tw, "NAME\tORIGIN\tAGE")
+		for _, it := range items {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", it.Name, it.origin(), age(now.Sub(it.CreationTime)))
+		}
+	default:
+		fmt.Fprintln(tw, "MESH\tNAME\tORIGIN\tAGE")
+		for _, it := range items {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", it.Mesh, it.Name, it.origin(), age(now.Sub(it.CreationTime)))
 		}
 	}
 	return tw.Flush()
@@ -274,8 +352,8 @@ func newDeleteCommand() *cobra.Command {
 		mesh string
 	)
 	cmd := &cobra.Command{
-		Use:   "delete secret NAME -m MESH | delete mesh NAME",
-		Short: "Delete a Secret or a Mesh",
+		Use:   "delete secret NAME -m MESH | delete mesh NAME | delete global-secret NAME",
+		Short: "Delete a Secret, a Mesh or a global secret held by the admin API",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cc.client()
@@ -283,18 +361,21 @@ func newDeleteCommand() *cobra.Command {
 				return err
 			}
 			var path, label string
-			switch args[0] {
-			case "secret", "secrets":
+			switch resourceKinds[args[0]] {
+			case "secret":
 				if mesh == "" {
 					mesh = meshconfig.DefaultMesh
 				}
 				path = "/meshes/" + url.PathEscape(mesh) + "/secrets/" + url.PathEscape(args[1])
 				label = fmt.Sprintf("secret %q (mesh %q)", args[1], mesh)
-			case "mesh", "meshes":
+			case "mesh":
 				path = "/meshes/" + url.PathEscape(args[1])
 				label = fmt.Sprintf("mesh %q", args[1])
+			case "global-secret":
+				path = "/globalsecrets/" + url.PathEscape(args[1])
+				label = fmt.Sprintf("global secret %q", args[1])
 			default:
-				return fmt.Errorf("unknown resource type %q: use secret or mesh", args[0])
+				return fmt.Errorf("unknown resource type %q: use secret, mesh or global-secret", args[0])
 			}
 			if _, err := c.do(cmd.Context(), http.MethodDelete, path, nil, nil); err != nil {
 				var ae *apiError
@@ -312,21 +393,19 @@ func newDeleteCommand() *cobra.Command {
 	return cmd
 }
 
-// dataplaneList is the answer of GET /dataplanes.
-type dataplaneList struct {
-	Items []struct {
-		Mesh    string `json:"mesh"`
-		Name    string `json:"name"`
-		Streams []struct {
-			API             string    `json:"api"`
-			Resources       []string  `json:"resources"`
-			LastACK         time.Time `json:"lastAck"`
-			LastNACK        time.Time `json:"lastNack"`
-			LastNACKMessage string    `json:"lastNackMessage"`
-			CertSerial      string    `json:"certSerial"`
-			CertExpiry      time.Time `json:"certExpiry"`
-		} `json:"streams"`
-	} `json:"items"`
+// dataplane is one item of GET /dataplanes.
+type dataplane struct {
+	Mesh    string `json:"mesh"`
+	Name    string `json:"name"`
+	Streams []struct {
+		API             string    `json:"api"`
+		Resources       []string  `json:"resources"`
+		LastACK         time.Time `json:"lastAck"`
+		LastNACK        time.Time `json:"lastNack"`
+		LastNACKMessage string    `json:"lastNackMessage"`
+		CertSerial      string    `json:"certSerial"`
+		CertExpiry      time.Time `json:"certExpiry"`
+	} `json:"streams"`
 }
 
 func newInspectCommand() *cobra.Command {
@@ -335,59 +414,105 @@ func newInspectCommand() *cobra.Command {
 		output string
 	)
 	cmd := &cobra.Command{Use: "inspect", Short: "Inspect live state"}
-	dps := &cobra.Command{
-		Use:   "dataplanes",
-		Short: "List the connected data planes, their streams, certificates and last ACK/NACK",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	// list runs a subcommand: every page of path, printed raw or as a table.
+	list := func(path string, table func(io.Writer, page, time.Time) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "yaml" && output != "json" {
+				return fmt.Errorf("-o must be table, yaml or json, not %q", output)
+			}
 			c, err := cc.client()
 			if err != nil {
 				return err
 			}
-			var raw json.RawMessage
-			if _, err := c.do(cmd.Context(), http.MethodGet, "/dataplanes", nil, &raw); err != nil {
+			l, err := c.list(cmd.Context(), path)
+			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
 			if output != "table" {
-				return printRaw(out, output, raw)
+				return printList(cmd.OutOrStdout(), output, l)
 			}
-			var list dataplaneList
-			if err := json.Unmarshal(raw, &list); err != nil {
-				return err
-			}
-			now := time.Now()
-			tw := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "MESH\tNAME\tSTREAMS\tCERT SERIAL\tCERT EXPIRES\tLAST ACK\tLAST NACK")
-			for _, dp := range list.Items {
-				var (
-					serial          string
-					expiry, ack, nk time.Time
-					nackMsg         string
-					apis            []string
-				)
-				for _, s := range dp.Streams {
-					apis = append(apis, s.API+"("+strings.Join(s.Resources, ",")+")")
-					if s.CertSerial != "" {
-						serial, expiry = s.CertSerial, s.CertExpiry
-					}
-					if s.LastACK.After(ack) {
-						ack = s.LastACK
-					}
-					if s.LastNACK.After(nk) {
-						nk, nackMsg = s.LastNACK, s.LastNACKMessage
-					}
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dp.Mesh, dp.Name, strings.Join(apis, " "), dash(serial),
-					when(expiry, now, "in "), when(ack, now, ""), nackText(nk, nackMsg, now))
-			}
-			return tw.Flush()
-		},
+			return table(cmd.OutOrStdout(), l, time.Now())
+		}
 	}
-	dps.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
-	cmd.AddCommand(dps)
+	meshes := &cobra.Command{
+		Use:   "meshes",
+		Short: "List the meshes served: origin, CA, the phase of a CA change, problems",
+		Args:  cobra.NoArgs,
+		RunE:  list("/meshes", meshesTable),
+	}
+	dps := &cobra.Command{
+		Use:   "dataplanes",
+		Short: "List the connected data planes, their streams, certificates and last ACK/NACK",
+		Args:  cobra.NoArgs,
+		RunE:  list("/dataplanes", dataplanesTable),
+	}
+	cmd.PersistentFlags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
+	cmd.AddCommand(meshes, dps)
 	addClientFlags(cmd, &cc)
 	return cmd
+}
+
+// meshesTable shows what is served for each mesh.
+func meshesTable(out io.Writer, l page, now time.Time) error {
+	items, err := decodeItems[resourceItem](l)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "MESH\tORIGIN\tMTLS\tSIGNING CA\tCA EXPIRES\tPHASE\tPROBLEM")
+	for _, it := range items {
+		ca, expires, phase, problem := "-", "-", "not served", "-"
+		if st := it.Status; st != nil {
+			ca, expires, phase = dash(st.SigningCA), when(st.CAExpiry, now, "in "), st.Phase
+			if st.Phase != "steady" {
+				phase += " since " + when(st.Since, now, "")
+				if st.Waiting > 0 {
+					phase += fmt.Sprintf(", waiting for %d", st.Waiting)
+				}
+			}
+			switch {
+			case st.Error != "":
+				problem = st.Error
+			case st.Warning != "":
+				problem = st.Warning
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", it.Name, it.origin(), mtlsSummary(it.MTLS), ca, expires, phase, problem)
+	}
+	return tw.Flush()
+}
+
+// dataplanesTable shows each connected data plane on one line.
+func dataplanesTable(out io.Writer, l page, now time.Time) error {
+	items, err := decodeItems[dataplane](l)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "MESH\tNAME\tSTREAMS\tCERT SERIAL\tCERT EXPIRES\tLAST ACK\tLAST NACK")
+	for _, dp := range items {
+		var (
+			serial          string
+			expiry, ack, nk time.Time
+			nackMsg         string
+			apis            []string
+		)
+		for _, s := range dp.Streams {
+			apis = append(apis, s.API+"("+strings.Join(s.Resources, ",")+")")
+			if s.CertSerial != "" {
+				serial, expiry = s.CertSerial, s.CertExpiry
+			}
+			if s.LastACK.After(ack) {
+				ack = s.LastACK
+			}
+			if s.LastNACK.After(nk) {
+				nk, nackMsg = s.LastNACK, s.LastNACKMessage
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dp.Mesh, dp.Name, strings.Join(apis, " "), dash(serial),
+			when(expiry, now, "in "), when(ack, now, ""), nackText(nk, nackMsg, now))
+	}
+	return tw.Flush()
 }
 
 func dash(s string) string {

@@ -112,7 +112,9 @@ func (e *apiError) Error() string {
 // returns the status code; non-2xx answers become an *apiError.
 func (c *apiClient) do(ctx context.Context, method, path string, body []byte, out any) (int, error) {
 	u := *c.base
+	path, query, _ := strings.Cut(path, "?")
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	u.RawQuery = query
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return 0, err
@@ -165,4 +167,48 @@ func (c *apiClient) explain(err error) error {
 		return fmt.Errorf("the admin API at %s presented a certificate this CLI does not trust (%v): pass its CA with --ca-cert-file", c.base, certErr.Err)
 	}
 	return fmt.Errorf("calling the admin API at %s: %w", c.base, err)
+}
+
+// page is one answer of a list endpoint: Kuma's envelope.
+type page struct {
+	Total int               `json:"total"`
+	Items []json.RawMessage `json:"items"`
+	Next  *string           `json:"next"`
+}
+
+// maxListItems bounds what the CLI gathers from one list, in case a
+// server's next URLs never end.
+const maxListItems = 1_000_000
+
+// list fetches every page of the list at path, following next as kumactl
+// does: only its offset is taken, and asked of this client's own URL (the
+// server's next is built from the Host it was called with, which a proxy
+// may have changed). The result is one envelope with every item.
+func (c *apiClient) list(ctx context.Context, path string) (page, error) {
+	var all page
+	query := url.Values{"size": {"1000"}}
+	for {
+		var p page
+		if _, err := c.do(ctx, http.MethodGet, path+"?"+query.Encode(), nil, &p); err != nil {
+			return page{}, err
+		}
+		all.Total = p.Total
+		all.Items = append(all.Items, p.Items...)
+		if p.Next == nil || len(p.Items) == 0 || len(all.Items) >= maxListItems {
+			break
+		}
+		next, err := url.Parse(*p.Next)
+		if err != nil {
+			return page{}, fmt.Errorf("the admin API at %s answered a next URL that is not one: %w", c.base, err)
+		}
+		offset := next.Query().Get("offset")
+		if offset == "" || offset == query.Get("offset") {
+			break
+		}
+		query.Set("offset", offset)
+	}
+	if all.Items == nil {
+		all.Items = []json.RawMessage{}
+	}
+	return all, nil
 }

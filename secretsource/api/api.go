@@ -1,10 +1,17 @@
-// Package api is meshsds' admin HTTP API (Kuma's paths and error shape)
-// over the durable store of secretsource/store.
+// Package api is meshsds' admin HTTP API over the durable store of
+// secretsource/store, and the read-only status page beside it (/ui).
 //
-// Writes go to the store; once committed, the store's source publishes a
-// fresh view, so an API write reaches connected data planes exactly like a
-// file change does. Writes are admitted by meshconfig's admission policy
-// against every secret meshsds knows, in the store or another source.
+// It follows Kuma's REST API where the two overlap, so that kumactl works
+// against it: the index at GET /, Kuma's paths, resource shapes, list
+// envelope and paging, its error shape and its dataplane token request.
+//
+// Reads show one view of everything served: every source's resources
+// (files, Kubernetes, the store), each with its origin (catalog.go). Writes
+// go to the store, and only for resources no other source holds: those are
+// read-only here (409). Once committed, the store's source publishes a fresh
+// view, so an API write reaches connected data planes exactly like a file
+// change does. Writes are admitted by meshconfig's admission policy against
+// every secret meshsds knows, in the store or another source.
 package api
 
 import (
@@ -16,7 +23,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -55,13 +61,25 @@ type MeshStatus interface {
 }
 
 // OtherSources looks into the sources other than the store (files,
-// Kubernetes): a Mesh PUT through the API is admitted against secrets the
-// API does not own, and a Secret they use cannot be deleted. It is called
-// concurrently (the reconciler's Others).
+// Kubernetes): their resources are listed and shown with the store's and
+// cannot be written through the API, a Mesh PUT through the API is admitted
+// against secrets the API does not own, and a Secret they use cannot be
+// deleted. It is called concurrently (the reconciler's Others); the store
+// must come after every other source in precedence.
 type OtherSources interface {
 	Secret(mesh, name string) ([]byte, bool)
 	// Meshes returns every Mesh the other sources hold.
 	Meshes() []*meshconfig.Mesh
+	// Views returns the latest view of every other source, in precedence
+	// order. The views must not be modified.
+	Views() []secretsource.View
+}
+
+// Problems reports what the sources cannot use now (files that fail to
+// decode, conflicts between sources), for the status page. It is called
+// concurrently (the reconciler's Problems).
+type Problems interface {
+	Problems() []secretsource.Problem
 }
 
 // Provisioner generates the CA of a builtin backend before a Mesh using it
@@ -95,6 +113,16 @@ type Config struct {
 	// Audit, when set, receives the audit log (see audit.go); writes to it
 	// are serialised.
 	Audit io.Writer
+	// Index is what GET / says about this server (index.go).
+	Index Index
+	// ManagedGlobalSecrets are the global secrets meshsds keeps for itself
+	// (name: what it is), which the API refuses to write or delete.
+	ManagedGlobalSecrets map[string]string
+	// Problems feeds the status page's list of source problems; optional.
+	Problems Problems
+	// Ready reports whether every source has synced, for the status page;
+	// optional.
+	Ready func() bool
 }
 
 // API serves the admin HTTP API.
@@ -141,6 +169,7 @@ func New(cfg Config) (*API, error) {
 // Handler returns the HTTP handler of the admin API.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", a.index)
 	mux.HandleFunc("GET /meshes", a.listMeshes)
 	mux.HandleFunc("GET /meshes/{mesh}", a.getMesh)
 	mux.HandleFunc("PUT /meshes/{mesh}", a.putMesh)
@@ -150,14 +179,26 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /meshes/{mesh}/secrets/{name}", a.getSecret)
 	mux.HandleFunc("PUT /meshes/{mesh}/secrets/{name}", a.putSecret)
 	mux.HandleFunc("DELETE /meshes/{mesh}/secrets/{name}", a.deleteSecret)
+	// Kuma's path of global secrets is /globalsecrets (what kumactl
+	// calls); its documentation says /global-secrets, which Kuma also
+	// answers.
+	for _, base := range []string{"/globalsecrets", "/global-secrets"} {
+		mux.HandleFunc("GET "+base, a.listGlobalSecrets)
+		mux.HandleFunc("GET "+base+"/{name}", a.getGlobalSecret)
+		mux.HandleFunc("PUT "+base+"/{name}", a.putGlobalSecret)
+		mux.HandleFunc("DELETE "+base+"/{name}", a.deleteGlobalSecret)
+	}
 	mux.HandleFunc("POST /tokens/dataplane", a.generateToken)
 	mux.HandleFunc("GET /dataplanes", a.dataplanes)
+	mux.HandleFunc("GET /ui", a.statusPage)
 	// Other methods on known paths get Kuma's error shape, not the mux's
 	// plain-text 405.
 	for path, allow := range map[string]string{
-		"/meshes": "GET", "/meshes/{mesh}": "GET, PUT, DELETE", "/secrets": "GET",
+		"/{$}": "GET", "/meshes": "GET", "/meshes/{mesh}": "GET, PUT, DELETE", "/secrets": "GET",
 		"/meshes/{mesh}/secrets": "GET", "/meshes/{mesh}/secrets/{name}": "GET, PUT, DELETE",
-		"/tokens/dataplane": "POST", "/dataplanes": "GET",
+		"/globalsecrets": "GET", "/globalsecrets/{name}": "GET, PUT, DELETE",
+		"/global-secrets": "GET", "/global-secrets/{name}": "GET, PUT, DELETE",
+		"/tokens/dataplane": "POST", "/dataplanes": "GET", "/ui": "GET",
 	} {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
@@ -187,7 +228,7 @@ func (a *API) instrument(next http.Handler) http.Handler {
 			event.Status = rec.code
 			a.metrics.audit.WithLabelValues(r.Method).Inc()
 			if err := a.audit.write(*event); err != nil {
-				a.log.Error("writing the audit log", secretsource.LogErr, err)
+				a.log.Error("writing the audit log", "err", err)
 			}
 		}
 	})
@@ -233,16 +274,9 @@ func (a *API) storeError(w http.ResponseWriter, op string, err error) {
 	case errors.Is(err, store.ErrConflict):
 		writeError(w, http.StatusConflict, "Conflict", "the resource was changed concurrently; retry", nil)
 	default:
-		a.log.Error("store failure", "op", op, secretsource.LogErr, err)
+		a.log.Error("store failure", "op", op, "err", err)
 		writeError(w, http.StatusInternalServerError, "Internal error", "the store failed; see the server log", nil)
 	}
-}
-
-// listResponse is Kuma's list envelope.
-type listResponse struct {
-	Total int     `json:"total"`
-	Items []any   `json:"items"`
-	Next  *string `json:"next"`
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -253,25 +287,50 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-// ErrorBody is Kuma's error shape.
+// ErrorBody is Kuma's error shape (Kuma 2.x, which follows Kong's AIP-193:
+// type, status, title, detail, invalid_parameters), with the fields of
+// Kuma 1.x that kumactl still reads (details, causes) carrying the same.
 type ErrorBody struct {
-	Title   string  `json:"title"`
-	Details string  `json:"details"`
-	Causes  []Cause `json:"causes,omitempty"`
+	Type              string             `json:"type"`
+	Status            int                `json:"status"`
+	Title             string             `json:"title"`
+	Detail            string             `json:"detail"`
+	InvalidParameters []InvalidParameter `json:"invalid_parameters,omitempty"`
+	Details           string             `json:"details"`
+	Causes            []Cause            `json:"causes,omitempty"`
 }
 
-// Cause is one broken rule of an ErrorBody.
+// InvalidParameter is one broken rule of an ErrorBody (Kuma 2.x).
+type InvalidParameter struct {
+	Field  string `json:"field"`
+	Reason string `json:"reason"`
+}
+
+// Cause is one broken rule of an ErrorBody (Kuma 1.x).
 type Cause struct {
 	Field   string `json:"field"`
 	Message string `json:"message"`
 }
 
-func writeError(w http.ResponseWriter, code int, title, details string, causes []Cause) {
-	writeJSON(w, code, ErrorBody{Title: title, Details: details, Causes: causes})
+// errorType is the type of every error, as Kuma answers it.
+const errorType = "/std-errors"
+
+func writeError(w http.ResponseWriter, code int, title, detail string, causes []Cause) {
+	body := ErrorBody{Type: errorType, Status: code, Title: title, Detail: detail, Details: detail, Causes: causes}
+	for _, c := range causes {
+		body.InvalidParameters = append(body.InvalidParameters, InvalidParameter{Field: c.Field, Reason: c.Message})
+	}
+	writeJSON(w, code, body)
 }
 
 // invalid answers 400 with the causes of a validation error.
 func invalid(w http.ResponseWriter, err error) {
+	invalidRequest(w, "Could not process a resource", err)
+}
+
+// invalidRequest answers 400 titled title with the causes of a validation
+// error.
+func invalidRequest(w http.ResponseWriter, title string, err error) {
 	var causes []Cause
 	var ve *meshconfig.ValidationError
 	var fe *meshconfig.FieldError
@@ -285,7 +344,7 @@ func invalid(w http.ResponseWriter, err error) {
 	default:
 		causes = []Cause{{Field: "", Message: err.Error()}}
 	}
-	writeError(w, http.StatusBadRequest, "Could not process a resource", "Resource is not valid", causes)
+	writeError(w, http.StatusBadRequest, title, "Resource is not valid", causes)
 }
 
 // decodeOne decodes a YAML or JSON body holding exactly one resource whose
@@ -308,7 +367,7 @@ func (a *API) decodeOne(body []byte, wantType, mesh, name string) (meshconfig.Ob
 	} else if s, _ := v.(string); s != name {
 		verr.Add("name", "name from the URL has to be the same as in body")
 	}
-	if wantType == meshconfig.KindSecret {
+	if wantType == kindSecret {
 		if v, ok := head["mesh"]; !ok {
 			head["mesh"] = mesh
 		} else if s, _ := v.(string); s != mesh {
@@ -369,390 +428,4 @@ func validPath(w http.ResponseWriter, fields ...[2]string) bool {
 		return false
 	}
 	return true
-}
-
-// meshView is a Mesh in Kuma's Universal JSON form.
-type meshView struct {
-	Type             string           `json:"type"`
-	Name             string           `json:"name"`
-	CreationTime     time.Time        `json:"creationTime"`
-	ModificationTime time.Time        `json:"modificationTime"`
-	MTLS             *meshconfig.MTLS `json:"mtls,omitempty"`
-	// Status is what meshsds serves for the mesh now (GET of one mesh only).
-	Status *sds.MeshStatus `json:"status,omitempty"`
-}
-
-// secretView is a Secret in Kuma's Universal JSON form.
-type secretView struct {
-	Type             string    `json:"type"`
-	Mesh             string    `json:"mesh"`
-	Name             string    `json:"name"`
-	CreationTime     time.Time `json:"creationTime"`
-	ModificationTime time.Time `json:"modificationTime"`
-	Data             []byte    `json:"data"`
-}
-
-func viewOfMesh(rec store.Record) (meshView, error) {
-	m, err := store.MeshFromRecord(rec)
-	if err != nil {
-		return meshView{}, err
-	}
-	return meshView{Type: meshconfig.KindMesh, Name: rec.Name, CreationTime: rec.CreatedAt, ModificationTime: rec.ModifiedAt, MTLS: m.MTLS}, nil
-}
-
-func viewOfSecret(rec store.Record) secretView {
-	return secretView{Type: meshconfig.KindSecret, Mesh: rec.Mesh, Name: rec.Name, CreationTime: rec.CreatedAt, ModificationTime: rec.ModifiedAt, Data: rec.Data}
-}
-
-func (a *API) listMeshes(w http.ResponseWriter, r *http.Request) {
-	recs, err := a.store.List(r.Context(), store.KindMesh, "")
-	if err != nil {
-		a.storeError(w, "list meshes", err)
-		return
-	}
-	items := make([]any, 0, len(recs))
-	for _, rec := range recs {
-		v, err := viewOfMesh(rec)
-		if err != nil {
-			a.storeError(w, "list meshes", err)
-			return
-		}
-		items = append(items, v)
-	}
-	writeJSON(w, http.StatusOK, listResponse{Total: len(items), Items: items})
-}
-
-func (a *API) getMesh(w http.ResponseWriter, r *http.Request) {
-	mesh := r.PathValue("mesh")
-	if !validPath(w, [2]string{"mesh", mesh}) {
-		return
-	}
-	rec, err := a.store.Get(r.Context(), store.Key{Kind: store.KindMesh, Name: mesh})
-	if err != nil {
-		a.storeError(w, "get mesh", err)
-		return
-	}
-	v, err := viewOfMesh(rec)
-	if err != nil {
-		a.storeError(w, "get mesh", err)
-		return
-	}
-	if a.cfg.Status != nil {
-		v.Status = a.cfg.Status.MeshStatus(mesh)
-	}
-	writeJSON(w, http.StatusOK, v)
-}
-
-func (a *API) putMesh(w http.ResponseWriter, r *http.Request) {
-	mesh := r.PathValue("mesh")
-	if !validPath(w, [2]string{"name", mesh}) {
-		return
-	}
-	body, ok := a.readBody(w, r)
-	if !ok {
-		return
-	}
-	obj, err := a.decodeOne(body, meshconfig.KindMesh, "", mesh)
-	if err != nil {
-		invalid(w, err)
-		return
-	}
-	a.writeMu.Lock()
-	defer a.writeMu.Unlock()
-	// A builtin backend's CA is generated when the backend first appears.
-	if obj.Mesh.MTLS != nil {
-		for _, b := range obj.Mesh.MTLS.Backends {
-			if b.Type == meshconfig.BackendBuiltin {
-				if err := a.cfg.Provisioner.ProvisionBuiltinCA(r.Context(), mesh, b); err != nil {
-					a.storeError(w, "generate builtin CA", err)
-					return
-				}
-			}
-		}
-	}
-	// The CA must resolve now, against every secret meshsds knows, so that
-	// a broken Mesh is refused here rather than served as an error.
-	secrets, err := a.secretsFor(r.Context(), obj.Mesh)
-	if err != nil {
-		a.storeError(w, "read secrets", err)
-		return
-	}
-	lookup := func(mesh, name string) ([]byte, bool) {
-		s, ok := secrets[meshconfig.SecretKey{Mesh: mesh, Name: name}]
-		if !ok {
-			return nil, false
-		}
-		return s.Data, true
-	}
-	if err := meshconfig.AdmitMesh(obj.Mesh, lookup, a.cfg.Now()); err != nil {
-		invalid(w, err)
-		return
-	}
-	data, err := json.Marshal(obj.Mesh)
-	if err != nil {
-		a.storeError(w, "encode mesh", err)
-		return
-	}
-	rec, created, err := a.store.Put(r.Context(), store.Record{Key: store.Key{Kind: store.KindMesh, Name: mesh}, Data: data}, 0)
-	if err != nil {
-		a.storeError(w, "put mesh", err)
-		return
-	}
-	a.log.Info("mesh written through the admin API", secretsource.LogMesh, mesh, "created", created)
-	v, err := viewOfMesh(rec)
-	if err != nil {
-		a.storeError(w, "put mesh", err)
-		return
-	}
-	writeJSON(w, createdOrOK(created), v)
-}
-
-func createdOrOK(created bool) int {
-	if created {
-		return http.StatusCreated
-	}
-	return http.StatusOK
-}
-
-// secretsFor returns the secrets of m's mesh from the store, plus those its
-// backends reference that only another source (files, Kubernetes) holds.
-func (a *API) secretsFor(ctx context.Context, m *meshconfig.Mesh) (map[meshconfig.SecretKey]*meshconfig.Secret, error) {
-	recs, err := a.store.List(ctx, store.KindSecret, m.Name)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[meshconfig.SecretKey]*meshconfig.Secret, len(recs))
-	for _, rec := range recs {
-		out[meshconfig.SecretKey{Mesh: m.Name, Name: rec.Name}] = &meshconfig.Secret{Mesh: m.Name, Name: rec.Name, Data: rec.Data}
-	}
-	if a.cfg.Others == nil {
-		return out, nil
-	}
-	for _, ref := range m.SecretRefs() {
-		key := meshconfig.SecretKey{Mesh: m.Name, Name: ref.Secret}
-		if _, ok := out[key]; ok {
-			continue
-		}
-		if data, ok := a.cfg.Others.Secret(m.Name, ref.Secret); ok {
-			out[key] = &meshconfig.Secret{Mesh: m.Name, Name: ref.Secret, Data: data}
-		}
-	}
-	return out, nil
-}
-
-func (a *API) deleteMesh(w http.ResponseWriter, r *http.Request) {
-	mesh := r.PathValue("mesh")
-	if !validPath(w, [2]string{"name", mesh}) {
-		return
-	}
-	a.writeMu.Lock()
-	defer a.writeMu.Unlock()
-	rec, err := a.store.Get(r.Context(), store.Key{Kind: store.KindMesh, Name: mesh})
-	if err != nil {
-		a.storeError(w, "delete mesh", err)
-		return
-	}
-	if err := a.store.Delete(r.Context(), store.Key{Kind: store.KindMesh, Name: mesh}); err != nil {
-		a.storeError(w, "delete mesh", err)
-		return
-	}
-	// The CAs meshsds generated for the Mesh go with it.
-	if m, err := store.MeshFromRecord(rec); err == nil {
-		if err := (&store.Provisioner{Store: a.store}).DeleteBuiltinCAs(r.Context(), m); err != nil {
-			a.log.Error("deleting the builtin CAs of a deleted mesh", secretsource.LogMesh, mesh, secretsource.LogErr, err)
-		}
-	}
-	a.log.Info("mesh deleted through the admin API", secretsource.LogMesh, mesh)
-	writeJSON(w, http.StatusOK, map[string]string{})
-}
-
-func (a *API) listSecrets(w http.ResponseWriter, r *http.Request) {
-	mesh := r.PathValue("mesh")
-	if mesh != "" && !validPath(w, [2]string{"mesh", mesh}) {
-		return
-	}
-	recs, err := a.store.List(r.Context(), store.KindSecret, mesh)
-	if err != nil {
-		a.storeError(w, "list secrets", err)
-		return
-	}
-	items := make([]any, 0, len(recs))
-	for _, rec := range recs {
-		items = append(items, viewOfSecret(rec))
-	}
-	writeJSON(w, http.StatusOK, listResponse{Total: len(items), Items: items})
-}
-
-func (a *API) getSecret(w http.ResponseWriter, r *http.Request) {
-	mesh, name := r.PathValue("mesh"), r.PathValue("name")
-	if !validPath(w, [2]string{"mesh", mesh}, [2]string{"name", name}) {
-		return
-	}
-	rec, err := a.store.Get(r.Context(), store.Key{Kind: store.KindSecret, Mesh: mesh, Name: name})
-	if err != nil {
-		a.storeError(w, "get secret", err)
-		return
-	}
-	writeJSON(w, http.StatusOK, viewOfSecret(rec))
-}
-
-func (a *API) putSecret(w http.ResponseWriter, r *http.Request) {
-	mesh, name := r.PathValue("mesh"), r.PathValue("name")
-	if !validPath(w, [2]string{"mesh", mesh}, [2]string{"name", name}) {
-		return
-	}
-	body, ok := a.readBody(w, r)
-	if !ok {
-		return
-	}
-	obj, err := a.decodeOne(body, meshconfig.KindSecret, mesh, name)
-	if err != nil {
-		invalid(w, err)
-		return
-	}
-	a.writeMu.Lock()
-	defer a.writeMu.Unlock()
-	meshes, err := a.meshesOf(r.Context(), mesh)
-	if err != nil {
-		a.storeError(w, "check secret use", err)
-		return
-	}
-	if err := meshconfig.BuiltinCAUse(meshes, mesh, name); err != nil {
-		writeError(w, http.StatusBadRequest, "Could not process a resource", "the secret is in use", []Cause{{Field: "name", Message: err.Error()}})
-		return
-	}
-	rec, created, err := a.store.Put(r.Context(), store.Record{
-		Key: store.Key{Kind: store.KindSecret, Mesh: mesh, Name: name}, Data: obj.Secret.Data,
-	}, 0)
-	if err != nil {
-		a.storeError(w, "put secret", err)
-		return
-	}
-	a.log.Info("secret written through the admin API", secretsource.LogMesh, mesh, secretsource.LogSecret, name, "created", created)
-	writeJSON(w, createdOrOK(created), viewOfSecret(rec))
-}
-
-func (a *API) deleteSecret(w http.ResponseWriter, r *http.Request) {
-	mesh, name := r.PathValue("mesh"), r.PathValue("name")
-	if !validPath(w, [2]string{"mesh", mesh}, [2]string{"name", name}) {
-		return
-	}
-	a.writeMu.Lock()
-	defer a.writeMu.Unlock()
-	meshes, err := a.meshesOf(r.Context(), mesh)
-	if err != nil {
-		a.storeError(w, "check secret use", err)
-		return
-	}
-	if err := meshconfig.SecretInUseError(mesh, name, meshconfig.SecretUsers(meshes, mesh, name)); err != nil {
-		writeError(w, http.StatusBadRequest, "Could not delete a resource", "the secret is in use", []Cause{{Field: "name", Message: err.Error()}})
-		return
-	}
-	if err := a.store.Delete(r.Context(), store.Key{Kind: store.KindSecret, Mesh: mesh, Name: name}); err != nil {
-		a.storeError(w, "delete secret", err)
-		return
-	}
-	a.log.Info("secret deleted through the admin API", secretsource.LogMesh, mesh, secretsource.LogSecret, name)
-	writeJSON(w, http.StatusOK, map[string]string{})
-}
-
-// meshesOf returns the Mesh called mesh as the store and every other
-// source hold it.
-func (a *API) meshesOf(ctx context.Context, mesh string) ([]*meshconfig.Mesh, error) {
-	var meshes []*meshconfig.Mesh
-	if rec, err := a.store.Get(ctx, store.Key{Kind: store.KindMesh, Name: mesh}); err == nil {
-		m, err := store.MeshFromRecord(rec)
-		if err != nil {
-			return nil, err
-		}
-		meshes = append(meshes, m)
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return nil, err
-	}
-	if a.cfg.Others != nil {
-		meshes = append(meshes, a.cfg.Others.Meshes()...)
-	}
-	return meshes, nil
-}
-
-// tokenRequest is the body of POST /tokens/dataplane (Kuma's shape).
-type tokenRequest struct {
-	Mesh     string              `json:"mesh"`
-	Name     string              `json:"name"`
-	Tags     map[string][]string `json:"tags"`
-	ValidFor string              `json:"validFor"`
-	Type     string              `json:"type,omitempty"`
-}
-
-// DefaultTokenValidity is the lifetime of a token when validFor is not given.
-const DefaultTokenValidity = 365 * 24 * time.Hour
-
-func (a *API) generateToken(w http.ResponseWriter, r *http.Request) {
-	if a.cfg.Tokens == nil {
-		writeError(w, http.StatusNotImplemented, "Not available", "this server issues no dataplane tokens", nil)
-		return
-	}
-	body, ok := a.readBody(w, r)
-	if !ok {
-		return
-	}
-	req, validFor, err := decodeTokenRequest(body)
-	if err != nil {
-		invalid(w, err)
-		return
-	}
-	raw, err := a.cfg.Tokens.Issue(token.Claims{Mesh: req.Mesh, Name: req.Name, Tags: req.Tags}, validFor, a.cfg.Now())
-	if err != nil {
-		invalid(w, err)
-		return
-	}
-	auditResource(r.Context(), "dataplane-token "+req.Mesh+"/"+req.Name)
-	a.log.Info("dataplane token issued through the admin API", secretsource.LogMesh, req.Mesh, sds.LogDataplane, req.Name)
-	w.Header().Set("Content-Type", "text/plain")
-	_, _ = io.WriteString(w, raw)
-}
-
-// decodeTokenRequest parses and checks a token request.
-func decodeTokenRequest(body []byte) (tokenRequest, time.Duration, error) {
-	var req tokenRequest
-	if err := yaml.UnmarshalStrict(body, &req); err != nil {
-		return req, 0, &meshconfig.FieldError{Message: "body must be {mesh, name, tags, validFor}: " + err.Error()}
-	}
-	var verr meshconfig.ValidationError
-	if fe := meshconfig.ValidateName("mesh", req.Mesh); fe != nil {
-		verr.Causes = append(verr.Causes, *fe)
-	}
-	if fe := meshconfig.ValidateName("name", req.Name); fe != nil {
-		verr.Causes = append(verr.Causes, *fe)
-	}
-	if req.Type != "" && req.Type != "dataplane" {
-		verr.Add("type", `must be "dataplane"`)
-	}
-	for k, vs := range req.Tags {
-		if k == "" || strings.ContainsAny(k, " \t\n") {
-			verr.Add("tags", fmt.Sprintf("tag name %q is not valid", k))
-		}
-		for _, v := range vs {
-			if v == "" {
-				verr.Add("tags", fmt.Sprintf("tag %q has an empty value", k))
-			}
-		}
-	}
-	validFor := DefaultTokenValidity
-	if req.ValidFor != "" {
-		d, err := time.ParseDuration(req.ValidFor)
-		if err != nil || d <= 0 {
-			verr.Add("validFor", "must be a positive duration such as 24h")
-		}
-		validFor = d
-	}
-	return req, validFor, verr.ErrOrNil()
-}
-
-func (a *API) dataplanes(w http.ResponseWriter, _ *http.Request) {
-	if a.cfg.Dataplanes == nil {
-		writeError(w, http.StatusNotImplemented, "Not available", "this server has no SDS", nil)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": a.cfg.Dataplanes.Dataplanes()})
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 	"github.com/meshsds/meshsds/sds"
 	"github.com/meshsds/meshsds/sds/token"
+	"github.com/meshsds/meshsds/secretsource"
 	"github.com/meshsds/meshsds/secretsource/store"
 	"github.com/meshsds/meshsds/secretsource/store/sqlite"
 )
@@ -35,10 +36,22 @@ type fixture struct {
 	url   string
 }
 
-// otherSources is a hand-written SecretLookup standing for files/Kubernetes.
+// otherSources is a hand-written OtherSources standing for one directory
+// of files.
 type otherSources struct {
 	secrets map[meshconfig.SecretKey][]byte
 	meshes  []*meshconfig.Mesh
+}
+
+func (o *otherSources) Views() []secretsource.View {
+	res := meshconfig.Resources{Meshes: map[string]*meshconfig.Mesh{}, Secrets: map[meshconfig.SecretKey]*meshconfig.Secret{}}
+	for _, m := range o.meshes {
+		res.Meshes[m.Name] = m
+	}
+	for k, d := range o.secrets {
+		res.Secrets[k] = &meshconfig.Secret{Mesh: k.Mesh, Name: k.Name, Global: k.Mesh == "", Data: d, Meta: meshconfig.Meta{Path: "/etc/meshsds/" + k.Mesh + "/" + k.Name}}
+	}
+	return []secretsource.View{{Source: "file:/etc/meshsds", Origin: secretsource.OriginFile, Resources: res}}
 }
 
 func (o *otherSources) Secret(mesh, name string) ([]byte, bool) {
@@ -199,6 +212,11 @@ func TestErrors(t *testing.T) {
 		{"get missing mesh", "GET", "/meshes/nope", "", 404, nil, ""},
 		{"wrong method", "POST", "/meshes/default/secrets/s", "", 405, nil, "Method not allowed"},
 		{"unknown path", "GET", "/nothing-here", "", 404, nil, "Not found"},
+		{"index is read-only", "POST", "/", "", 405, nil, "Method not allowed"},
+		{"global secret of the wrong type", "PUT", "/globalsecrets/g", "type: Secret\nname: g\ndata: eA==\n", 400, [][2]string{{"type", `must be "GlobalSecret" for this endpoint`}}, ""},
+		{"global secret name differs from URL", "PUT", "/global-secrets/g", "type: GlobalSecret\nname: h\ndata: eA==\n", 400, [][2]string{{"name", "name from the URL has to be the same as in body"}}, ""},
+		{"get missing global secret", "GET", "/globalsecrets/nope", "", 404, nil, "Could not retrieve a resource"},
+		{"URL global secret not RFC 1123", "GET", "/globalsecrets/Bad_Name", "", 400, nil, ""},
 		{"token for bad name", "POST", "/tokens/dataplane", `{"mesh":"default","name":"Bad_Name"}`, 400, nil, ""},
 		{"token with unknown key", "POST", "/tokens/dataplane", `{"mesh":"default","name":"a","sercice":"x"}`, 400, nil, ""},
 	}

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"errors"
+	"net/url"
 	"testing"
 
 	"github.com/meshsds/meshsds/meshconfig"
@@ -54,6 +56,8 @@ func FuzzDecodeTokenRequest(f *testing.F) {
 	for _, seed := range []string{
 		`{"mesh":"default","name":"web-1","tags":{"kuma.io/service":["web"]},"validFor":"24h"}`,
 		`{"mesh":"default","name":"web-1"}`, `{"validFor":"-1s"}`, `[]`, `mesh: a`, ``,
+		`{"name":"web-1","mesh":"default","tags":{},"type":"","workload":"","validFor":"24h0m0s"}`,
+		`{"name":"a","mesh":"m","type":"ingress"}`, `{"name":"a","mesh":"m","tags":{"k":[""]}}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -64,6 +68,43 @@ func FuzzDecodeTokenRequest(f *testing.F) {
 		}
 		if validFor <= 0 || meshconfig.ValidateName("mesh", req.Mesh) != nil || meshconfig.ValidateName("name", req.Name) != nil {
 			t.Fatalf("accepted %+v valid for %v", req, validFor)
+		}
+		if req.Type != "" && req.Type != "dataplane" {
+			t.Fatalf("accepted a token for a %q", req.Type)
+		}
+	})
+}
+
+// FuzzParsePage feeds arbitrary query strings to the paging decoder: it
+// never panics; what it accepts is a size in range and an offset a next
+// URL could carry, and the page it selects lies within any list.
+func FuzzParsePage(f *testing.F) {
+	for _, seed := range []string{
+		"", "size=10", "size=1000&offset=2000", "offset=7", "size=0", "size=1001", "size=-1", "size=%2B1",
+		"offset=-1", "offset=abc", "size=1&size=2", "size=99999999999999999999", "offset=999999999999999", "%zz", "size=1;offset=2",
+	} {
+		f.Add(seed, 25)
+	}
+	f.Fuzz(func(t *testing.T, query string, n int) {
+		q, err := url.ParseQuery(query)
+		if err != nil {
+			return
+		}
+		p, err := parsePage(q)
+		if err != nil {
+			var pe *pageError
+			if !errors.As(err, &pe) || (pe.field != "size" && pe.field != "offset") {
+				t.Fatalf("error %v names no parameter", err)
+			}
+			return
+		}
+		if p.size < 1 || p.size > MaxPageSize || p.offset < 0 || p.offset > maxOffset {
+			t.Fatalf("accepted %q as %+v", query, p)
+		}
+		n = max(n, 0) % 5000
+		from, to := p.bounds(n)
+		if from < 0 || to < from || to > n || to-from > p.size {
+			t.Fatalf("page %+v of %d items: [%d, %d)", p, n, from, to)
 		}
 	})
 }

@@ -10,8 +10,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/secretsource"
@@ -50,8 +52,10 @@ type fileEntry struct {
 	good    []meshconfig.Object
 	hasGood bool
 	// errMsg is the current failure of the file, "" when its current
-	// content is good. A failure is reported when errMsg changes.
-	errMsg string
+	// content is good. A failure is reported when errMsg changes, which
+	// is errSince.
+	errMsg   string
+	errSince time.Time
 }
 
 // resourceKey identifies a resource across files.
@@ -85,10 +89,11 @@ type state struct {
 	src       *Source
 	w         watcher
 	files     map[string]*fileEntry
-	conflicts map[conflict]struct{}
+	conflicts map[conflict]time.Time // since when
 	// dirErrs holds the current failure of each directory that could not
-	// be watched or listed, reported when it changes.
-	dirErrs map[string]string
+	// be watched or listed, reported when it changes (dirSince).
+	dirErrs  map[string]string
+	dirSince map[string]time.Time
 }
 
 func newState(src *Source, w watcher) *state {
@@ -96,8 +101,9 @@ func newState(src *Source, w watcher) *state {
 		src:       src,
 		w:         w,
 		files:     make(map[string]*fileEntry),
-		conflicts: make(map[conflict]struct{}),
+		conflicts: make(map[conflict]time.Time),
 		dirErrs:   make(map[string]string),
+		dirSince:  make(map[string]time.Time),
 	}
 }
 
@@ -150,8 +156,36 @@ func (st *state) scan() (meshconfig.Resources, error) {
 	}
 
 	view := st.view()
+	st.src.problems.Store(st.problems())
 	st.src.metrics.lastSync.Set(float64(st.src.now().UnixNano()) / 1e9)
 	return view, nil
+}
+
+// problems lists what the last scan could not use: files that fail to
+// decode (their last good content is still served), directories that
+// cannot be watched or listed, resources defined by two files.
+func (st *state) problems() *[]secretsource.Problem {
+	var out []secretsource.Problem
+	for _, p := range sortedKeys(st.files) {
+		if e := st.files[p]; e.errMsg != "" {
+			msg := e.errMsg
+			if e.hasGood {
+				msg += " (its last good content is served)"
+			}
+			out = append(out, secretsource.Problem{Source: st.src.name, Subject: p, Message: msg, Since: e.errSince})
+		}
+	}
+	for _, dir := range sortedKeys(st.dirErrs) {
+		out = append(out, secretsource.Problem{Source: st.src.name, Subject: dir, Message: st.dirErrs[dir], Since: st.dirSince[dir]})
+	}
+	for c, since := range st.conflicts {
+		out = append(out, secretsource.Problem{
+			Source: st.src.name, Subject: c.loser, Since: since,
+			Message: fmt.Sprintf("%s is also defined in %s, which wins", c.key, c.winner),
+		})
+	}
+	slices.SortStableFunc(out, func(a, b secretsource.Problem) int { return strings.Compare(a.Subject, b.Subject) })
+	return &out
 }
 
 // walk watches dir, then lists it, appending the candidate files to cands.
@@ -212,13 +246,16 @@ func (st *state) walk(dir string, depth int, cands *[]candidate, visited map[str
 // reportDirErrors logs and counts directory failures that are new since the
 // last scan.
 func (st *state) reportDirErrors(cur map[string]string) {
+	since := make(map[string]time.Time, len(cur))
 	for _, dir := range sortedKeys(cur) {
+		since[dir] = st.dirSince[dir]
 		if st.dirErrs[dir] != cur[dir] {
+			since[dir] = st.src.now()
 			st.src.log.Warn("directory skipped", secretsource.LogPath, dir, secretsource.LogErr, cur[dir])
 			st.src.metrics.syncErrors.Inc()
 		}
 	}
-	st.dirErrs = cur
+	st.dirErrs, st.dirSince = cur, since
 }
 
 // load reads and, when its content changed, decodes one candidate. It
@@ -228,7 +265,7 @@ func (st *state) load(c candidate) bool {
 	if !c.raw {
 		limit = max(minManifestLimit, 4*st.src.maxSecretSize)
 	}
-	data, err := readFile(c.path, limit)
+	data, mtime, err := readFile(c.path, limit)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false
 	}
@@ -263,6 +300,25 @@ func (st *state) load(c candidate) bool {
 		st.fail(c.path, e, err)
 		return true
 	}
+	// The path and the time of this content, for the admin API and the
+	// status page: the decoded objects are fresh, nobody holds them yet.
+	// A resource whose content did not change (the file was rewritten, or
+	// another resource of it changed) keeps its times.
+	meta := meshconfig.Meta{Path: c.path, CreatedAt: mtime, ModifiedAt: mtime}
+	for _, o := range objs {
+		m := meta
+		if prev, ok := findObject(e.good, o); ok {
+			m.CreatedAt = prev.CreatedAt
+			if sameContent(prev.obj, o) {
+				m.ModifiedAt = prev.ModifiedAt
+			}
+		}
+		if o.Mesh != nil {
+			o.Mesh.Meta = m
+		} else {
+			o.Secret.Meta = m
+		}
+	}
 	if e.errMsg != "" {
 		st.src.log.Info("file is valid again", secretsource.LogPath, c.path)
 	}
@@ -277,7 +333,7 @@ func (st *state) fail(path string, e *fileEntry, err error) {
 	if msg == e.errMsg {
 		return
 	}
-	e.errMsg = msg
+	e.errMsg, e.errSince = msg, st.src.now()
 	if e.hasGood {
 		st.src.log.Warn("file rejected; keeping its last good content", secretsource.LogPath, path, secretsource.LogErr, msg)
 	} else {
@@ -295,7 +351,7 @@ func (st *state) view() meshconfig.Resources {
 		Secrets: make(map[meshconfig.SecretKey]*meshconfig.Secret),
 	}
 	owner := make(map[resourceKey]string)
-	conflicts := make(map[conflict]struct{})
+	conflicts := make(map[conflict]time.Time)
 	var fresh []conflict
 	for _, p := range sortedKeys(st.files) {
 		e := st.files[p]
@@ -306,10 +362,12 @@ func (st *state) view() meshconfig.Resources {
 			key := keyOf(obj)
 			if winner, ok := owner[key]; ok {
 				c := conflict{key: key, loser: p, winner: winner}
-				conflicts[c] = struct{}{}
-				if _, known := st.conflicts[c]; !known {
+				since, known := st.conflicts[c]
+				if !known {
+					since = st.src.now()
 					fresh = append(fresh, c)
 				}
+				conflicts[c] = since
 				continue
 			}
 			owner[key] = p
@@ -327,6 +385,38 @@ func (st *state) view() meshconfig.Resources {
 	}
 	st.conflicts = conflicts
 	return res
+}
+
+// previous is an object of a file's last good content, with its Meta.
+type previous struct {
+	meshconfig.Meta
+	obj meshconfig.Object
+}
+
+// findObject returns the object of objs that is o's resource.
+func findObject(objs []meshconfig.Object, o meshconfig.Object) (previous, bool) {
+	key := keyOf(o)
+	for _, p := range objs {
+		if keyOf(p) != key {
+			continue
+		}
+		if p.Mesh != nil {
+			return previous{p.Mesh.Meta, p}, true
+		}
+		return previous{p.Secret.Meta, p}, true
+	}
+	return previous{}, false
+}
+
+// sameContent reports whether a and b, the same resource, have the same
+// content (their Meta aside).
+func sameContent(a, b meshconfig.Object) bool {
+	if a.Mesh != nil {
+		am, bm := *a.Mesh, *b.Mesh
+		am.Meta, bm.Meta = meshconfig.Meta{}, meshconfig.Meta{}
+		return reflect.DeepEqual(am, bm)
+	}
+	return bytes.Equal(a.Secret.Data, b.Secret.Data)
 }
 
 // keyOf returns the identity of a decoded object.
@@ -390,29 +480,30 @@ func checkPEM(data []byte) error {
 	return nil
 }
 
-// readFile reads at most limit bytes of the regular file at path.
-func readFile(path string, limit int) ([]byte, error) {
+// readFile reads at most limit bytes of the regular file at path, and
+// returns its modification time.
+func readFile(path string, limit int) ([]byte, time.Time, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	if !fi.Mode().IsRegular() {
 		// Replaced by something else since it was listed.
-		return nil, fmt.Errorf("%w: not a regular file", fs.ErrNotExist)
+		return nil, time.Time{}, fmt.Errorf("%w: not a regular file", fs.ErrNotExist)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	if len(data) > limit {
-		return nil, fmt.Errorf("file larger than %d bytes", limit)
+		return nil, time.Time{}, fmt.Errorf("file larger than %d bytes", limit)
 	}
-	return data, nil
+	return data, fi.ModTime().UTC(), nil
 }
 
 // ignoredName reports whether a file or directory name is skipped: hidden

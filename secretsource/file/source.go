@@ -38,6 +38,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -98,6 +99,8 @@ type Source struct {
 	now            func() time.Time
 
 	running atomic.Bool
+	// problems is what the last scan could not use (Problems).
+	problems atomic.Pointer[[]secretsource.Problem]
 }
 
 // New validates cfg, applies its defaults and returns a Source that is not
@@ -157,6 +160,26 @@ func New(cfg Config) (*Source, error) {
 
 // Name returns the source's name as used in logs and metrics.
 func (s *Source) Name() string { return s.name }
+
+// Origin implements secretsource.Originer: files.
+func (s *Source) Origin() string { return secretsource.OriginFile }
+
+// Problems implements secretsource.ProblemReporter: the files of the last
+// scan that failed to decode, the directories it could not watch or list,
+// and the resources two files define. It may be called from any goroutine.
+func (s *Source) Problems() []secretsource.Problem {
+	p := s.problems.Load()
+	if p == nil {
+		return nil
+	}
+	return slices.Clone(*p)
+}
+
+var (
+	_ secretsource.Source          = (*Source)(nil)
+	_ secretsource.Originer        = (*Source)(nil)
+	_ secretsource.ProblemReporter = (*Source)(nil)
+)
 
 // Run scans the directory, calls publish with the complete view, then
 // watches the directory and calls publish again after every change that

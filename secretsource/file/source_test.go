@@ -878,3 +878,61 @@ func TestRootRemoved(t *testing.T) {
 	h.write("demo/key", []byte("k"))
 	h.waitSecret("demo", "key", []byte("k"))
 }
+
+// TestMetaSaysWhereAndWhen: every resource carries the file it was read
+// from and that file's modification time; content that did not change
+// keeps its times when its file is rewritten.
+func TestMetaSaysWhereAndWhen(t *testing.T) {
+	h := setup(t)
+	h.write("default/raw", []byte("raw"))
+	h.write("m.yaml", []byte(universalSecret("default", "s", []byte("s"))+"---\ntype: Mesh\nname: m\n"))
+	old := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	require.NoError(t, os.Chtimes(filepath.Join(h.dir, "m.yaml"), old, old))
+	h.start(file.Config{})
+	h.waitSecret("default", "raw", []byte("raw"))
+
+	v, _ := h.rec.last()
+	raw := v.Secrets[meshconfig.SecretKey{Mesh: "default", Name: "raw"}]
+	require.Equal(t, filepath.Join(h.dir, "default", "raw"), raw.Meta.Path)
+	require.WithinDuration(t, time.Now(), raw.Meta.ModifiedAt, time.Minute)
+	s := v.Secrets[meshconfig.SecretKey{Mesh: "default", Name: "s"}]
+	require.Equal(t, filepath.Join(h.dir, "m.yaml"), s.Meta.Path)
+	require.True(t, old.Equal(s.Meta.ModifiedAt), "the file's modification time: %v", s.Meta.ModifiedAt)
+	require.Equal(t, filepath.Join(h.dir, "m.yaml"), v.Meshes["m"].Meta.Path)
+
+	// The Secret changes, the Mesh of the same file does not.
+	h.write("m.yaml", []byte(universalSecret("default", "s", []byte("s2"))+"---\ntype: Mesh\nname: m\n"))
+	h.waitSecret("default", "s", []byte("s2"))
+	v, _ = h.rec.last()
+	s = v.Secrets[meshconfig.SecretKey{Mesh: "default", Name: "s"}]
+	require.True(t, s.Meta.ModifiedAt.After(old), "a changed resource gets its file's new time")
+	require.True(t, old.Equal(s.Meta.CreatedAt), "and keeps its creation time")
+	require.True(t, old.Equal(v.Meshes["m"].Meta.ModifiedAt), "an unchanged resource keeps its time")
+}
+
+// TestProblemsListWhatCannotBeUsed: a file that fails to decode and a
+// resource two files define are the source's problems until fixed.
+func TestProblemsListWhatCannotBeUsed(t *testing.T) {
+	h := setup(t)
+	h.write("a.yaml", []byte(universalSecret("default", "s", []byte("a"))))
+	h.write("b.yaml", []byte(universalSecret("default", "s", []byte("b"))))
+	h.write("bad.yaml", []byte("type: Secret\nname: x\ndata: '!!'\n"))
+	h.start(file.Config{})
+	h.waitSecret("default", "s", []byte("a"))
+
+	problems := h.src.Problems()
+	require.Len(t, problems, 2, "%+v", problems)
+	require.Equal(t, filepath.Join(h.dir, "b.yaml"), problems[0].Subject)
+	require.Contains(t, problems[0].Message, "is also defined in "+filepath.Join(h.dir, "a.yaml"))
+	require.Equal(t, filepath.Join(h.dir, "bad.yaml"), problems[1].Subject)
+	require.Contains(t, problems[1].Message, "data: has to be valid base64 string")
+	for _, p := range problems {
+		require.Equal(t, h.src.Name(), p.Source)
+		require.False(t, p.Since.IsZero())
+	}
+
+	h.remove("b.yaml")
+	h.write("bad.yaml", []byte(universalSecret("default", "x", []byte("x"))))
+	h.waitSecret("default", "x", []byte("x"))
+	require.Empty(t, h.src.Problems())
+}

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -139,6 +140,8 @@ type Source struct {
 	running atomic.Bool
 	// current is the last published view, nil before the first sync.
 	current atomic.Pointer[meshconfig.Resources]
+	// problems are the objects of the last view that are bad (Problems).
+	problems atomic.Pointer[[]secretsource.Problem]
 
 	// informers are set while Run runs; tests look into their stores.
 	informersMu sync.Mutex
@@ -201,6 +204,20 @@ func (s *Source) Name() string { return s.name }
 // Cluster returns the backend through which replicas sharing this API
 // server share their state (cluster.go).
 func (s *Source) Cluster() *Cluster { return NewCluster(s.client, s.namespace, s.log) }
+
+// Origin implements secretsource.Originer: Kubernetes.
+func (s *Source) Origin() string { return secretsource.OriginKubernetes }
+
+// Problems implements secretsource.ProblemReporter: the Kuma Secrets and
+// Meshes whose current version is bad (their last good version, if any, is
+// still served). It may be called from any goroutine.
+func (s *Source) Problems() []secretsource.Problem {
+	p := s.problems.Load()
+	if p == nil {
+		return nil
+	}
+	return slices.Clone(*p)
+}
 
 // Namespace returns the control plane's namespace the source reads.
 func (s *Source) Namespace() string { return s.namespace }

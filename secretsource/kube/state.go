@@ -3,8 +3,12 @@ package kube
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -33,8 +37,10 @@ type entry struct {
 	// good is the last version that decoded, kept while the object is bad.
 	good    meshconfig.Object
 	hasGood bool
-	// errMsg is the current version's error, "" when it is good.
-	errMsg string
+	// errMsg is the current version's error, "" when it is good; errSince
+	// is when it was first seen.
+	errMsg   string
+	errSince time.Time
 }
 
 // viewInput is the content of the informers' stores.
@@ -115,8 +121,48 @@ func (st *state) build(in viewInput) meshconfig.Resources {
 			delete(st.entries, key)
 		}
 	}
+	st.src.problems.Store(st.problems())
 	st.src.metrics.LastSync.Set(float64(st.src.now().UnixNano()) / 1e9)
 	return view
+}
+
+// problems lists the objects whose current version is bad.
+func (st *state) problems() *[]secretsource.Problem {
+	var out []secretsource.Problem
+	for key, e := range st.entries {
+		if e.errMsg == "" {
+			continue
+		}
+		subject := "Mesh " + key.name
+		if key.kind == meshconfig.KindSecret {
+			subject = "Secret " + st.src.namespace + "/" + key.name
+		}
+		msg := e.errMsg
+		if e.hasGood {
+			msg += " (its last good version is served)"
+		}
+		out = append(out, secretsource.Problem{Source: st.src.name, Subject: subject, Message: msg, Since: e.errSince})
+	}
+	slices.SortFunc(out, func(a, b secretsource.Problem) int { return strings.Compare(a.Subject, b.Subject) })
+	return &out
+}
+
+// metaOf is where and when obj was written, for the admin API: its
+// creation time, and the latest time a manager wrote it (Kubernetes keeps
+// no modification time of its own).
+func metaOf(obj runtime.Object) meshconfig.Meta {
+	acc, err := apimeta.Accessor(obj)
+	if err != nil {
+		return meshconfig.Meta{}
+	}
+	m := meshconfig.Meta{CreatedAt: acc.GetCreationTimestamp().UTC()}
+	m.ModifiedAt = m.CreatedAt
+	for _, f := range acc.GetManagedFields() {
+		if f.Time != nil && f.Time.After(m.ModifiedAt) {
+			m.ModifiedAt = f.Time.UTC()
+		}
+	}
+	return m
 }
 
 // record stores the outcome of decoding a new version of an object and
@@ -124,6 +170,13 @@ func (st *state) build(in viewInput) meshconfig.Resources {
 // the object, once per version.
 func (st *state) record(key objectKey, e *entry, obj runtime.Object, o meshconfig.Object, err error) {
 	if err == nil {
+		// The decoded object is fresh: nobody holds it yet.
+		switch {
+		case o.Mesh != nil:
+			o.Mesh.Meta = metaOf(obj)
+		case o.Secret != nil:
+			o.Secret.Meta = metaOf(obj)
+		}
 		e.good, e.hasGood = o, true
 		if e.errMsg != "" {
 			st.src.log.Info("object is valid again", "kind", key.kind, "name", key.name, "resource_version", e.rv)
@@ -131,7 +184,9 @@ func (st *state) record(key objectKey, e *entry, obj runtime.Object, o meshconfi
 		e.errMsg = ""
 		return
 	}
-	e.errMsg = err.Error()
+	if msg := err.Error(); msg != e.errMsg {
+		e.errMsg, e.errSince = msg, st.src.now()
+	}
 	st.src.metrics.SyncErrors.Inc()
 	consequence := "it is ignored"
 	if e.hasGood {

@@ -74,7 +74,9 @@ type Reconciler struct {
 	ready     atomic.Bool
 	current   atomic.Pointer[meshconfig.Resources] // the last merged view
 	meshErrs  map[string]string                    // last reported error per mesh
-	conflicts map[meshconfig.Conflict]struct{}
+	conflicts map[meshconfig.Conflict]time.Time    // since when
+	// conflictProblems is conflicts for Problems.
+	conflictProblems atomic.Pointer[[]secretsource.Problem]
 }
 
 // New returns a Reconciler; at least one source and a sink are required.
@@ -106,7 +108,7 @@ func New(cfg Config) (*Reconciler, error) {
 		views:     make([]*meshconfig.Resources, len(cfg.Sources)),
 		kick:      make(chan struct{}, 1),
 		meshErrs:  map[string]string{},
-		conflicts: map[meshconfig.Conflict]struct{}{},
+		conflicts: map[meshconfig.Conflict]time.Time{},
 	}, nil
 }
 
@@ -287,16 +289,44 @@ func (r *Reconciler) provision(ctx context.Context, res meshconfig.Resources) {
 }
 
 func (r *Reconciler) reportConflicts(conflicts []meshconfig.Conflict) {
-	seen := make(map[meshconfig.Conflict]struct{}, len(conflicts))
+	seen := make(map[meshconfig.Conflict]time.Time, len(conflicts))
+	problems := make([]secretsource.Problem, 0, len(conflicts))
 	for _, c := range conflicts {
-		seen[c] = struct{}{}
-		if _, old := r.conflicts[c]; !old {
+		since, old := r.conflicts[c]
+		if !old {
+			since = r.cfg.Now()
 			r.log.Warn("the same resource comes from two sources; the first configured source wins",
 				"kind", c.Kind, secretsource.LogMesh, c.Mesh, "name", c.Name, "winner", c.Winner, "loser", c.Loser)
 		}
+		seen[c] = since
+		subject := c.Kind + " " + c.Name
+		if c.Mesh != "" {
+			subject = c.Kind + " " + c.Mesh + "/" + c.Name
+		}
+		problems = append(problems, secretsource.Problem{
+			Source: c.Loser, Subject: subject, Since: since,
+			Message: "also defined by " + c.Winner + ", which wins: this copy is not served",
+		})
 	}
 	r.conflicts = seen
+	r.conflictProblems.Store(&problems)
 	r.metrics.conflicts.Set(float64(len(conflicts)))
+}
+
+// Problems returns the current problems of every source that reports them
+// (files or objects it cannot use), then the resources two sources define,
+// in precedence order of the sources. It may be called from any goroutine.
+func (r *Reconciler) Problems() []secretsource.Problem {
+	var out []secretsource.Problem
+	for _, src := range r.cfg.Sources {
+		if pr, ok := src.(secretsource.ProblemReporter); ok {
+			out = append(out, pr.Problems()...)
+		}
+	}
+	if p := r.conflictProblems.Load(); p != nil {
+		out = append(out, *p...)
+	}
+	return out
 }
 
 func (r *Reconciler) reportMeshErrors(resolved map[string]*meshconfig.ResolvedMesh) {
@@ -345,6 +375,23 @@ func (o *Others) views() []*meshconfig.Resources {
 	for i, v := range o.r.views {
 		if v != nil && o.r.cfg.Sources[i].Name() != o.exclude {
 			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Views returns the latest complete view of every other source that has
+// published one, with its name and origin, in precedence order: the first
+// view holding a resource is the one it is served from (revocation lists
+// aside, which add up). The admin API lists and gets resources from them.
+func (o *Others) Views() []secretsource.View {
+	o.r.mu.Lock()
+	defer o.r.mu.Unlock()
+	var out []secretsource.View
+	for i, v := range o.r.views {
+		src := o.r.cfg.Sources[i]
+		if v != nil && src.Name() != o.exclude {
+			out = append(out, secretsource.View{Source: src.Name(), Origin: secretsource.OriginOf(src), Resources: *v})
 		}
 	}
 	return out

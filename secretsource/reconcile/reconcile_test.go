@@ -177,6 +177,18 @@ func TestConflictsAreCounted(t *testing.T) {
 	// The first source wins: its CA is served.
 	require.Equal(t, va.Secrets[meshconfig.SecretKey{Mesh: "m", Name: "ca-cert"}].Data, got["m"].CA.TrustBundlePEM)
 	require.Eventually(t, func() bool { return testutil.ToFloat64(r.metrics.conflicts) == 3 }, 10*time.Second, 5*time.Millisecond)
+
+	// Each conflict is a problem of the losing source, naming the winner.
+	problems := r.Problems()
+	require.Len(t, problems, 3)
+	var subjects []string
+	for _, p := range problems {
+		require.Equal(t, "second", p.Source)
+		require.Equal(t, "also defined by first, which wins: this copy is not served", p.Message)
+		require.False(t, p.Since.IsZero())
+		subjects = append(subjects, p.Subject)
+	}
+	require.Equal(t, []string{"Mesh m", "Secret m/ca-cert", "Secret m/ca-key"}, subjects)
 }
 
 func TestNewRejectsIncompleteConfig(t *testing.T) {
@@ -207,6 +219,14 @@ func TestOthersSeesEverySourceButOne(t *testing.T) {
 	meshes := others.Meshes()
 	require.Len(t, meshes, 1)
 	require.Equal(t, "from-files", meshes[0].Name)
+
+	// Views: the other sources' latest views with their names and origins
+	// (a source that does not say its origin is known by its name).
+	views := others.Views()
+	require.Len(t, views, 1)
+	require.Equal(t, "files", views[0].Source)
+	require.Equal(t, "files", views[0].Origin)
+	require.Contains(t, views[0].Resources.Meshes, "from-files")
 }
 
 // recordingProvisioner notes which builtin backends it was asked for.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,9 +36,17 @@ type Source struct {
 	log     *slog.Logger
 	resync  time.Duration
 	metrics *secretsource.Metrics
+	now     func() time.Time
+
+	// problems are the last read's failures (Problems).
+	problems atomic.Pointer[[]secretsource.Problem]
 }
 
-var _ secretsource.Source = (*Source)(nil)
+var (
+	_ secretsource.Source          = (*Source)(nil)
+	_ secretsource.Originer        = (*Source)(nil)
+	_ secretsource.ProblemReporter = (*Source)(nil)
+)
 
 // NewSource returns the source of cfg.Store.
 func NewSource(cfg SourceConfig) (*Source, error) {
@@ -53,11 +63,45 @@ func NewSource(cfg SourceConfig) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Source{store: cfg.Store, log: cfg.Logger, resync: cfg.Resync, metrics: m}, nil
+	return &Source{store: cfg.Store, log: cfg.Logger, resync: cfg.Resync, metrics: m, now: time.Now}, nil
 }
 
 // Name implements secretsource.Source.
 func (s *Source) Name() string { return SourceName }
+
+// Origin implements secretsource.Originer: what the store holds was written
+// through the admin API.
+func (s *Source) Origin() string { return secretsource.OriginAPI }
+
+// Problems implements secretsource.ProblemReporter: why the store could not
+// be read (the last view is still served), and the stored meshes this
+// version cannot decode. It may be called from any goroutine.
+func (s *Source) Problems() []secretsource.Problem {
+	p := s.problems.Load()
+	if p == nil {
+		return nil
+	}
+	return slices.Clone(*p)
+}
+
+// setProblems records the current failures, keeping the time each was
+// first seen.
+func (s *Source) setProblems(cur []secretsource.Problem) {
+	old := map[string]time.Time{}
+	if p := s.problems.Load(); p != nil {
+		for _, pr := range *p {
+			old[pr.Subject+"\x00"+pr.Message] = pr.Since
+		}
+	}
+	for i := range cur {
+		if since, ok := old[cur[i].Subject+"\x00"+cur[i].Message]; ok {
+			cur[i].Since = since
+		} else {
+			cur[i].Since = s.now()
+		}
+	}
+	s.problems.Store(&cur)
+}
 
 // Run publishes the store's Meshes and Secrets: once at start, after every
 // write this process commits (Store.Changes), and when the store's
@@ -93,6 +137,7 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 			// Keep serving the last view; the next change or tick retries.
 			s.metrics.SyncErrors.Inc()
 			s.log.Error("reading the store", secretsource.LogSource, SourceName, secretsource.LogErr, err)
+			s.setProblems([]secretsource.Problem{{Source: SourceName, Subject: "store", Message: "cannot be read: " + err.Error() + " (the last view is served)"}})
 			continue
 		}
 		view, rev = v, r
@@ -113,12 +158,14 @@ func (s *Source) load(ctx context.Context) (meshconfig.Resources, int64, error) 
 	if err != nil {
 		return res, 0, err
 	}
+	var problems []secretsource.Problem
 	for _, rec := range meshes {
 		m, err := MeshFromRecord(rec)
 		if err != nil {
 			// A record this version cannot read harms only itself.
 			s.metrics.SyncErrors.Inc()
 			s.log.Error("skipping unreadable stored mesh", secretsource.LogSource, SourceName, secretsource.LogMesh, rec.Name, secretsource.LogErr, err)
+			problems = append(problems, secretsource.Problem{Source: SourceName, Subject: "Mesh " + rec.Name, Message: err.Error() + " (it is not served)"})
 			continue
 		}
 		res.Meshes[m.Name] = m
@@ -128,9 +175,15 @@ func (s *Source) load(ctx context.Context) (meshconfig.Resources, int64, error) 
 		return res, 0, err
 	}
 	for _, rec := range secrets {
-		res.Secrets[meshconfig.SecretKey{Mesh: rec.Mesh, Name: rec.Name}] = &meshconfig.Secret{Mesh: rec.Mesh, Name: rec.Name, Data: rec.Data}
+		res.Secrets[meshconfig.SecretKey{Mesh: rec.Mesh, Name: rec.Name}] = &meshconfig.Secret{Mesh: rec.Mesh, Name: rec.Name, Data: rec.Data, Meta: RecordMeta(rec)}
 	}
+	s.setProblems(problems)
 	return res, rev, nil
+}
+
+// RecordMeta is the Meta of a stored resource: its record's times.
+func RecordMeta(rec Record) meshconfig.Meta {
+	return meshconfig.Meta{CreatedAt: rec.CreatedAt, ModifiedAt: rec.ModifiedAt}
 }
 
 // MeshFromRecord decodes a stored Mesh.
@@ -140,5 +193,6 @@ func MeshFromRecord(rec Record) (*meshconfig.Mesh, error) {
 		return nil, fmt.Errorf("stored mesh %q: %w", rec.Name, err)
 	}
 	m.Name = rec.Name
+	m.Meta = RecordMeta(rec)
 	return m, nil
 }

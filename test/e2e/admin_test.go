@@ -77,9 +77,8 @@ func TestCLIManagesResourcesThroughTheAPI(t *testing.T) {
 	out = s.mustCLI(t, "", "get", "secrets", "-m", "default")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	require.Len(t, lines, 3)
-	require.Equal(t, []string{"MESH", "NAME", "AGE"}, strings.Fields(lines[0]))
-	require.Equal(t, "default", strings.Fields(lines[1])[0])
-	require.Equal(t, "ca-cert", strings.Fields(lines[1])[1])
+	require.Equal(t, []string{"MESH", "NAME", "ORIGIN", "AGE"}, strings.Fields(lines[0]))
+	require.Equal(t, []string{"default", "ca-cert", "api"}, strings.Fields(lines[1])[:3])
 
 	out = s.mustCLI(t, "", "get", "meshes")
 	require.Contains(t, out, "provided/ca-1")

@@ -207,6 +207,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		Others:      d.rec.Others(storeSrc.Name()),
 		Status:      state,
 		Provisioner: provisioner,
+		Index:       indexInfo(&key.PublicKey),
+		ManagedGlobalSecrets: map[string]string{
+			signingKeySecret: "the dataplane token signing key",
+		},
+		Problems: d.rec,
+		Ready:    d.rec.Ready,
 	})
 	if err != nil {
 		return nil, err
