@@ -228,7 +228,7 @@ func (a *API) instrument(next http.Handler) http.Handler {
 			event.Status = rec.code
 			a.metrics.audit.WithLabelValues(r.Method).Inc()
 			if err := a.audit.write(*event); err != nil {
-				a.log.Error("writing the audit log", "err", err)
+				a.log.Error("writing the audit log", secretsource.LogErr, err)
 			}
 		}
 	})
@@ -274,7 +274,7 @@ func (a *API) storeError(w http.ResponseWriter, op string, err error) {
 	case errors.Is(err, store.ErrConflict):
 		writeError(w, http.StatusConflict, "Conflict", "the resource was changed concurrently; retry", nil)
 	default:
-		a.log.Error("store failure", "op", op, "err", err)
+		a.log.Error("store failure", "op", op, secretsource.LogErr, err)
 		writeError(w, http.StatusInternalServerError, "Internal error", "the store failed; see the server log", nil)
 	}
 }

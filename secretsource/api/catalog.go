@@ -200,7 +200,7 @@ func (a *API) listItems(ctx context.Context, kind, mesh string) ([]item, error) 
 		it, err := storeItem(kind, rec)
 		if err != nil {
 			// A record this version cannot read is not served either.
-			a.log.Error("skipping unreadable stored resource", "kind", kind, "name", rec.Name, "err", err)
+			a.log.Error("skipping unreadable stored resource", "kind", kind, "name", rec.Name, secretsource.LogErr, err)
 			continue
 		}
 		add(it)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/sds"
+	"github.com/meshsds/meshsds/secretsource"
 	"github.com/meshsds/meshsds/secretsource/store"
 )
 
@@ -205,7 +206,7 @@ func (a *API) putMesh(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "put mesh", err)
 		return
 	}
-	a.log.Info("mesh written through the admin API", "mesh", mesh, "created", created)
+	a.log.Info("mesh written through the admin API", secretsource.LogMesh, mesh, "created", created)
 	it, err := storeItem(kindMesh, rec)
 	if err != nil {
 		a.storeError(w, "put mesh", err)
@@ -268,10 +269,10 @@ func (a *API) deleteMesh(w http.ResponseWriter, r *http.Request) {
 	// The CAs meshsds generated for the Mesh go with it.
 	if m, err := store.MeshFromRecord(rec); err == nil {
 		if err := (&store.Provisioner{Store: a.store}).DeleteBuiltinCAs(r.Context(), m); err != nil {
-			a.log.Error("deleting the builtin CAs of a deleted mesh", "mesh", mesh, "err", err)
+			a.log.Error("deleting the builtin CAs of a deleted mesh", secretsource.LogMesh, mesh, secretsource.LogErr, err)
 		}
 	}
-	a.log.Info("mesh deleted through the admin API", "mesh", mesh)
+	a.log.Info("mesh deleted through the admin API", secretsource.LogMesh, mesh)
 	writeJSON(w, http.StatusOK, map[string]string{})
 }
 
@@ -332,9 +333,9 @@ func (a *API) putSecretRecord(w http.ResponseWriter, r *http.Request, key store.
 	kind := kindSecret
 	if key.Kind == store.KindGlobalSecret {
 		kind = kindGlobalSecret
-		a.log.Info("global secret written through the admin API", "secret", key.Name, "created", created)
+		a.log.Info("global secret written through the admin API", secretsource.LogSecret, key.Name, "created", created)
 	} else {
-		a.log.Info("secret written through the admin API", "mesh", key.Mesh, "secret", key.Name, "created", created)
+		a.log.Info("secret written through the admin API", secretsource.LogMesh, key.Mesh, secretsource.LogSecret, key.Name, "created", created)
 	}
 	it, _ := storeItem(kind, rec)
 	writeJSON(w, createdOrOK(created), a.view(it))
@@ -363,7 +364,7 @@ func (a *API) deleteSecret(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "delete secret", err)
 		return
 	}
-	a.log.Info("secret deleted through the admin API", "mesh", mesh, "secret", name)
+	a.log.Info("secret deleted through the admin API", secretsource.LogMesh, mesh, secretsource.LogSecret, name)
 	writeJSON(w, http.StatusOK, map[string]string{})
 }
 
@@ -445,7 +446,7 @@ func (a *API) deleteGlobalSecret(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "delete global secret", err)
 		return
 	}
-	a.log.Info("global secret deleted through the admin API", "secret", name)
+	a.log.Info("global secret deleted through the admin API", secretsource.LogSecret, name)
 	writeJSON(w, http.StatusOK, map[string]string{})
 }
 

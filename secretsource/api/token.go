@@ -11,7 +11,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/sds"
 	"github.com/meshsds/meshsds/sds/token"
+	"github.com/meshsds/meshsds/secretsource"
 )
 
 // tokenRequest is the body of POST /tokens/dataplane: Kuma's
@@ -58,7 +60,7 @@ func (a *API) generateToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	auditResource(r.Context(), "dataplane-token "+req.Mesh+"/"+req.Name)
-	a.log.Info("dataplane token issued through the admin API", "mesh", req.Mesh, "dataplane", req.Name)
+	a.log.Info("dataplane token issued through the admin API", secretsource.LogMesh, req.Mesh, sds.LogDataplane, req.Name)
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = io.WriteString(w, raw)
 }

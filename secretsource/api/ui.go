@@ -90,7 +90,7 @@ func (a *API) statusPage(w http.ResponseWriter, r *http.Request) {
 	}
 	var buf bytes.Buffer
 	if err := uiTemplate.Execute(&buf, d); err != nil {
-		a.log.Error("rendering the status page", "err", err)
+		a.log.Error("rendering the status page", secretsource.LogErr, err)
 		writeError(w, http.StatusInternalServerError, "Internal error", "the status page could not be rendered; see the server log", nil)
 		return
 	}
