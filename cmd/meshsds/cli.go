@@ -44,10 +44,12 @@ func newApplyCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|-",
 		Short: "Create or update Secrets and Meshes from YAML or JSON (several documents allowed)",
-		Example: `  echo "type: Secret
+		Example: `  meshsds apply -f examples/secrets/mesh.yaml
+  echo "type: Secret
   mesh: default
   name: sample-secret
-  data: dGVzdAo=" | meshsds apply -f -`,
+  data: dGVzdAo=" | meshsds apply -f -
+  kubectl get secret -n kuma-system -l kuma.io/mesh=default -o yaml | meshsds apply -f -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
@@ -98,6 +100,7 @@ func newApplyCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "file to apply, or - for standard input")
+	mustRegister(cmd, "file", manifestFiles)
 	addClientFlags(cmd, &cc)
 	return cmd
 }
@@ -154,9 +157,12 @@ func newGetCommand() *cobra.Command {
 		Use:   "get meshes|secrets|mesh NAME|secret NAME",
 		Short: "Show Meshes and Secrets",
 		Example: `  meshsds get meshes
-  meshsds get secrets -m default -o yaml
-  meshsds get secret ca-cert -m default -o yaml`,
-		Args: cobra.RangeArgs(1, 2),
+  meshsds get mesh default -o yaml
+  meshsds get secrets -m default
+  meshsds get secret ca-cert -m default -o json
+  meshsds get meshes --control-plane prod`,
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: completeResource(&cc, &mesh, "meshes", "secrets", "mesh", "secret"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "table" && output != "yaml" && output != "json" {
 				return fmt.Errorf("-o must be table, yaml or json, not %q", output)
@@ -220,6 +226,8 @@ func newGetCommand() *cobra.Command {
 	cmd.Flags().StringVarP(&mesh, "mesh", "m", "", "mesh of the secrets (default: every mesh; for one secret: default)")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
 	addClientFlags(cmd, &cc)
+	mustRegister(cmd, "mesh", completeMeshes(&cc))
+	mustRegister(cmd, "output", fixedCompletion("table", "yaml", "json"))
 	return cmd
 }
 
@@ -276,7 +284,10 @@ func newDeleteCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delete secret NAME -m MESH | delete mesh NAME",
 		Short: "Delete a Secret or a Mesh",
-		Args:  cobra.ExactArgs(2),
+		Example: `  meshsds delete secret sample-secret -m default
+  meshsds delete mesh staging`,
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: completeResource(&cc, &mesh, "secret", "mesh"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cc.client()
 			if err != nil {
@@ -309,6 +320,7 @@ func newDeleteCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&mesh, "mesh", "m", "", "mesh of the secret (default \"default\")")
 	addClientFlags(cmd, &cc)
+	mustRegister(cmd, "mesh", completeMeshes(&cc))
 	return cmd
 }
 
@@ -338,7 +350,9 @@ func newInspectCommand() *cobra.Command {
 	dps := &cobra.Command{
 		Use:   "dataplanes",
 		Short: "List the connected data planes, their streams, certificates and last ACK/NACK",
-		Args:  cobra.NoArgs,
+		Example: `  meshsds inspect dataplanes
+  meshsds inspect dataplanes -o json | jq '.items[] | select(.mesh == "default") | .name'`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := cc.client()
 			if err != nil {
@@ -385,6 +399,7 @@ func newInspectCommand() *cobra.Command {
 		},
 	}
 	dps.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
+	mustRegister(dps, "output", fixedCompletion("table", "yaml", "json"))
 	cmd.AddCommand(dps)
 	addClientFlags(cmd, &cc)
 	return cmd
