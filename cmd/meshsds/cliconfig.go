@@ -89,7 +89,9 @@ func decodeCLIConfig(data []byte) (*cliConfig, error) {
 	}
 	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
-		return nil, fmt.Errorf("invalid YAML: %w", err)
+		// yaml lists its errors on indented lines; one line reads better
+		// after "CLI config file PATH: ".
+		return nil, fmt.Errorf("invalid YAML: %s", strings.Join(strings.Fields(err.Error()), " "))
 	}
 	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
 		return cfg, nil // only comments
@@ -98,6 +100,9 @@ func decodeCLIConfig(data []byte) (*cliConfig, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(cfg); err != nil {
 		return nil, explainJSONError(err)
+	}
+	if len(cfg.ControlPlanes) == 0 {
+		cfg.ControlPlanes = nil // "controlPlanes: []" is no control plane, as a missing key is
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -160,7 +165,14 @@ func (c *cliConfig) validate() error {
 			errs = append(errs, fmt.Errorf("current: %q is not the name of a control plane in controlPlanes", c.Current))
 		}
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }
 
 // checkAPIURL checks the form of an admin API URL.
@@ -169,7 +181,15 @@ func checkAPIURL(raw string) error {
 		return errors.New("cannot be empty")
 	}
 	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+	switch {
+	case err != nil && strings.Contains(raw, "@"):
+		return errors.New("must be http://host:port or https://host:port: it is not a URL") // and may hold a password
+	case err != nil:
+		return fmt.Errorf("%q must be http://host:port or https://host:port", raw)
+	case u.User != nil:
+		// Never echo it: it may hold a password.
+		return errors.New("must not hold a user or password: the admin API authenticates clients by certificate")
+	case (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "":
 		return fmt.Errorf("%q must be http://host:port or https://host:port (a path prefix is allowed)", raw)
 	}
 	return nil

@@ -51,7 +51,7 @@ func addClientFlags(cmd *cobra.Command, c *clientConfig) {
 	f.StringVar(&c.clientKeyFile, "client-key-file", "", "key of --client-cert-file (env "+envClientKeyFile+")")
 	f.StringVar(&c.caCertFile, "ca-cert-file", "", "CA that signed the admin API's server certificate (env "+envCACertFile+")")
 	f.StringVar(&c.controlPlane, "control-plane", "", "use this control plane of the CLI config file instead of its current one")
-	mustRegister(cmd, "control-plane", completeControlPlanes(os.Getenv))
+	mustRegister(cmd, "control-plane", completeControlPlanes(os.Getenv, false))
 	mustRegister(cmd, "api-url", cobra.NoFileCompletions)
 }
 

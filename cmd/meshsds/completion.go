@@ -191,10 +191,12 @@ func completeResource(cc *clientConfig, mesh *string, kinds ...string) cobra.Com
 }
 
 // completeControlPlanes completes the name of a control plane of the CLI
-// config file. Reading a local file is cheap, so this always works offline.
-func completeControlPlanes(getenv func(string) string) cobra.CompletionFunc {
+// config file: the one argument of "config use" and "config remove", or the
+// value of --control-plane (whatever the arguments). Reading a local file is
+// cheap, so this works offline.
+func completeControlPlanes(getenv func(string) string, asArgument bool) cobra.CompletionFunc {
 	return func(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		if len(args) > 0 {
+		if asArgument && len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 		path, err := cliConfigPath(getenv)
@@ -207,7 +209,7 @@ func completeControlPlanes(getenv func(string) string) cobra.CompletionFunc {
 		}
 		var out []string
 		for _, cp := range cfg.ControlPlanes {
-			out = append(out, cp.Name+"\t"+cp.URL)
+			out = append(out, cobra.CompletionWithDesc(cp.Name, cp.URL))
 		}
 		return out, cobra.ShellCompDirectiveNoFileComp
 	}

@@ -177,7 +177,7 @@ func newConfigUseCommand() *cobra.Command {
 		Example: `  meshsds config use prod
   meshsds get meshes          # now asks prod's admin API`,
 		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: completeControlPlanes(os.Getenv),
+		ValidArgsFunction: completeControlPlanes(os.Getenv, true),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path, cfg, err := configFile()
 			if err != nil {
@@ -249,7 +249,7 @@ func newConfigRemoveCommand() *cobra.Command {
 		Short:             "Remove a control plane from the CLI config file",
 		Example:           `  meshsds config remove staging`,
 		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: completeControlPlanes(os.Getenv),
+		ValidArgsFunction: completeControlPlanes(os.Getenv, true),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path, cfg, err := configFile()
 			if err != nil {
