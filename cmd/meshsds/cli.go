@@ -44,12 +44,9 @@ func newApplyCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|-",
 		Short: "Create or update Secrets and Meshes from YAML or JSON (several documents allowed)",
-		Example: `  meshsds apply -f examples/secrets/mesh.yaml
-  echo "type: Secret
-  mesh: default
-  name: sample-secret
-  data: dGVzdAo=" | meshsds apply -f -
-  kubectl get secret -n kuma-system -l kuma.io/mesh=default -o yaml | meshsds apply -f -`,
+		Example: `  meshsds apply -f payments.yaml    # several documents separated by ---; Secrets are applied first
+  printf 'type: Secret\nmesh: default\nname: sample-secret\ndata: dGVzdAo=\n' | meshsds apply -f -
+  printf 'type: Mesh\nname: payments\nmtls:\n  backends:\n  - name: ca-1\n    type: builtin\n' | meshsds apply -f -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {

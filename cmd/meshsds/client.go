@@ -46,7 +46,7 @@ const (
 func addClientFlags(cmd *cobra.Command, c *clientConfig) {
 	f := cmd.PersistentFlags()
 	c.flags = f
-	f.StringVar(&c.apiURL, "api-url", defaultAPIURL, "admin API URL; when not given: $"+envAPIURL+", else the current control plane of the CLI config file (meshsds config --help)")
+	f.StringVar(&c.apiURL, "api-url", defaultAPIURL, "admin API URL (else $"+envAPIURL+", else the current control plane of the CLI config file: meshsds config --help)")
 	f.StringVar(&c.clientCertFile, "client-cert-file", "", "client certificate for an https admin API (env "+envClientCertFile+")")
 	f.StringVar(&c.clientKeyFile, "client-key-file", "", "key of --client-cert-file (env "+envClientKeyFile+")")
 	f.StringVar(&c.caCertFile, "ca-cert-file", "", "CA that signed the admin API's server certificate (env "+envCACertFile+")")

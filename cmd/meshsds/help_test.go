@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -44,6 +45,73 @@ func TestEveryCommandHasAnExample(t *testing.T) {
 	} {
 		require.Contains(t, runnable, want)
 	}
+}
+
+// TestExamplesUseRealFlags parses the meshsds invocation of every example
+// line (backslash continuations joined; pipes, redirections, comments and
+// process substitution around it ignored) against the command tree, so an
+// example cannot keep a renamed flag or a wrong number of arguments.
+func TestExamplesUseRealFlags(t *testing.T) {
+	invocation := regexp.MustCompile(`(?:^|[\s(|])meshsds\s+([^|)<>;#]*)`)
+	checked := 0
+	walk(newRootCommand(), func(c *cobra.Command) {
+		text := strings.ReplaceAll(c.Example, "\\\n", " ")
+		for _, line := range strings.Split(text, "\n") {
+			line = strings.TrimSpace(line)
+			if strings.HasPrefix(line, "#") {
+				continue
+			}
+			for _, m := range invocation.FindAllStringSubmatch(line, -1) {
+				args := shellWords(t, m[1])
+				t.Run(c.CommandPath()+": meshsds "+strings.Join(args, " "), func(t *testing.T) {
+					// A fresh tree: parsing sets flags.
+					cmd, rest, err := newRootCommand().Find(args)
+					require.NoError(t, err)
+					require.NoError(t, cmd.ParseFlags(rest))
+					require.NoError(t, cmd.ValidateArgs(cmd.Flags().Args()))
+					require.NoError(t, cmd.ValidateRequiredFlags())
+				})
+				checked++
+			}
+		}
+	})
+	require.Greater(t, checked, 30)
+}
+
+// shellWords splits s as a POSIX shell would for plain words and single or
+// double quotes, which is all the examples use.
+func shellWords(t *testing.T, s string) []string {
+	t.Helper()
+	var (
+		words []string
+		cur   strings.Builder
+		quote rune
+		in    bool
+	)
+	for _, r := range s {
+		switch {
+		case quote != 0 && r == quote:
+			quote = 0
+		case quote != 0:
+			cur.WriteRune(r)
+		case r == '\'' || r == '"':
+			quote, in = r, true
+		case r == ' ' || r == '\t':
+			if in {
+				words = append(words, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteRune(r)
+			in = true
+		}
+	}
+	require.Zero(t, quote, "unclosed quote in %q", s)
+	if in {
+		words = append(words, cur.String())
+	}
+	return words
 }
 
 func TestHelpShowsExamples(t *testing.T) {
