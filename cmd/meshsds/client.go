@@ -68,9 +68,9 @@ type connection struct {
 }
 
 // resolve combines the flags, the environment and the CLI config file into
-// one connection. The URL is --api-url if given, else $MESHSDS_API_URL, else
-// the control plane --control-plane names, else the config file's current
-// one, else the default. The certificate files of a control plane are used
+// one connection. The URL is --api-url or the control plane --control-plane
+// names (flags, one or the other), else $MESHSDS_API_URL, else the config
+// file's current control plane, else the default. The certificate files of a control plane are used
 // only with its URL, and a flag or variable for one of them wins over the
 // file's. The config file is read only when its URL is the one used, so a
 // broken file does not stand in the way of --api-url.

@@ -30,9 +30,9 @@ The file is ~/.meshsds/config.yaml, or the path in MESHSDS_CONFIG. It holds
 references to certificate and key files, not their content, and is written
 with mode 0600.
 
-Which admin API a verb calls: --api-url if given, else MESHSDS_API_URL, else
-the control plane named by --control-plane, else the current control plane,
-else http://127.0.0.1:5681. --ca-cert-file, --client-cert-file and
+Which admin API a verb calls: --api-url, or the control plane named by
+--control-plane, if given; else MESHSDS_API_URL; else the current control
+plane; else http://127.0.0.1:5681. --ca-cert-file, --client-cert-file and
 --client-key-file (or MESHSDS_CA_CERT_FILE, MESHSDS_CLIENT_CERT_FILE,
 MESHSDS_CLIENT_KEY_FILE) override the control plane's files.`,
 	}
