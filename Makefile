@@ -5,7 +5,7 @@ GOFUMPT   := mvdan.cc/gofumpt@v0.12.0
 STATICCHK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME  ?= 20s
 
-.PHONY: all build test e2e tools kube-tools envoy-tools fmt lint fuzz bench bench-go bench-load bench-envoy run example-ca token docker clean
+.PHONY: all build test e2e tools kube-tools envoy-tools fmt lint fuzz bench bench-go bench-load bench-replicas bench-envoy run example-ca token docker clean
 
 all: build
 
@@ -87,6 +87,16 @@ BENCH_DATAPLANES ?= 1000,10000
 bench-load: build
 	$(GO) build -trimpath -o bin/meshsds-load ./cmd/meshsds-load
 	bin/meshsds-load bench --meshsds $(BIN) --dataplanes $(BENCH_DATAPLANES) $(BENCH_FLAGS)
+	MESHSDS_BENCH_REPLICAS=$(BENCH_REPLICA_DATAPLANES) MESHSDS_BENCH_MESHSDS=$(CURDIR)/$(BIN) MESHSDS_BENCH_LOAD=$(CURDIR)/bin/meshsds-load \
+		$(GO) test -count=1 -v -timeout 20m -run '^TestBenchReplicas$$' ./internal/loadgen/
+
+## bench-replicas: only the replicas row of bench-load: three servers sharing
+## a throwaway PostgreSQL (pgtest), the fleet spread over them.
+BENCH_REPLICA_DATAPLANES ?= 10000
+bench-replicas: build
+	$(GO) build -trimpath -o bin/meshsds-load ./cmd/meshsds-load
+	MESHSDS_BENCH_REPLICAS=$(BENCH_REPLICA_DATAPLANES) MESHSDS_BENCH_MESHSDS=$(CURDIR)/$(BIN) MESHSDS_BENCH_LOAD=$(CURDIR)/bin/meshsds-load \
+		$(GO) test -count=1 -v -timeout 20m -run '^TestBenchReplicas$$' ./internal/loadgen/
 
 ## bench-envoy: ENVOY_BENCH_N real Envoys (envoy-tools) against a fresh
 ## server, then the load generator with as many data planes, in one run:

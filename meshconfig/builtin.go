@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/meshsds/meshsds/meshconfig/pki"
@@ -58,6 +59,20 @@ func ParseBuiltinConfig(raw json.RawMessage) (*BuiltinConfig, error) {
 // backend: "{mesh}.ca-builtin-cert-{backend}" and "{mesh}.ca-builtin-key-{backend}".
 func BuiltinSecretNames(mesh, backend string) (cert, key string) {
 	return mesh + ".ca-builtin-cert-" + backend, mesh + ".ca-builtin-key-" + backend
+}
+
+// IsBuiltinSecretName reports whether name is one of the Secrets of a
+// builtin CA of mesh, whatever its backend.
+func IsBuiltinSecretName(mesh, name string) bool {
+	rest, ok := strings.CutPrefix(name, mesh+".ca-builtin-")
+	if !ok {
+		return false
+	}
+	backend, ok := strings.CutPrefix(rest, "cert-")
+	if !ok {
+		backend, ok = strings.CutPrefix(rest, "key-")
+	}
+	return ok && backend != ""
 }
 
 // GenerateBuiltinKey makes the private key of a builtin CA, as PKCS#8 PEM.

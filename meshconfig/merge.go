@@ -31,7 +31,8 @@ type Conflict struct {
 // define the same Mesh, or the same Secret (same mesh and name; global
 // secrets have an empty mesh), the view that comes first in views wins and
 // each other definition is reported as a Conflict, even when the contents are
-// equal. Conflicts are sorted by kind, mesh and name, then by the loser's
+// equal. Revocation Secrets are the exception: their lists are joined, so
+// that a revocation written anywhere counts. Conflicts are sorted by kind, mesh and name, then by the loser's
 // position in views. Resources are shared, not copied; the returned maps are
 // never nil.
 func Merge(views []NamedView) (Resources, []Conflict) {
@@ -49,6 +50,17 @@ func Merge(views []NamedView) (Resources, []Conflict) {
 			out.Meshes[name] = m
 		}
 		for key, s := range v.Resources.Secrets {
+			if IsRevocationSecret(key) {
+				// Revocations add up: a token revoked in any source is
+				// revoked, whoever else lists the same Secret.
+				if prev, taken := out.Secrets[key]; taken {
+					joined := append(append(append([]byte(nil), prev.Data...), '\n'), s.Data...)
+					out.Secrets[key] = &Secret{Mesh: key.Mesh, Name: key.Name, Data: joined}
+					continue
+				}
+				out.Secrets[key] = s
+				continue
+			}
 			if owner, taken := secretOwner[key]; taken {
 				conflicts = append(conflicts, Conflict{Kind: KindSecret, Mesh: key.Mesh, Name: key.Name, Winner: owner, Loser: v.Source})
 				continue

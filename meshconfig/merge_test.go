@@ -63,3 +63,26 @@ func TestMergeEmpty(t *testing.T) {
 	require.NotNil(t, got.Secrets)
 	require.Empty(t, conflicts)
 }
+
+// TestRevocationsAddUp: a revocation Secret defined by two sources is not a
+// conflict whose loser is dropped: both lists count, so a revocation
+// written through the API is not silently ignored because a file lists
+// others; and the short name works for any mesh.
+func TestRevocationsAddUp(t *testing.T) {
+	long := "meshwithalongname"
+	views := []NamedView{
+		{Source: "file", Resources: Resources{Secrets: secretMap(
+			&Secret{Mesh: "default", Name: "dataplane-token-revocations-default", Data: []byte("tok-file")},
+		)}},
+		{Source: "api", Resources: Resources{Secrets: secretMap(
+			&Secret{Mesh: "default", Name: "dataplane-token-revocations-default", Data: []byte("tok-api")},
+			&Secret{Mesh: "default", Name: "dataplane-token-revocations", Data: []byte("tok-short")},
+			&Secret{Mesh: long, Name: "dataplane-token-revocations", Data: []byte("tok-long")},
+		)}},
+	}
+	merged, conflicts := Merge(views)
+	require.Empty(t, conflicts)
+	require.Equal(t, map[string]struct{}{"tok-file": {}, "tok-api": {}, "tok-short": {}}, revocations("default", merged.Secrets))
+	require.Equal(t, map[string]struct{}{"tok-long": {}}, revocations(long, merged.Secrets))
+	require.Empty(t, revocations("other", merged.Secrets))
+}

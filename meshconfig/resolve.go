@@ -169,11 +169,15 @@ func meshesHolding(name string, secrets map[SecretKey]*Secret) []string {
 
 // revocations returns the revoked token ids of mesh; never nil.
 func revocations(mesh string, secrets map[SecretKey]*Secret) map[string]struct{} {
-	s, ok := secrets[SecretKey{Mesh: mesh, Name: RevocationSecretPrefix + mesh}]
-	if !ok {
-		return map[string]struct{}{}
+	out := map[string]struct{}{}
+	for _, name := range []string{RevocationSecretPrefix + mesh, RevocationSecretName} {
+		if s, ok := secrets[SecretKey{Mesh: mesh, Name: name}]; ok {
+			for id := range ParseRevocations(s.Data) {
+				out[id] = struct{}{}
+			}
+		}
 	}
-	return ParseRevocations(s.Data)
+	return out
 }
 
 // ParseRevocations reads the dataplane token ids listed in a revocation

@@ -37,6 +37,18 @@ const DefaultMaxSecretSize = 1 << 20
 // dataplane token ids of a mesh: "dataplane-token-revocations-<mesh>".
 const RevocationSecretPrefix = "dataplane-token-revocations-"
 
+// RevocationSecretName is the revocation Secret every mesh may also use,
+// whatever the length of its name: "dataplane-token-revocations" (the
+// name with the mesh appended would not fit 253 characters for meshes
+// longer than 225).
+const RevocationSecretName = "dataplane-token-revocations"
+
+// IsRevocationSecret reports whether key names a revocation Secret of its
+// mesh.
+func IsRevocationSecret(key SecretKey) bool {
+	return key.Mesh != "" && (key.Name == RevocationSecretName || key.Name == RevocationSecretPrefix+key.Mesh)
+}
+
 // Secret is a named, opaque payload. A Secret belongs to one mesh; a global
 // secret (used internally, e.g. for the token signing key) has Global set and
 // an empty Mesh.

@@ -23,6 +23,16 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, node *corev3.Node) (*Identity, error)
 }
 
+// Prechecker is an Authenticator that can refuse a stream from its
+// metadata alone, before its first request is read: nothing unauthenticated
+// then reaches the server beyond the request headers. It is called from
+// many goroutines at once and must be quick. It returns an *AuthError.
+type Prechecker interface {
+	Precheck(ctx context.Context) error
+}
+
+var _ Prechecker = (*TokenAuthenticator)(nil)
+
 // AuthError is a refused authentication: a gRPC code, a short message for the
 // client and a bounded reason for metrics.
 type AuthError struct {
@@ -89,8 +99,15 @@ func (a *TokenAuthenticator) verify(raw string, now time.Time) (*token.Claims, e
 
 var _ Authenticator = (*TokenAuthenticator)(nil)
 
-// Authenticate implements Authenticator.
-func (a *TokenAuthenticator) Authenticate(ctx context.Context, node *corev3.Node) (*Identity, error) {
+// Precheck implements Prechecker: the stream must carry a valid dataplane
+// token, whichever node it turns out to be for.
+func (a *TokenAuthenticator) Precheck(ctx context.Context) error {
+	_, err := a.claims(ctx)
+	return err
+}
+
+// claims verifies the dataplane token of ctx's metadata.
+func (a *TokenAuthenticator) claims(ctx context.Context) (*token.Claims, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
 	if len(vals) == 0 || vals[0] == "" {
@@ -103,6 +120,15 @@ func (a *TokenAuthenticator) Authenticate(ctx context.Context, node *corev3.Node
 	claims, err := a.verify(raw, a.Now())
 	if err != nil {
 		return nil, &AuthError{codes.Unauthenticated, token.Reason(err), "invalid dataplane token: " + shortTokenError(err)}
+	}
+	return claims, nil
+}
+
+// Authenticate implements Authenticator.
+func (a *TokenAuthenticator) Authenticate(ctx context.Context, node *corev3.Node) (*Identity, error) {
+	claims, err := a.claims(ctx)
+	if err != nil {
+		return nil, err
 	}
 	if node.GetId() == "" {
 		return nil, &AuthError{codes.InvalidArgument, "missing_node", "the first request must carry node.id \"<mesh>.<name>\""}

@@ -195,6 +195,39 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 	return &discoveryv3.DiscoveryResponse{VersionInfo: resp.Version(), Resources: resources, TypeUrl: xds.TypeSecret}, nil
 }
 
+// PublicMethods are the methods of the SDS port served without a
+// credential: health checks and reflection. They authenticate nothing.
+var PublicMethods = []string{
+	"/grpc.health.v1.Health/Check",
+	"/grpc.health.v1.Health/Watch",
+	"/grpc.health.v1.Health/List",
+	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+}
+
+// Authorize refuses, when its headers arrive and before any of its body is
+// read, a stream of an SDS or ADS method that carries no valid credential
+// (when the Authenticator is a Prechecker): it is the transports' header
+// hook (grpclite's Authorize, grpc-go's tap handle). The refusal is counted
+// by reason; it is logged at debug level only, as anyone can cause it.
+func (s *Server) Authorize(ctx context.Context, _ string) error {
+	pc, ok := s.auth.(Prechecker)
+	if !ok {
+		return nil
+	}
+	err := pc.Precheck(ctx)
+	if err == nil {
+		return nil
+	}
+	var ae *AuthError
+	if !errors.As(err, &ae) {
+		ae = &AuthError{Code: codes.Unauthenticated, Reason: "other", Msg: "authentication failed"}
+	}
+	s.metrics.authFailures.WithLabelValues(ae.Reason).Inc()
+	s.log.Debug("refused a stream at its headers", "reason", ae.Reason, LogErr, err)
+	return ae
+}
+
 // authenticate runs the Authenticator and counts and logs a refusal.
 func (s *Server) authenticate(ctx context.Context, node *corev3.Node, api xds.API) (*Identity, error) {
 	id, err := s.auth.Authenticate(ctx, node)

@@ -212,11 +212,15 @@ type MeshStatus struct {
 	// Phase of a CA change: steady, trust-new-ca or reissue.
 	Phase string    `json:"phase"`
 	Since time.Time `json:"since,omitzero"`
-	// Waiting counts the streams the current phase still waits for.
-	Waiting   int       `json:"waiting,omitempty"`
-	SigningCA string    `json:"signingCA,omitempty"`
-	TrustedCA []string  `json:"trustedCAs,omitempty"`
-	CAExpiry  time.Time `json:"caExpiry,omitzero"`
-	Warning   string    `json:"warning,omitempty"`
-	Error     string    `json:"error,omitempty"`
+	// Waiting counts the streams of this replica the current phase still
+	// waits for.
+	Waiting int `json:"waiting,omitempty"`
+	// WaitingReplicas names the replicas the current phase still waits
+	// for, when several replicas go through the change together.
+	WaitingReplicas []string  `json:"waitingReplicas,omitempty"`
+	SigningCA       string    `json:"signingCA,omitempty"`
+	TrustedCA       []string  `json:"trustedCAs,omitempty"`
+	CAExpiry        time.Time `json:"caExpiry,omitzero"`
+	Warning         string    `json:"warning,omitempty"`
+	Error           string    `json:"error,omitempty"`
 }

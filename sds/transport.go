@@ -3,15 +3,19 @@ package sds
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the codec wrapped by GRPCCodec
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshsds/meshsds/internal/grpclite"
@@ -22,6 +26,16 @@ import (
 // grpclite (the default: one goroutine per connection, none per waiting
 // stream) and grpc-go's server (a goroutine per stream and three per
 // connection; a way around any transport bug of our own).
+
+// A grpclite stream holds back its flow-control window while the protocol
+// has requests of it queued unhandled (xds.Events finds it by these
+// methods): a client that never reads cannot have a stream queue more than
+// was in flight, and the queued requests count toward the connection's
+// MaxConnBuffered.
+var _ interface {
+	Hold(n int)
+	Release(n int)
+} = (*grpclite.Stream)(nil)
 
 // RegisterGRPCLite adds the SDS and ADS services to r: FetchSecrets and the
 // service descriptions (for reflection) as generated, the four streaming
@@ -139,3 +153,68 @@ func (g *grpcStream) Close(err error) {
 		close(g.done)
 	})
 }
+
+// GRPCConnStats counts the connections of a grpc-go SDS port under the
+// names grpclite uses (meshsds_sds_connections and
+// meshsds_sds_connections_closed_total), so that dashboards read the same
+// on either transport. grpc-go does not say why a connection ended: an end
+// is "server" once Stopping was called, "client" before.
+type GRPCConnStats struct {
+	conns    prometheus.Gauge
+	closed   *prometheus.CounterVec
+	stopping atomic.Bool
+}
+
+var _ stats.Handler = (*GRPCConnStats)(nil)
+
+// NewGRPCConnStats creates the metrics and registers them with reg (nil:
+// kept but not exported).
+func NewGRPCConnStats(reg prometheus.Registerer) (*GRPCConnStats, error) {
+	s := &GRPCConnStats{
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshsds_sds_connections", Help: "Open HTTP/2 connections on the SDS port.",
+		}),
+		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshsds_sds_connections_closed_total",
+			Help: "Connections on the SDS port that ended, by reason (with --sds-transport grpc-go: client or server).",
+		}, []string{"reason"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{s.conns, s.closed} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("registering transport metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Stopping marks the connections that end from now on as ended by the
+// server.
+func (s *GRPCConnStats) Stopping() { s.stopping.Store(true) }
+
+// TagConn implements stats.Handler.
+func (s *GRPCConnStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+
+// HandleConn implements stats.Handler.
+func (s *GRPCConnStats) HandleConn(_ context.Context, st stats.ConnStats) {
+	switch st.(type) {
+	case *stats.ConnBegin:
+		s.conns.Inc()
+	case *stats.ConnEnd:
+		s.conns.Dec()
+		reason := "client"
+		if s.stopping.Load() {
+			reason = "server"
+		}
+		s.closed.WithLabelValues(reason).Inc()
+	}
+}
+
+// TagRPC implements stats.Handler.
+func (s *GRPCConnStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+
+// HandleRPC implements stats.Handler.
+func (s *GRPCConnStats) HandleRPC(context.Context, stats.RPCStats) {}

@@ -1,6 +1,9 @@
-// Package secretsource holds what every secret source shares: the metrics
-// each keeps under its own source name. The sources themselves live in the
-// sub-packages file, api and kube.
+// Package secretsource holds what every secret source shares: the Source
+// interface, one debouncer, the metrics each source keeps under its own name
+// and the log keys. The sources live in the sub-packages file (a watched
+// directory), kube (the Kubernetes API) and store (the admin API's durable
+// store); reconcile merges what they publish and feeds the SDS state; api is
+// the admin HTTP API, which writes to the store.
 package secretsource
 
 import (

@@ -149,7 +149,10 @@ none are sent with --auth none.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Fleet.Addr, "addr", "127.0.0.1:5677", "SDS address of meshsds")
+	f.StringVar(&cfg.Fleet.Addr, "sds-address", "127.0.0.1:5677", "SDS address of meshsds, or of several replicas separated by commas: the data planes are spread over them in turn")
+	f.StringVar(&cfg.Fleet.Addr, "addr", "127.0.0.1:5677", "")
+	_ = f.MarkDeprecated("addr", "use --sds-address")
+	f.StringVar(&cfg.AdminURL, "admin-url", "", "make the changes through this admin API (the Secrets ca-cert and ca-key of --mesh) rather than the files of --mesh-dir, which then only keeps the CA's keys")
 	f.IntVar(&cfg.Fleet.DataPlanes, "dataplanes", 1000, "how many Envoys to simulate, each its own connection")
 	f.StringVar(&cfg.Fleet.Mesh, "mesh", "default", "mesh of the data planes (node ids <mesh>.<prefix><i>)")
 	f.StringVar(&cfg.Fleet.Prefix, "prefix", "dp-", "name prefix of the data planes")
@@ -224,9 +227,10 @@ data directory (meshsds adopts it), for run --signing-key.`,
 
 func benchCommand() *cobra.Command {
 	var (
-		cfg     loadgen.BenchConfig
-		api     string
-		jsonOut string
+		cfg         loadgen.BenchConfig
+		api         string
+		jsonOut     string
+		postgresURL string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -253,6 +257,12 @@ nothing changing, rotate the CA, and print one Markdown table.`,
 				return err
 			}
 			cfg.Log = cmd.ErrOrStderr()
+			if cfg.Replicas > 1 {
+				if postgresURL == "" || len(cfg.DataPlanes) != 1 {
+					return errors.New("--replicas needs --postgres-url, an empty database, and one --dataplanes size")
+				}
+				cfg.NewDatabase = func() (string, error) { return postgresURL, nil }
+			}
 			rows, err := loadgen.Bench(cmd.Context(), cfg)
 			if len(rows) > 0 {
 				loadgen.PrintTable(cmd.OutOrStdout(), rows)
@@ -278,6 +288,8 @@ nothing changing, rotate the CA, and print one Markdown table.`,
 	f.StringVar(&jsonOut, "json-out", "", "also write the rows as JSON to this file")
 	f.IntVar(&cfg.Concurrency, "concurrency", 2000, "data planes connecting at once (dialed and not yet holding both secrets)")
 	f.StringVar(&cfg.Client, "client", loadgen.ClientH2, "gRPC client of the load generator: h2 or grpc-go")
+	f.IntVar(&cfg.Replicas, "replicas", 1, "run this many servers sharing --postgres-url, the fleet spread over them, the changes made through the first one's admin API")
+	f.StringVar(&postgresURL, "postgres-url", "", "an empty PostgreSQL database for --replicas (then one fleet size only)")
 	f.BoolVar(&cfg.TraceRotation, "trace-rotation", false, "with --profile-dir: an execution trace of the rotation instead of its CPU profile")
 	return cmd
 }

@@ -1,94 +1,51 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"fmt"
-	"log/slog"
-	"net"
-	"net/http"
-	"os"
-	"path/filepath"
-	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshsds/meshsds/cmd/meshsds/daemon"
 )
 
-// adminTLSListener opens the remote admin endpoint: HTTPS whose clients must
-// present a certificate from one of the CAs in --admin-client-certs-dir.
-func adminTLSListener(cfg *serveConfig, h http.Handler, log *slog.Logger) (listener, error) {
-	certs := &certReloader{certFile: cfg.adminTLSCert, keyFile: cfg.adminTLSKey}
-	if _, err := certs.get(); err != nil {
-		return listener{}, fmt.Errorf("--admin-tls-cert/--admin-tls-key: %w", err)
-	}
-	pool, n, err := loadClientCAs(cfg.adminClientCertsDir)
-	if err != nil {
-		return listener{}, err
-	}
-	log.Info("remote admin access enabled", "address", cfg.adminTLSAddress, "client_cas", n)
-	tc := &tls.Config{
-		GetCertificate: certs.getCertificate(log, "admin"),
-		MinVersion:     tls.VersionTLS12,
-		// The certificate is checked in requireClientCert, so that a missing
-		// or untrusted one gets a clear 401/403 instead of a failed handshake.
-		ClientAuth: tls.RequestClientCert,
-	}
-	lis, err := net.Listen("tcp", cfg.adminTLSAddress)
-	if err != nil {
-		return listener{}, fmt.Errorf("--admin-tls-address: %w", err)
-	}
-	return listener{name: "admin_tls", lis: tls.NewListener(lis, tc), http: &http.Server{
-		Handler: requireClientCert(pool, h, log), ReadHeaderTimeout: 10 * time.Second,
-	}}, nil
+func newAdminCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "admin", Short: "Maintain a server's store"}
+	cmd.AddCommand(newRotateEncryptionKeyCommand())
+	return cmd
 }
 
-// loadClientCAs reads every *.pem file of dir into a pool.
-func loadClientCAs(dir string) (*x509.CertPool, int, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*.pem"))
-	if err != nil {
-		return nil, 0, err
-	}
-	pool := x509.NewCertPool()
-	n := 0
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, 0, fmt.Errorf("--admin-client-certs-dir: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(data) {
-			return nil, 0, fmt.Errorf("--admin-client-certs-dir: %s holds no PEM certificate", f)
-		}
-		n++
-	}
-	if n == 0 {
-		return nil, 0, fmt.Errorf("--admin-client-certs-dir %s holds no *.pem file: no client could ever connect", dir)
-	}
-	return pool, n, nil
-}
+func newRotateEncryptionKeyCommand() *cobra.Command {
+	var dataDir, pgURL, keyFile string
+	cmd := &cobra.Command{
+		Use:   "rotate-encryption-key",
+		Short: "Re-encrypt every record of a store with the first key of --encryption-key-file",
+		Long: `Re-encrypt, online, every record of a server's store (the embedded store of
+--data-dir, or PostgreSQL with --postgres-url) that is in plain text or
+encrypted with another key than the first of --encryption-key-file. Servers
+keep running: they read the key file again when it changes, and a record
+written meanwhile is read again before it is rewritten.
 
-// requireClientCert answers 401 without a client certificate and 403 with
-// one that does not chain to pool.
-func requireClientCert(pool *x509.CertPool, next http.Handler, log *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-			deny(w, http.StatusUnauthorized, "a client certificate is required for remote admin access")
-			return
-		}
-		inter := x509.NewCertPool()
-		for _, c := range r.TLS.PeerCertificates[1:] {
-			inter.AddCert(c)
-		}
-		leaf := r.TLS.PeerCertificates[0]
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-			log.Warn("refused admin client certificate", "subject", leaf.Subject.String(), "remote", r.RemoteAddr, "err", err)
-			deny(w, http.StatusForbidden, "the client certificate is not trusted by this server")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-func deny(w http.ResponseWriter, code int, details string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"title": http.StatusText(code), "details": details})
+To rotate: put a new key first in the key file (the servers then encrypt with
+it), run this, then remove the old key from the file.`,
+		Example: `  meshsds admin rotate-encryption-key --data-dir ./meshsds-data --encryption-key-file meshsds-keys
+  MESHSDS_POSTGRES_URL=postgres://meshsds@db/meshsds meshsds admin rotate-encryption-key \\
+    --postgres-url "$MESHSDS_POSTGRES_URL" --encryption-key-file /etc/meshsds/keys`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dataDir == "" && pgURL == "" {
+				dataDir = "./meshsds-data"
+			}
+			r, err := daemon.RotateEncryptionKey(cmd.Context(), dataDir, pgURL, keyFile)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "re-encrypted %d records; %d were encrypted with the first key already\\n", r.Reencrypted, r.Kept)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", "", "the server's --data-dir (embedded store; default ./meshsds-data)")
+	f.StringVar(&pgURL, "postgres-url", "", "the servers' PostgreSQL store")
+	f.StringVar(&keyFile, "encryption-key-file", "", "the key file; its first key encrypts")
+	return cmd
 }

@@ -15,13 +15,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshsds/meshsds/cmd/meshsds/daemon"
 	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/sds/token"
+	"github.com/meshsds/meshsds/secretsource/store"
 )
 
 func newGenerateCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "generate", Short: "Generate tokens and certificates"}
-	cmd.AddCommand(newGenerateTokenCommand(), newGenerateTLSCommand())
+	cmd.AddCommand(newGenerateTokenCommand(), newGenerateTLSCommand(), newGenerateEncryptionKeyCommand())
 	return cmd
 }
 
@@ -30,6 +32,7 @@ func newGenerateTokenCommand() *cobra.Command {
 		cc       clientConfig
 		dataDir  string
 		pgURL    string
+		keyFile  string
 		mesh     string
 		name     string
 		tags     []string
@@ -58,7 +61,7 @@ host. The token is printed on standard output.`,
 			}
 			var raw string
 			if dataDir != "" || pgURL != "" {
-				raw, err = offlineToken(cmd.Context(), dataDir, pgURL, token.Claims{Mesh: mesh, Name: name, Tags: parsed}, validFor)
+				raw, err = offlineToken(cmd.Context(), dataDir, pgURL, keyFile, token.Claims{Mesh: mesh, Name: name, Tags: parsed}, validFor)
 			} else {
 				raw, err = onlineToken(cmd.Context(), &cc, mesh, name, parsed, validFor)
 			}
@@ -72,6 +75,7 @@ host. The token is printed on standard output.`,
 	f := cmd.Flags()
 	f.StringVar(&dataDir, "data-dir", "", "sign offline with the key in this data directory instead of asking the admin API")
 	f.StringVar(&pgURL, "postgres-url", "", "sign offline with the key in this PostgreSQL store (servers run with --store postgres)")
+	f.StringVar(&keyFile, "encryption-key-file", "", "offline, the key file of a store encrypted at rest (the server's --encryption-key-file)")
 	f.StringVarP(&mesh, "mesh", "m", "", "mesh of the data plane")
 	f.StringVar(&name, "name", "", "name of the data plane (its node id is <mesh>.<name>)")
 	f.StringArrayVar(&tags, "tag", nil, "tag key=value (repeatable), e.g. kuma.io/service=web")
@@ -83,8 +87,8 @@ host. The token is printed on standard output.`,
 }
 
 // offlineToken signs with the key kept in a server's store.
-func offlineToken(ctx context.Context, dataDir, pgURL string, c token.Claims, validFor time.Duration) (string, error) {
-	key, closeFn, err := offlineSigningKey(ctx, dataDir, pgURL)
+func offlineToken(ctx context.Context, dataDir, pgURL, keyFile string, c token.Claims, validFor time.Duration) (string, error) {
+	key, closeFn, err := daemon.OfflineSigningKey(ctx, dataDir, pgURL, keyFile)
 	if err != nil {
 		return "", err
 	}
@@ -196,4 +200,32 @@ func selfSigned(kind string, hostnames []string, validFor time.Duration, now tim
 		return nil, nil, err
 	}
 	return kp.CertPEM, kp.KeyPEM, nil
+}
+
+func newGenerateEncryptionKeyCommand() *cobra.Command {
+	var id string
+	cmd := &cobra.Command{
+		Use:   "encryption-key",
+		Short: "Generate a key for --encryption-key-file (secrets encrypted at rest)",
+		Long: `Print a new key-encryption key, one line "ID:BASE64", for the file given to
+"meshsds serve --encryption-key-file". The file's first key encrypts, every
+key decrypts: to rotate, put a new key first, run
+"meshsds admin rotate-encryption-key", then remove the old one.`,
+		Example: `  umask 077; meshsds generate encryption-key --id 2026-12 > meshsds-keys
+  (meshsds generate encryption-key --id 2027-06; cat meshsds-keys) > keys.new && mv keys.new meshsds-keys`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if id == "" {
+				id = time.Now().UTC().Format("20060102-150405")
+			}
+			line, err := store.GenerateKeyLine(id)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), line)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&id, "id", "", "id of the key (default: the current UTC time)")
+	return cmd
 }

@@ -18,32 +18,8 @@ control plane of its config file ("meshsds config --help").`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	serve := newServeCommand()
-	if serve.Example == "" {
-		serve.Example = serveExample
-	}
-	root.AddCommand(serve, newApplyCommand(), newGetCommand(), newDeleteCommand(),
-		newInspectCommand(), newGenerateCommand(), newVersionCommand(), newConfigCommand(), newCompletionCommand())
+	root.AddCommand(newServeCommand(), newApplyCommand(), newGetCommand(), newDeleteCommand(),
+		newInspectCommand(), newGenerateCommand(), newAdminCommand(), newVersionCommand(),
+		newConfigCommand(), newCompletionCommand())
 	return root
 }
-
-// serveExample is the --help example of "meshsds serve". It is set here
-// rather than in serve.go while that file is being restructured; it belongs
-// in serveCommand once that settles.
-const serveExample = `  # Files only: watch a secrets directory, SDS on 127.0.0.1:5677
-  meshsds serve --secrets-dir ./secrets --data-dir ./meshsds-data
-
-  # SDS for remote data planes over TLS, JSON logs
-  meshsds serve --secrets-dir /etc/meshsds/secrets --sds-address 0.0.0.0:5677 \
-    --sds-tls-cert /etc/meshsds/sds.crt --sds-tls-key /etc/meshsds/sds.key --log-format json
-
-  # Remote admin API over HTTPS with client certificates
-  meshsds serve --secrets-dir ./secrets --admin-tls-address 0.0.0.0:5682 \
-    --admin-tls-cert admin.crt --admin-tls-key admin.key --admin-client-certs-dir ./clients
-
-  # In Kubernetes, several replicas sharing a PostgreSQL store
-  meshsds serve --kubernetes --namespace kuma-system --store postgres \
-    --postgres-url 'postgres://meshsds@db:5432/meshsds?sslmode=verify-full'
-
-  # Settings from a YAML file whose keys are the flag names
-  meshsds serve --config /etc/meshsds/meshsds.yaml`

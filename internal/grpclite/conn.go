@@ -31,6 +31,7 @@ var (
 	errConnClosed       = status.Error(codes.Unavailable, "connection closed")
 	errKeepaliveTimeout = errors.New("keepalive ping not answered")
 	errWriteTimeout     = errors.New("the client stopped reading: write timed out")
+	errUnauthenticated  = errors.New("no stream authenticated the connection in time")
 )
 
 // connError is an HTTP/2 connection error: the connection is closed after
@@ -63,6 +64,7 @@ type conn struct {
 	blockEnd    bool // the HEADERS frame of block ended the stream
 	maxStreamID uint32
 	recvUnacked uint32 // connection-level data not yet given back
+	recvWindow  int64  // what the client may still send on the connection
 	calm        calmBudget
 	lastRead    atomic.Int64
 
@@ -79,6 +81,24 @@ type conn struct {
 	drained     bool // draining, and the last stream ended
 	pingPending bool
 	keepalive   *time.Timer
+	// authenticated: a stream passed Authorize (see Config); until then
+	// authTimer closes the connection at UnauthenticatedTimeout.
+	authenticated bool
+	authTimer     *time.Timer
+	// reset are the streams the server reset while the client was still
+	// sending, most recent last: DATA still in flight on them is dropped,
+	// while DATA on any other closed stream is a STREAM_CLOSED error.
+	reset  [16]uint32
+	nreset int
+	// What the streams hold of the client's messages (see
+	// mayReceiveLocked): held counts their incomplete messages and the
+	// messages their handlers keep unhandled (Stream.Hold), unread the
+	// latter. stalled streams were denied window until held shrinks;
+	// leader is the one stream that may complete its message while held
+	// is past MaxConnBuffered.
+	held, unread int
+	stalled      int
+	leader       *Stream
 
 	wmu sync.Mutex
 }
@@ -89,7 +109,10 @@ func newConn(s *Server, nc net.Conn) *conn {
 		// graceful stop must not go out in clear text.
 		nc = tls.Server(nc, s.cfg.TLS)
 	}
-	c := &conn{srv: s, nc: nc, r: newFrameReader(nc), streams: map[uint32]*Stream{}, sendWindow: defaultWindow, peerWindow: defaultWindow, peerFrame: defaultFrameSize}
+	c := &conn{
+		srv: s, nc: nc, r: newFrameReader(nc), streams: map[uint32]*Stream{},
+		sendWindow: defaultWindow, peerWindow: defaultWindow, peerFrame: defaultFrameSize, recvWindow: defaultWindow,
+	}
 	c.cond.L = &c.mu
 	return c
 }
@@ -186,7 +209,10 @@ func (c *conn) start() error {
 		}
 		state := tc.ConnectionState()
 		if state.NegotiatedProtocol != "h2" {
-			return &connError{errCodeInadequateSecurity, "ALPN h2 is required"}
+			// Not an HTTP/2 client: nothing of HTTP/2 (no GOAWAY, which
+			// would come before the SETTINGS) is written; the handshake
+			// failed.
+			return errors.New("TLS without ALPN h2: not an HTTP/2 client")
 		}
 		p.AuthInfo = credentials.TLSInfo{State: state, CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
 	}
@@ -231,10 +257,43 @@ func (c *conn) start() error {
 	c.mu.Lock()
 	if !c.closed {
 		c.keepalive = time.AfterFunc(cfg.KeepaliveTime, c.keepaliveTick)
+		c.authTimer = time.AfterFunc(cfg.UnauthenticatedTimeout, c.authTimeout)
 	}
 	c.started = true
 	c.mu.Unlock()
 	return nil
+}
+
+// authenticate marks the connection authenticated: its deadline goes.
+func (c *conn) authenticate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.authenticated {
+		return
+	}
+	c.authenticated = true
+	if c.authTimer != nil {
+		c.authTimer.Stop()
+		c.authTimer = nil
+	}
+}
+
+// authTimeout closes a connection that has not authenticated in time: a
+// client that never sends a credential must not hold a connection, and
+// what its streams buffer, for long.
+func (c *conn) authTimeout() {
+	c.mu.Lock()
+	if c.authenticated || c.closed {
+		c.mu.Unlock()
+		return
+	}
+	last := c.maxStreamID
+	c.mu.Unlock()
+	buf := getBuf()
+	*buf = appendGoAway(*buf, last, errCodeNo, "no authenticated stream")
+	_ = c.write(*buf)
+	putBuf(buf)
+	c.close(errUnauthenticated)
 }
 
 // frames reads and handles frames until the connection ends. It is what an
@@ -300,12 +359,21 @@ func (c *conn) readFrame() error {
 		if length != 5 {
 			return &connError{errCodeFrameSize, "PRIORITY frame size"}
 		}
+		if id == 0 {
+			return protocolError("PRIORITY on stream 0")
+		}
+		if binary.BigEndian.Uint32(payload)&0x7fffffff == id {
+			return c.resetStream(id, errCodeProtocol, "a stream cannot depend on itself")
+		}
 	case frameRSTStream:
 		if length != 4 {
 			return &connError{errCodeFrameSize, "RST_STREAM frame size"}
 		}
 		if id == 0 {
 			return protocolError("RST_STREAM on stream 0")
+		}
+		if c.idle(id) {
+			return protocolError("RST_STREAM on idle stream %d", id)
 		}
 		c.onReset(id, binary.BigEndian.Uint32(payload))
 	case frameSettings:
@@ -323,9 +391,15 @@ func (c *conn) readFrame() error {
 	case frameGoAway:
 		// The client will open no more streams; those open go on until it
 		// closes the connection.
+		if id != 0 {
+			return protocolError("GOAWAY on a stream")
+		}
 	case frameWindowUpdate:
 		if length != 4 {
 			return &connError{errCodeFrameSize, "WINDOW_UPDATE frame size"}
+		}
+		if id != 0 && c.idle(id) {
+			return protocolError("WINDOW_UPDATE on idle stream %d", id)
 		}
 		return c.onWindowUpdate(id, binary.BigEndian.Uint32(payload)&0x7fffffff)
 	case frameContinuation:
@@ -343,6 +417,29 @@ func (c *conn) readFrame() error {
 		}
 	}
 	return nil // frames of unknown types are ignored
+}
+
+// idle reports whether stream id was never opened by the client (RFC 9113
+// section 5.1: only HEADERS and PRIORITY may name an idle stream).
+func (c *conn) idle(id uint32) bool {
+	if c.block != nil && id == c.blockStream {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return id > c.maxStreamID
+}
+
+// resetStream ends stream id with an RST_STREAM of code (a stream error),
+// telling its handler why.
+func (c *conn) resetStream(id, code uint32, why string) error {
+	c.mu.Lock()
+	st := c.streams[id]
+	c.mu.Unlock()
+	if st != nil {
+		st.abort(status.Error(codes.Internal, why))
+	}
+	return c.writeReset(id, code)
 }
 
 // calmBudget bounds the frames a client may send that cost the server work
@@ -394,11 +491,26 @@ func (c *conn) onHeaders(id uint32, flags byte, p []byte) error {
 	if err != nil {
 		return err
 	}
+	selfDependent := false
 	if flags&flagPriority != 0 {
 		if len(p) < 5 {
 			return &connError{errCodeFrameSize, "HEADERS priority"}
 		}
+		selfDependent = binary.BigEndian.Uint32(p)&0x7fffffff == id
 		p = p[5:]
+	}
+	if selfDependent {
+		// Decoded all the same: the HPACK table must stay in step.
+		if err := c.decodeBlock(p); err != nil {
+			return err
+		}
+		c.fields = nil
+		if id > c.maxStreamID {
+			c.mu.Lock()
+			c.maxStreamID = id
+			c.mu.Unlock()
+		}
+		return c.resetStream(id, errCodeProtocol, "a stream cannot depend on itself")
 	}
 	end := flags&flagEndStream != 0
 	if flags&flagEndHeaders == 0 {
@@ -409,15 +521,24 @@ func (c *conn) onHeaders(id uint32, flags byte, p []byte) error {
 	return c.onHeaderBlock(id, p, end)
 }
 
-// onHeaderBlock decodes a complete header block: a new stream, or the
-// trailers of an open one.
-func (c *conn) onHeaderBlock(id uint32, block []byte, endStream bool) error {
+// decodeBlock decodes a header block into c.fields (the first
+// maxHeaderBlock bytes of fields; c.fieldsSize counts them all).
+func (c *conn) decodeBlock(block []byte) error {
 	c.fields, c.fieldsSize = c.fields[:0], 0
 	if _, err := c.dec.Write(block); err != nil {
 		return &connError{errCodeCompression, err.Error()}
 	}
 	if err := c.dec.Close(); err != nil {
 		return &connError{errCodeCompression, err.Error()}
+	}
+	return nil
+}
+
+// onHeaderBlock decodes a complete header block: a new stream, or the
+// trailers of an open one.
+func (c *conn) onHeaderBlock(id uint32, block []byte, endStream bool) error {
+	if err := c.decodeBlock(block); err != nil {
+		return err
 	}
 	fields, tooLarge := c.fields, c.fieldsSize > maxHeaderBlock
 	c.fields = nil // the stream may keep them through its metadata
@@ -426,16 +547,29 @@ func (c *conn) onHeaderBlock(id uint32, block []byte, endStream bool) error {
 	st := c.streams[id]
 	c.mu.Unlock()
 	if st != nil || id <= c.maxStreamID {
-		// Trailers of a request: they must end it.
 		if st == nil {
-			return nil // a stream already ended here
+			// RFC 9113 section 5.1.1: a new stream's id must be greater
+			// than every earlier one; and HEADERS on the stream that just
+			// closed is a STREAM_CLOSED connection error (section 5.1).
+			if id < c.maxStreamID {
+				return protocolError("stream id %d is not greater than %d", id, c.maxStreamID)
+			}
+			return &connError{errCodeStreamClosed, fmt.Sprintf("HEADERS on closed stream %d", id)}
 		}
+		// Trailers of a request: they must end it, and carry no
+		// pseudo-header.
 		if !endStream {
 			return protocolError("second HEADERS without END_STREAM on stream %d", id)
 		}
 		if st.halfClosed {
 			st.abort(status.Error(codes.Internal, "HEADERS after the end of the request"))
 			return c.writeReset(id, errCodeStreamClosed)
+		}
+		for _, f := range fields {
+			if strings.HasPrefix(f.Name, ":") || !validFieldName(f.Name) {
+				st.abort(status.Error(codes.Internal, "malformed trailers"))
+				return c.writeReset(id, errCodeProtocol)
+			}
 		}
 		c.halfClose(st)
 		return nil
@@ -451,56 +585,129 @@ func (c *conn) onHeaderBlock(id uint32, block []byte, endStream bool) error {
 		return c.writeReset(id, errCodeRefusedStream)
 	}
 	if tooLarge {
-		return c.writeTrailersOnly(id, codes.ResourceExhausted, "request headers larger than 64 KiB")
+		return c.writeTrailersOnly(id, endStream, codes.ResourceExhausted, "request headers larger than 64 KiB")
 	}
 	return c.open(id, fields, endStream)
+}
+
+// validFieldName reports whether name is a lowercase HTTP/2 field name
+// (RFC 9113 section 8.2.1), pseudo-header names aside.
+func validFieldName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		ch := name[i]
+		if ch >= 'A' && ch <= 'Z' || ch <= ' ' || ch >= 0x7f || ch == ':' && i > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// connectionSpecific are the fields HTTP/2 forbids (RFC 9113 section
+// 8.2.2).
+var connectionSpecific = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true, "transfer-encoding": true, "upgrade": true,
 }
 
 // open starts stream id of the request in fields.
 func (c *conn) open(id uint32, fields []hpack.HeaderField, endStream bool) error {
 	var (
-		path, method, contentType, timeout string
-		md                                 = metadata.MD{}
+		path, method, scheme, contentType, timeout string
+		md                                         = metadata.MD{}
+		regular                                    bool // a regular field was seen
+		seen                                       = map[string]bool{}
+		contentLength                              = int64(-1)
 	)
+	malformed := func() error { return c.writeReset(id, errCodeProtocol) }
 	for _, f := range fields {
+		if strings.HasPrefix(f.Name, ":") {
+			// Pseudo-headers: each once, all before the regular fields,
+			// and only a request's (RFC 9113 section 8.3).
+			if regular || seen[f.Name] {
+				return malformed()
+			}
+			seen[f.Name] = true
+		} else {
+			regular = true
+			if !validFieldName(f.Name) || connectionSpecific[f.Name] {
+				return malformed()
+			}
+		}
 		switch f.Name {
 		case ":path":
 			path = f.Value
 		case ":method":
 			method = f.Value
-		case ":scheme", ":authority":
-			if f.Name == ":authority" {
-				md[":authority"] = []string{f.Value}
-			}
+		case ":scheme":
+			scheme = f.Value
+		case ":authority":
+			md[":authority"] = []string{f.Value}
 		case "content-type":
 			contentType = f.Value
 		case "grpc-timeout":
 			timeout = f.Value
-		case "te", "connection", "grpc-encoding", "grpc-accept-encoding":
+		case "content-length":
+			n, err := strconv.ParseInt(f.Value, 10, 64)
+			if err != nil || n < 0 || contentLength >= 0 {
+				return malformed()
+			}
+			contentLength = n
+		case "te":
+			if f.Value != "trailers" {
+				return malformed()
+			}
+		case "grpc-encoding", "grpc-accept-encoding":
 		default:
 			if strings.HasPrefix(f.Name, ":") {
-				return c.writeReset(id, errCodeProtocol)
+				return malformed() // :status, :protocol or unknown
 			}
 			v := f.Value
 			if strings.HasSuffix(f.Name, "-bin") {
 				b, err := decodeBin(v)
 				if err != nil {
-					return c.writeTrailersOnly(id, codes.Internal, "malformed binary metadata "+f.Name)
+					return c.writeTrailersOnly(id, endStream, codes.Internal, "malformed binary metadata "+f.Name)
 				}
 				v = string(b)
 			}
 			md[f.Name] = append(md[f.Name], v)
 		}
 	}
-	if method != "POST" || path == "" {
-		return c.writeReset(id, errCodeProtocol)
+	if method == "" || path == "" || scheme == "" {
+		return malformed()
+	}
+	if method != "POST" {
+		return c.writeHTTPStatus(id, endStream, "405", "allow", "POST")
 	}
 	if contentType != "application/grpc" && !strings.HasPrefix(contentType, "application/grpc+") && !strings.HasPrefix(contentType, "application/grpc;") {
-		return c.writeHTTPStatus(id, "415")
+		return c.writeHTTPStatus(id, endStream, "415")
 	}
 	m := c.srv.methods[path]
 	if m == nil || (m.events == nil && m.unary == nil && m.stream == nil) {
-		return c.writeTrailersOnly(id, codes.Unimplemented, "unknown method "+path)
+		return c.writeTrailersOnly(id, endStream, codes.Unimplemented, "unknown method "+path)
+	}
+	maxMsg := 0 // the server's MaxRecvMsgSize
+	if c.srv.public[path] {
+		c.mu.Lock()
+		authenticated, open := c.authenticated, len(c.streams)
+		c.mu.Unlock()
+		if !authenticated {
+			if open >= maxUnauthStreams {
+				c.srv.cfg.Metrics.limits.WithLabelValues(LimitUnauthenticatedStreams).Inc()
+				return c.writeReset(id, errCodeRefusedStream)
+			}
+			maxMsg = maxUnauthMessage
+		}
+	} else {
+		if az := c.srv.cfg.Authorize; az != nil {
+			if err := az(metadata.NewIncomingContext(c.ctx, md), path); err != nil {
+				c.srv.cfg.Metrics.limits.WithLabelValues(LimitUnauthorized).Inc()
+				s := status.Convert(err)
+				return c.writeTrailersOnly(id, endStream, s.Code(), s.Message())
+			}
+		}
+		c.authenticate()
 	}
 
 	ctx, cancel := context.WithCancel(metadata.NewIncomingContext(c.ctx, md))
@@ -508,14 +715,18 @@ func (c *conn) open(id uint32, fields []hpack.HeaderField, endStream bool) error
 		d, err := parseTimeout(timeout)
 		if err != nil {
 			cancel()
-			return c.writeTrailersOnly(id, codes.Internal, "malformed grpc-timeout")
+			return c.writeTrailersOnly(id, endStream, codes.Internal, "malformed grpc-timeout")
 		}
 		var cancelDeadline context.CancelFunc
 		ctx, cancelDeadline = context.WithTimeout(ctx, d)
 		cancelParent := cancel
 		cancel = func() { cancelDeadline(); cancelParent() }
 	}
-	st := &Stream{c: c, id: id, method: path, halfClosed: endStream}
+	if endStream && contentLength > 0 {
+		cancel()
+		return malformed() // content-length says a body follows
+	}
+	st := &Stream{c: c, id: id, method: path, halfClosed: endStream, maxMsg: maxMsg, recvWindow: defaultWindow, contentLength: contentLength}
 	st.ctx = grpc.NewContextWithServerTransportStream(ctx, st)
 	st.cancel = cancel
 	c.mu.Lock()
@@ -595,13 +806,25 @@ func (c *conn) onData(id uint32, flags byte, p []byte) error {
 	if id == 0 {
 		return protocolError("DATA on stream 0")
 	}
-	// Flow control counts the whole payload, padding included; it is given
-	// back as it is read, since every message is handed on at once.
-	var out []byte
+	// Flow control counts the whole payload, padding included. The
+	// connection's window is given back as data arrives: what the server
+	// holds is bounded by its streams' windows, which come back only as
+	// mayReceiveLocked allows. A client that sends beyond a window it was
+	// given would have the server buffer without bound: that is a
+	// connection error.
+	if int64(len(p)) > c.recvWindow {
+		return &connError{errCodeFlowControl, "DATA beyond the connection's flow-control window"}
+	}
+	c.recvWindow -= int64(len(p))
 	c.recvUnacked += uint32(len(p))
+	var out []byte
 	if c.recvUnacked >= windowUpdateAt {
 		out = appendWindowUpdate(out, 0, c.recvUnacked)
+		c.recvWindow += int64(c.recvUnacked)
 		c.recvUnacked = 0
+	}
+	if err := c.writeIf(out); err != nil {
+		return err
 	}
 	c.mu.Lock()
 	st := c.streams[id]
@@ -610,26 +833,41 @@ func (c *conn) onData(id uint32, flags byte, p []byte) error {
 		if id > c.maxStreamID {
 			return protocolError("DATA on idle stream %d", id)
 		}
-		return c.writeIf(out) // data in flight on a stream ended here
+		if c.resetHere(id) {
+			return nil // in flight when the server reset the stream
+		}
+		return c.writeReset(id, errCodeStreamClosed)
 	}
 	if st.halfClosed {
-		if err := c.writeIf(out); err != nil {
-			return err
-		}
 		st.abort(status.Error(codes.Internal, "DATA after the end of the request"))
 		return c.writeReset(id, errCodeStreamClosed)
 	}
+	c.mu.Lock()
+	beyond := int64(len(p)) > st.recvWindow
+	st.recvWindow -= int64(len(p))
 	st.recvUnacked += uint32(len(p))
-	if st.recvUnacked >= windowUpdateAt && flags&flagEndStream == 0 {
-		out = appendWindowUpdate(out, id, st.recvUnacked)
-		st.recvUnacked = 0
-	}
-	if err := c.writeIf(out); err != nil {
-		return err
+	c.mu.Unlock()
+	if beyond {
+		return &connError{errCodeFlowControl, fmt.Sprintf("DATA beyond the flow-control window of stream %d", id)}
 	}
 	data, err := unpad(flags, p)
 	if err != nil {
 		return err
+	}
+	if st.contentLength >= 0 {
+		st.received += int64(len(data))
+		if st.received > st.contentLength || flags&flagEndStream != 0 && st.received != st.contentLength {
+			st.abort(status.Error(codes.Internal, "the body does not match content-length"))
+			return c.writeReset(id, errCodeProtocol)
+		}
+	}
+	if flags&flagEndStream != 0 {
+		// Recorded before the data is handed on: a handler that answers
+		// the last message at once must not reset a stream the client
+		// has ended already (RFC 9113 section 8.1).
+		c.mu.Lock()
+		st.halfClosed = true
+		c.mu.Unlock()
 	}
 	if err := st.receive(data); err != nil {
 		st.fail(err)
@@ -637,16 +875,135 @@ func (c *conn) onData(id uint32, flags byte, p []byte) error {
 	}
 	if flags&flagEndStream != 0 {
 		c.halfClose(st)
+		return nil
 	}
-	return nil
+	c.mu.Lock()
+	out = c.grantLocked(nil, st)
+	c.mu.Unlock()
+	return c.writeIf(out)
+}
+
+// mayReceiveLocked reports whether the client may send st more now, that
+// is whether st gets its window back. This is what bounds what a
+// connection holds, and what keeps it from deadlocking:
+//
+//   - A stream whose handler has messages still to handle (Stream.Hold: a
+//     RegisterService handler's unread messages) waits until it has
+//     handled them, as in grpc-go.
+//   - Otherwise a stream may receive while its connection holds at most
+//     MaxConnBuffered, or while it holds nothing itself.
+//   - Beyond that, one stream at a time, the leader, may go on until its
+//     message completes, so that messages larger than the bound, or many
+//     at once, still go through in turn; a well-behaved client finishes
+//     each message it starts. A new leader is chosen only while handlers
+//     have left at most MaxConnBuffered unread, since their reading is
+//     what frees the rest.
+//
+// So a connection holds at most MaxConnBuffered, a message of
+// MaxRecvMsgSize (its leader's) and a stream window per stream: what its
+// streams were allowed before they were stopped.
+func (c *conn) mayReceiveLocked(st *Stream) bool {
+	limit := c.srv.cfg.MaxConnBuffered
+	switch {
+	case st.unread > 0:
+		return false
+	case st.partial == 0 || c.held <= limit || c.leader == st:
+		return true
+	case c.leader == nil && c.unread <= limit:
+		c.leader = st
+		return true
+	}
+	return false
+}
+
+// grantLocked appends the WINDOW_UPDATE st is due, if any: in batches of
+// windowUpdateAt as data arrives while mayReceiveLocked allows it, and
+// what it is owed when it may receive again after a stall.
+func (c *conn) grantLocked(b []byte, st *Stream) []byte {
+	if st.done || st.halfClosed || st.recvUnacked == 0 {
+		return b
+	}
+	if !c.mayReceiveLocked(st) {
+		if !st.stalled {
+			st.stalled = true
+			c.stalled++
+			if st.unread == 0 {
+				c.srv.cfg.Metrics.limits.WithLabelValues(LimitConnBuffered).Inc()
+			}
+		}
+		return b
+	}
+	if st.stalled {
+		st.stalled = false
+		c.stalled--
+	} else if st.recvUnacked < windowUpdateAt {
+		return b
+	}
+	b = appendWindowUpdate(b, st.id, st.recvUnacked)
+	st.recvWindow += int64(st.recvUnacked)
+	st.recvUnacked = 0
+	return b
+}
+
+// unstallLocked appends the WINDOW_UPDATEs of stalled streams that may
+// receive again. It runs whenever held or unread shrinks, or a leader's
+// turn ends.
+func (c *conn) unstallLocked(b []byte) []byte {
+	if c.stalled == 0 || c.closed {
+		return b
+	}
+	for _, st := range c.streams {
+		if st.stalled {
+			b = c.grantLocked(b, st)
+		}
+	}
+	return b
+}
+
+// setPartialLocked records that st holds n bytes (the capacity of its
+// buffer) of an incomplete message; completed, the leader's message ends
+// its turn. It appends the WINDOW_UPDATEs this frees.
+func (c *conn) setPartialLocked(st *Stream, n int, completed bool) []byte {
+	freed := n < st.partial
+	c.held += n - st.partial
+	st.partial = n
+	if c.leader == st && (completed || n == 0) {
+		c.leader = nil
+		freed = true
+	}
+	if !freed {
+		return nil
+	}
+	return c.unstallLocked(nil)
+}
+
+// releaseLocked forgets what an ended stream held, and appends the
+// WINDOW_UPDATEs this frees.
+func (c *conn) releaseLocked(st *Stream) []byte {
+	c.held -= st.partial + st.unread
+	c.unread -= st.unread
+	st.partial, st.unread, st.rbuf = 0, 0, nil
+	if st.stalled {
+		st.stalled = false
+		c.stalled--
+	}
+	if c.leader == st {
+		c.leader = nil
+	}
+	return c.unstallLocked(nil)
 }
 
 // halfClose marks the end of what the client sends on st.
 func (c *conn) halfClose(st *Stream) {
 	c.mu.Lock()
 	st.halfClosed = true
+	if st.stalled {
+		st.stalled = false // it needs no more window
+		c.stalled--
+	}
+	partial := st.partial > 0
 	c.mu.Unlock()
-	if len(st.rbuf) > 0 {
+	if partial {
 		st.fail(status.Error(codes.Internal, "stream ended inside a message"))
 		return
 	}
@@ -678,6 +1035,10 @@ func (c *conn) onSettings(id uint32, flags byte, p []byte) error {
 	for ; len(p) > 0; p = p[6:] {
 		v := binary.BigEndian.Uint32(p[2:])
 		switch binary.BigEndian.Uint16(p) {
+		case settingEnablePush:
+			if v > 1 {
+				return protocolError("ENABLE_PUSH of %d", v)
+			}
 		case settingInitialWindowSize:
 			if v > maxWindow {
 				return &connError{errCodeFlowControl, "initial window size too large"}
@@ -686,6 +1047,10 @@ func (c *conn) onSettings(id uint32, flags byte, p []byte) error {
 			delta := int64(v) - c.peerWindow
 			c.peerWindow = int64(v)
 			for _, st := range c.streams {
+				if st.sendWindow+delta > maxWindow {
+					c.mu.Unlock()
+					return &connError{errCodeFlowControl, "a stream's window overflows"}
+				}
 				st.sendWindow += delta
 			}
 			c.cond.Broadcast()
@@ -743,6 +1108,12 @@ func (c *conn) onWindowUpdate(id, n uint32) error {
 		}
 		c.sendWindow += int64(n)
 	} else if st := c.streams[id]; st != nil {
+		if st.sendWindow+int64(n) > maxWindow {
+			c.mu.Unlock()
+			err := c.resetStream(id, errCodeFlowControl, "stream window overflow")
+			c.mu.Lock()
+			return err
+		}
 		st.sendWindow += int64(n)
 	}
 	c.cond.Broadcast()
@@ -836,6 +1207,9 @@ func (c *conn) close(err error) {
 	if c.keepalive != nil {
 		c.keepalive.Stop()
 	}
+	if c.authTimer != nil {
+		c.authTimer.Stop()
+	}
 	for _, st := range c.streams {
 		st.cancel() // a handler waiting on the context stops now
 	}
@@ -854,12 +1228,34 @@ func (c *conn) close(err error) {
 	}
 }
 
-// streamEndedLocked forgets a stream, and reports whether it was the last
-// of a draining connection, which then closes.
-func (c *conn) streamEndedLocked(st *Stream) (closeNow bool) {
+// resetHere reports whether the server reset stream id (recently) while
+// the client was still sending.
+func (c *conn) resetHere(id uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range min(c.nreset, len(c.reset)) {
+		if c.reset[i] == id {
+			return true
+		}
+	}
+	return false
+}
+
+// noteResetLocked remembers that the server reset stream id while the
+// client was still sending.
+func (c *conn) noteResetLocked(id uint32) {
+	c.reset[c.nreset%len(c.reset)] = id
+	c.nreset++
+}
+
+// streamEndedLocked forgets a stream and what it held, and reports whether
+// it was the last of a draining connection, which then closes. It returns
+// the WINDOW_UPDATEs of the streams that may receive again now.
+func (c *conn) streamEndedLocked(st *Stream) (updates []byte, closeNow bool) {
 	delete(c.streams, st.id)
+	updates = c.releaseLocked(st)
 	c.cond.Broadcast()
-	return c.draining && len(c.streams) == 0
+	return updates, c.draining && len(c.streams) == 0
 }
 
 // write writes b whole, or closes the connection.
@@ -886,20 +1282,34 @@ func (c *conn) writeIf(b []byte) error {
 }
 
 func (c *conn) writeReset(id, code uint32) error {
+	c.mu.Lock()
+	c.noteResetLocked(id)
+	c.mu.Unlock()
 	buf := getBuf()
 	defer putBuf(buf)
 	*buf = appendRSTStream(*buf, id, code)
 	return c.write(*buf)
 }
 
-// writeTrailersOnly refuses a stream that never opened with a status.
-func (c *conn) writeTrailersOnly(id uint32, code codes.Code, msg string) error {
+// writeTrailersOnly refuses a stream that never opened with a status. A
+// client still sending (clientDone false) is told to stop with
+// RST_STREAM NO_ERROR (RFC 9113 section 8.1).
+func (c *conn) writeTrailersOnly(id uint32, clientDone bool, code codes.Code, msg string) error {
 	buf := getBuf()
 	defer putBuf(buf)
 	block := responseHeaders(nil)
 	block = appendStatusFields(block, uint32(code), msg)
+	if code == codes.Unimplemented {
+		block = appendField(block, "grpc-accept-encoding", "identity")
+	}
 	b := appendHeaders(*buf, id, block, true, c.frameSize())
-	*buf = appendRSTStream(b, id, errCodeNo)
+	if !clientDone {
+		b = appendRSTStream(b, id, errCodeNo)
+		c.mu.Lock()
+		c.noteResetLocked(id)
+		c.mu.Unlock()
+	}
+	*buf = b
 	return c.write(*buf)
 }
 
@@ -910,13 +1320,23 @@ func (c *conn) frameSize() int {
 	return c.peerFrame
 }
 
-// writeHTTPStatus answers a request that is not gRPC.
-func (c *conn) writeHTTPStatus(id uint32, code string) error {
+// writeHTTPStatus answers a request that is not gRPC with an HTTP status
+// and the fields of kv (name, value pairs), as grpc-go does.
+func (c *conn) writeHTTPStatus(id uint32, clientDone bool, code string, kv ...string) error {
 	buf := getBuf()
 	defer putBuf(buf)
 	block := appendField(nil, ":status", code)
+	for i := 0; i+1 < len(kv); i += 2 {
+		block = appendField(block, kv[i], kv[i+1])
+	}
 	b := appendHeaders(*buf, id, block, true, defaultFrameSize)
-	*buf = appendRSTStream(b, id, errCodeNo)
+	if !clientDone {
+		b = appendRSTStream(b, id, errCodeNo)
+		c.mu.Lock()
+		c.noteResetLocked(id)
+		c.mu.Unlock()
+	}
+	*buf = b
 	return c.write(*buf)
 }
 

@@ -44,6 +44,7 @@ const (
 // HTTP/2 settings (RFC 9113 section 6.5.2).
 const (
 	settingHeaderTableSize      = 0x1
+	settingEnablePush           = 0x2
 	settingMaxConcurrentStreams = 0x3
 	settingInitialWindowSize    = 0x4
 	settingMaxFrameSize         = 0x5
@@ -87,22 +88,34 @@ func appendGoAway(b []byte, lastStreamID, code uint32, debug string) []byte {
 	return append(b, debug...)
 }
 
-// appendHeaders appends a HEADERS frame holding block, followed by
-// CONTINUATION frames when block is larger than maxFrame.
+// tableSizeZero is an HPACK dynamic table size update to 0 (RFC 7541
+// section 6.3). Every header block starts with it: the server never uses
+// the dynamic table, and so honours at once any SETTINGS_HEADER_TABLE_SIZE
+// a client sends, down to 0, which its decoder may require to be signalled
+// in the first block after the change (section 4.2).
+const tableSizeZero = 0x20
+
+// appendHeaders appends a HEADERS frame holding block (after a table size
+// update), followed by CONTINUATION frames when it is larger than maxFrame.
 func appendHeaders(b []byte, streamID uint32, block []byte, endStream bool, maxFrame int) []byte {
 	typ, flags := byte(frameHeaders), byte(0)
 	if endStream {
 		flags |= flagEndStream
 	}
+	prefix := 1 // the table size update, in the first frame
 	for {
-		n := min(len(block), maxFrame)
-		if n == len(block) {
+		n := min(len(block)+prefix, maxFrame)
+		if n == len(block)+prefix {
 			flags |= flagEndHeaders
 		}
 		b = appendFrameHeader(b, n, typ, flags, streamID)
-		b = append(b, block[:n]...)
-		block = block[n:]
-		if len(block) == 0 {
+		if prefix == 1 {
+			b = append(b, tableSizeZero)
+		}
+		b = append(b, block[:n-prefix]...)
+		block = block[n-prefix:]
+		prefix = 0
+		if len(block) == 0 && flags&flagEndHeaders != 0 {
 			return b
 		}
 		typ, flags = frameContinuation, 0

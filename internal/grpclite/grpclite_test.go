@@ -86,6 +86,9 @@ type serverSetup struct {
 	// holdOnEOF keeps event streams open after End(io.EOF) instead of
 	// closing them.
 	holdOnEOF bool
+	// holdMessages has the event handler Hold each message it gets, until
+	// the test releases them.
+	holdMessages bool
 }
 
 // testServer is a grpclite server serving the real health and reflection
@@ -108,6 +111,7 @@ func startServer(t testing.TB, setup serverSetup) *testServer {
 		Server: s, health: health.NewServer(), sds: newSDSHandler(setup.respond, setup.holdOnEOF),
 		impl: &sdsImpl{peers: make(chan *peer.Peer, 16)}, done: make(chan struct{}),
 	}
+	ts.sds.holdMessages = setup.holdMessages
 	if !setup.noEvents && setup.streamsFirst {
 		s.HandleStream(streamSecrets, ts.sds.open)
 	}
@@ -205,9 +209,10 @@ func echo(req *discoveryv3.DiscoveryRequest) *discoveryv3.DiscoveryResponse {
 // the answers in order, and closes the stream after the client's last
 // message.
 type sdsHandler struct {
-	opened    chan *sdsStream
-	respond   func(*discoveryv3.DiscoveryRequest) []*discoveryv3.DiscoveryResponse
-	holdOnEOF bool
+	opened       chan *sdsStream
+	respond      func(*discoveryv3.DiscoveryRequest) []*discoveryv3.DiscoveryResponse
+	holdOnEOF    bool
+	holdMessages bool
 }
 
 func newSDSHandler(respond func(*discoveryv3.DiscoveryRequest) []*discoveryv3.DiscoveryResponse, holdOnEOF bool) *sdsHandler {
@@ -221,7 +226,7 @@ func newSDSHandler(respond func(*discoveryv3.DiscoveryRequest) []*discoveryv3.Di
 
 func (h *sdsHandler) open(st *grpclite.Stream) grpclite.StreamEvents {
 	s := &sdsStream{
-		st: st, respond: h.respond, holdOnEOF: h.holdOnEOF,
+		st: st, respond: h.respond, holdOnEOF: h.holdOnEOF, holdMessages: h.holdMessages,
 		work: make(chan func(), 1024), reqs: make(chan *discoveryv3.DiscoveryRequest, 1024),
 		ended: make(chan error, 4), sendErrs: make(chan error, 1),
 	}
@@ -246,13 +251,14 @@ func (h *sdsHandler) next(t testing.TB) *sdsStream {
 }
 
 type sdsStream struct {
-	st        *grpclite.Stream
-	respond   func(*discoveryv3.DiscoveryRequest) []*discoveryv3.DiscoveryResponse
-	holdOnEOF bool
-	work      chan func()
-	reqs      chan *discoveryv3.DiscoveryRequest // what Message decoded
-	ended     chan error                         // what End was called with, each time
-	sendErrs  chan error                         // what failed Sends returned
+	st           *grpclite.Stream
+	respond      func(*discoveryv3.DiscoveryRequest) []*discoveryv3.DiscoveryResponse
+	holdOnEOF    bool
+	holdMessages bool
+	work         chan func()
+	reqs         chan *discoveryv3.DiscoveryRequest // what Message decoded
+	ended        chan error                         // what End was called with, each time
+	sendErrs     chan error                         // what failed Sends returned
 }
 
 var _ grpclite.StreamEvents = (*sdsStream)(nil)
@@ -269,6 +275,9 @@ func (s *sdsStream) sender() {
 }
 
 func (s *sdsStream) Message(msg []byte) error {
+	if s.holdMessages {
+		s.st.Hold(len(msg))
+	}
 	req := &discoveryv3.DiscoveryRequest{}
 	if err := proto.Unmarshal(msg, req); err != nil {
 		return status.Error(codes.InvalidArgument, "not a DiscoveryRequest")
@@ -1235,7 +1244,9 @@ func TestTLS(t *testing.T) {
 		c := newRawConn(t, tc)
 		_, err = io.WriteString(tc, http2.ClientPreface)
 		require.NoError(t, err)
-		require.Equal(t, []http2.ErrCode{http2.ErrCodeInadequateSecurity}, c.awaitClosed().goAways)
+		// Refused in the handshake's place: not one HTTP/2 frame (a
+		// GOAWAY would come before the server's SETTINGS).
+		require.Zero(t, c.awaitClosed().frames)
 	})
 }
 
@@ -1357,6 +1368,17 @@ next:
 			}
 		}
 		out = append(out, pairs[i], pairs[i+1])
+	}
+	return out
+}
+
+// without returns fields without the field name.
+func without(fields []string, name string) []string {
+	var out []string
+	for i := 0; i+1 < len(fields); i += 2 {
+		if fields[i] != name {
+			out = append(out, fields[i], fields[i+1])
+		}
 	}
 	return out
 }
@@ -1684,6 +1706,69 @@ func TestRawConnectionErrors(t *testing.T) {
 			write: func(c *rawConn) { c.start(); require.NoError(c.t, c.fr.WriteRSTStream(0, http2.ErrCodeCancel)) },
 			want:  http2.ErrCodeProtocol,
 		},
+		{
+			name:  "RST_STREAM on an idle stream",
+			write: func(c *rawConn) { c.start(); require.NoError(c.t, c.fr.WriteRSTStream(7, http2.ErrCodeCancel)) },
+			want:  http2.ErrCodeProtocol,
+		},
+		{
+			name:  "WINDOW_UPDATE on an idle stream",
+			write: func(c *rawConn) { c.start(); require.NoError(c.t, c.fr.WriteWindowUpdate(7, 100)) },
+			want:  http2.ErrCodeProtocol,
+		},
+		{
+			name: "ENABLE_PUSH of 2",
+			write: func(c *rawConn) {
+				c.start()
+				require.NoError(c.t, c.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 2}))
+			},
+			want: http2.ErrCodeProtocol,
+		},
+		{
+			name: "PRIORITY on stream 0",
+			write: func(c *rawConn) {
+				c.start()
+				require.NoError(c.t, c.fr.WriteRawFrame(http2.FramePriority, 0, 0, make([]byte, 5)))
+			},
+			want: http2.ErrCodeProtocol,
+		},
+		{
+			name: "GOAWAY on a stream",
+			write: func(c *rawConn) {
+				c.start()
+				require.NoError(c.t, c.fr.WriteRawFrame(http2.FrameGoAway, 0, 1, make([]byte, 8)))
+			},
+			want: http2.ErrCodeProtocol,
+		},
+		{
+			name: "a new stream id lower than the highest seen",
+			write: func(c *rawConn) {
+				c.start()
+				c.headers(5, false, grpcRequest(streamSecrets)...)
+				c.headers(3, false, grpcRequest(streamSecrets)...)
+			},
+			want: http2.ErrCodeProtocol,
+		},
+		{
+			name: "HEADERS on a stream that ended",
+			write: func(c *rawConn) {
+				c.start()
+				c.headers(1, true, grpcRequest("/no.such.Service/Method")...)
+				c.awaitStream(1)
+				c.headers(1, true, grpcRequest(streamSecrets)...)
+			},
+			want: http2.ErrCodeStreamClosed,
+		},
+		{
+			name: "an INITIAL_WINDOW_SIZE that overflows an open stream's window",
+			write: func(c *rawConn) {
+				c.start()
+				c.headers(1, false, grpcRequest(streamSecrets)...)
+				require.NoError(c.t, c.fr.WriteWindowUpdate(1, 1<<31-1-65535))
+				require.NoError(c.t, c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20}))
+			},
+			want: http2.ErrCodeFlowControl,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1718,9 +1803,19 @@ func TestRawRequestErrors(t *testing.T) {
 		{name: "grpc-timeout without digits", fields: with(grpcRequest(streamSecrets), "grpc-timeout", "S"), wantGRPC: codes.Internal},
 		{name: "negative grpc-timeout", fields: with(grpcRequest(healthCheck), "grpc-timeout", "-1S"), wantGRPC: codes.Internal},
 		{name: "malformed binary metadata", fields: with(grpcRequest(streamSecrets), "x-token-bin", "!!!"), wantGRPC: codes.Internal},
-		{name: "GET", fields: with(grpcRequest(streamSecrets), ":method", "GET"), wantReset: http2.ErrCodeProtocol},
+		{name: "GET", fields: with(grpcRequest(streamSecrets), ":method", "GET"), wantHTTP: "405"},
 		{name: "empty :path", fields: with(grpcRequest(streamSecrets), ":path", ""), wantReset: http2.ErrCodeProtocol},
 		{name: "unknown pseudo-header", fields: with(grpcRequest(streamSecrets), ":protocol", "websocket"), wantReset: http2.ErrCodeProtocol},
+		{name: "a response pseudo-header", fields: with(grpcRequest(streamSecrets), ":status", "200"), wantReset: http2.ErrCodeProtocol},
+		{name: "no :scheme", fields: without(grpcRequest(streamSecrets), ":scheme"), wantReset: http2.ErrCodeProtocol},
+		{name: "no :method", fields: without(grpcRequest(streamSecrets), ":method"), wantReset: http2.ErrCodeProtocol},
+		{name: "no :path", fields: without(grpcRequest(streamSecrets), ":path"), wantReset: http2.ErrCodeProtocol},
+		{name: "a duplicated pseudo-header", fields: append(grpcRequest(streamSecrets)[:6:6], append([]string{":path", streamSecrets}, grpcRequest(streamSecrets)[6:]...)...), wantReset: http2.ErrCodeProtocol},
+		{name: "a pseudo-header after a regular field", fields: append(without(grpcRequest(streamSecrets), ":authority"), ":authority", "localhost"), wantReset: http2.ErrCodeProtocol},
+		{name: "an upper-case field name", fields: with(grpcRequest(streamSecrets), "X-Token", "1"), wantReset: http2.ErrCodeProtocol},
+		{name: "a connection-specific field", fields: with(grpcRequest(streamSecrets), "connection", "keep-alive"), wantReset: http2.ErrCodeProtocol},
+		{name: "transfer-encoding", fields: with(grpcRequest(streamSecrets), "transfer-encoding", "chunked"), wantReset: http2.ErrCodeProtocol},
+		{name: "te other than trailers", fields: with(grpcRequest(streamSecrets), "te", "gzip"), wantReset: http2.ErrCodeProtocol},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1738,9 +1833,28 @@ func TestRawRequestErrors(t *testing.T) {
 			require.True(t, ok, "got %v, want HEADERS", f)
 			require.True(t, h.StreamEnded(), "a response in one HEADERS frame")
 			fields := fieldMap(h)
+			// The request ended with its HEADERS: no RST_STREAM follows
+			// the answer (RFC 9113 section 8.1). A PING's answer comes
+			// after anything the server wrote before it.
+			require.NoError(t, c.fr.WritePing(false, [8]byte{2}))
+			for {
+				f, err := c.fr.ReadFrame()
+				require.NoError(t, err)
+				_, isReset := f.(*http2.RSTStreamFrame)
+				require.False(t, isReset, "RST_STREAM after the client's END_STREAM")
+				if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+					break
+				}
+			}
 			if tt.wantHTTP != "" {
 				require.Equal(t, tt.wantHTTP, fields[":status"])
+				if tt.wantHTTP == "405" {
+					require.Equal(t, "POST", fields["allow"])
+				}
 				return
+			}
+			if tt.wantGRPC == codes.Unimplemented {
+				require.Equal(t, "identity", fields["grpc-accept-encoding"])
 			}
 			require.Equal(t, "200", fields[":status"])
 			require.Equal(t, "application/grpc", fields["content-type"])

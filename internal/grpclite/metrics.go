@@ -11,7 +11,26 @@ import (
 type Metrics struct {
 	conns  prometheus.Gauge
 	closed *prometheus.CounterVec
+	limits *prometheus.CounterVec
 }
+
+// Limits that trip, the values of the limit label.
+const (
+	// LimitConnections: a connection beyond MaxConnections was closed.
+	LimitConnections = "connections"
+	// LimitUnauthenticatedStreams: a stream beyond maxUnauthStreams on a
+	// connection not yet authenticated was refused.
+	LimitUnauthenticatedStreams = "unauthenticated_streams"
+	// LimitUnauthenticatedMessage: a message larger than maxUnauthMessage
+	// on a connection not yet authenticated was refused.
+	LimitUnauthenticatedMessage = "unauthenticated_message"
+	// LimitConnBuffered: a stream's flow-control window was held back
+	// because its connection held MaxConnBuffered of incomplete or unread
+	// messages (counted once per stream and stall).
+	LimitConnBuffered = "connection_buffer"
+	// LimitUnauthorized: Authorize refused a stream.
+	LimitUnauthorized = "unauthorized_stream"
+)
 
 // Reasons a connection closed, the values of the reason label.
 const (
@@ -30,6 +49,9 @@ const (
 	ReasonWriteTimeout = "write_timeout"
 	// ReasonServer: the server stopped.
 	ReasonServer = "server"
+	// ReasonUnauthenticated: no stream authenticated the connection within
+	// UnauthenticatedTimeout.
+	ReasonUnauthenticated = "unauthenticated"
 )
 
 // NewMetrics creates the metrics and registers them with reg, which may be
@@ -42,11 +64,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshsds_sds_connections_closed_total",
-			Help: "Connections on the SDS port that ended, by reason (client, handshake, protocol, flood, keepalive, write_timeout, server).",
+			Help: "Connections on the SDS port that ended, by reason (client, handshake, protocol, flood, keepalive, write_timeout, server, unauthenticated).",
 		}, []string{"reason"}),
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshsds_sds_limits_exceeded_total",
+			Help: "Limits of the SDS port that tripped: connections, unauthenticated_streams, unauthenticated_message, connection_buffer, unauthorized_stream.",
+		}, []string{"limit"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.conns, m.closed} {
+		for _, c := range []prometheus.Collector{m.conns, m.closed, m.limits} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("registering transport metrics: %w", err)
 			}
@@ -70,6 +96,8 @@ func closeReason(err error, started bool) string {
 		return ReasonWriteTimeout
 	case errors.Is(err, errServerStopped):
 		return ReasonServer
+	case errors.Is(err, errUnauthenticated):
+		return ReasonUnauthenticated
 	case !started:
 		return ReasonHandshake
 	}

@@ -19,6 +19,7 @@
 package grpclite
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -57,7 +58,46 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Metrics counts connections; nil keeps them unexported.
 	Metrics *Metrics
+
+	// Authorize, when set, decides whether a stream of a method that is
+	// not in PublicMethods may open: it is called when the stream's
+	// headers are complete, before any of its body is read, with a
+	// context carrying the request's metadata and peer. It runs on the
+	// connection's reading goroutine and must be quick (a cached token
+	// check). An error refuses the stream with its gRPC status, and nothing
+	// of the stream is buffered. A stream it lets through (or any stream
+	// of a method not in PublicMethods, without Authorize) authenticates
+	// its connection.
+	Authorize func(ctx context.Context, fullMethod string) error
+	// PublicMethods are served without Authorize (health checks,
+	// reflection); they do not authenticate a connection. On a connection
+	// not yet authenticated at most maxUnauthStreams of them run at once,
+	// with messages of at most maxUnauthMessage bytes.
+	PublicMethods []string
+	// UnauthenticatedTimeout closes a connection that has not
+	// authenticated this long after its handshake, whatever grpc-timeout
+	// its streams carry. Default 10s.
+	UnauthenticatedTimeout time.Duration
+	// MaxConnections caps the open connections; beyond it a new
+	// connection is closed at once. Default 20,000.
+	MaxConnections int
+	// MaxConnBuffered bounds what the streams of one connection hold
+	// together of their clients' messages: incomplete ones, and those
+	// RegisterService handlers have not read yet (whose streams get no
+	// window back until they are read). Beyond it a stream gets no
+	// flow-control window back, but for one stream at a time, which may
+	// complete its message: so messages each within MaxRecvMsgSize always
+	// go through, in turn, and a connection holds at most MaxConnBuffered,
+	// one message and a stream window (64 KiB) per stream (buffers grow by
+	// doubling: the rest up to twice that). Default 4 MiB.
+	MaxConnBuffered int
 }
+
+// Limits on a connection that has not authenticated.
+const (
+	maxUnauthStreams = 2
+	maxUnauthMessage = 16 << 10
+)
 
 func (c *Config) defaults() {
 	if c.Logger == nil {
@@ -86,6 +126,15 @@ func (c *Config) defaults() {
 	}
 	if c.Metrics == nil {
 		c.Metrics, _ = NewMetrics(nil) // nothing to register: cannot fail
+	}
+	if c.UnauthenticatedTimeout <= 0 {
+		c.UnauthenticatedTimeout = 10 * time.Second
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 20000
+	}
+	if c.MaxConnBuffered <= 0 {
+		c.MaxConnBuffered = 4 << 20
 	}
 }
 
@@ -125,6 +174,7 @@ type method struct {
 // Server is a gRPC server. Register everything before Serve.
 type Server struct {
 	cfg      Config
+	public   map[string]bool
 	methods  map[string]*method
 	services map[string]grpc.ServiceInfo
 
@@ -142,10 +192,13 @@ var _ grpc.ServiceRegistrar = (*Server)(nil)
 func NewServer(cfg Config) *Server {
 	cfg.defaults()
 	s := &Server{
-		cfg: cfg, methods: map[string]*method{}, services: map[string]grpc.ServiceInfo{},
+		cfg: cfg, public: map[string]bool{}, methods: map[string]*method{}, services: map[string]grpc.ServiceInfo{},
 		listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{},
 	}
 	s.connsDone = sync.NewCond(&s.mu)
+	for _, m := range cfg.PublicMethods {
+		s.public[m] = true
+	}
 	return s
 }
 
@@ -227,13 +280,19 @@ func (s *Server) Serve(lis net.Listener) error {
 			return fmt.Errorf("accepting connections: %w", err)
 		}
 		delay = 0
-		c := newConn(s, nc)
 		s.mu.Lock()
 		if s.stopped || s.draining {
 			s.mu.Unlock()
 			nc.Close()
 			return ErrServerStopped
 		}
+		if len(s.conns) >= s.cfg.MaxConnections {
+			s.mu.Unlock()
+			nc.Close()
+			s.cfg.Metrics.limits.WithLabelValues(LimitConnections).Inc()
+			continue
+		}
+		c := newConn(s, nc)
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
 		go c.serve()

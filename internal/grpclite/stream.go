@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,16 +27,28 @@ type Stream struct {
 	cancel context.CancelFunc
 
 	// Used by the connection's reading goroutine only.
-	rbuf        []byte // a message that spans DATA frames
-	recvUnacked uint32
-	events      StreamEvents
-	gen         *genericStream
-	ended       atomic.Bool // End was delivered
+	// contentLength is the request's content-length, -1 without; received
+	// counts the body against it.
+	contentLength, received int64
+	maxMsg                  int // the largest message accepted; 0: MaxRecvMsgSize
+	events                  StreamEvents
+	gen                     *genericStream
+	ended                   atomic.Bool // End was delivered
+	compressed              atomic.Bool // a compressed message was refused
 
 	// Under c.mu.
 	sendWindow int64
 	halfClosed bool // the client sent END_STREAM
 	done       bool // ended: closed here, reset, or the connection closed
+	// What the stream holds of the client's messages, and its receive flow
+	// control (see conn.mayReceiveLocked). rbuf is a message that spans
+	// DATA frames; the reading goroutine takes it out while it adds to it.
+	rbuf        []byte
+	partial     int    // cap(rbuf), counted in c.held
+	unread      int    // kept unhandled by its handler (Hold), counted in c.held
+	recvWindow  int64  // what the client may still send on the stream
+	recvUnacked uint32 // received, window not given back yet
+	stalled     bool   // denied window until its connection holds less
 
 	// wmu orders the stream's writes: its headers, messages and trailers.
 	wmu         sync.Mutex
@@ -186,8 +200,15 @@ func (st *Stream) end(err error) bool {
 	}
 	st.done = true
 	halfClosed := st.halfClosed
-	closeConn := c.streamEndedLocked(st)
+	updates, closeConn := c.streamEndedLocked(st)
+	if !halfClosed {
+		c.noteResetLocked(st.id)
+	}
 	c.mu.Unlock()
+	// Cancelled before the status goes out: whoever learns from the client
+	// that the stream ended must find it ended here too.
+	st.cancel()
+	_ = c.writeIf(updates)
 
 	s := status.Convert(err)
 	st.wmu.Lock()
@@ -199,6 +220,9 @@ func (st *Stream) end(err error) bool {
 		st.headersSent = true
 	}
 	block = appendStatusFields(block, uint32(s.Code()), s.Message())
+	if st.compressed.Load() {
+		block = appendField(block, "grpc-accept-encoding", "identity")
+	}
 	if p := s.Proto(); len(p.GetDetails()) > 0 {
 		if details, err := proto.Marshal(p); err == nil {
 			block = appendField(block, "grpc-status-details-bin", base64.RawStdEncoding.EncodeToString(details))
@@ -213,7 +237,6 @@ func (st *Stream) end(err error) bool {
 	_ = c.write(b)
 	putBuf(out)
 	st.wmu.Unlock()
-	st.cancel()
 	if st.gen != nil {
 		// A handler still waiting for a message learns the stream is over.
 		st.gen.end(status.Error(codes.Canceled, "stream ended"))
@@ -243,9 +266,10 @@ func (st *Stream) abort(err error) {
 		return
 	}
 	st.done = true
-	closeConn := c.streamEndedLocked(st)
+	updates, closeConn := c.streamEndedLocked(st)
 	c.mu.Unlock()
 	st.cancel()
+	_ = c.writeIf(updates)
 	st.deliverEnd(err)
 	if closeConn {
 		c.finishDrain()
@@ -265,38 +289,76 @@ func (st *Stream) deliverEnd(err error) {
 }
 
 // receive takes the data of a DATA frame and hands on each complete
-// message.
+// message. An incomplete one is kept in rbuf, which grows with what
+// arrives (doubling, but never beyond the message's announced size): what
+// a stream holds is what its client sent, not what it announced.
 func (st *Stream) receive(data []byte) error {
-	maxSize := st.c.srv.cfg.MaxRecvMsgSize
-	if len(st.rbuf) > 0 {
-		st.rbuf = append(st.rbuf, data...)
-		data = st.rbuf
+	c := st.c
+	maxSize := c.srv.cfg.MaxRecvMsgSize
+	if st.maxMsg > 0 {
+		maxSize = st.maxMsg
 	}
+	c.mu.Lock()
+	buf, done := st.rbuf, st.done
+	st.rbuf = nil
+	c.mu.Unlock()
+	if done {
+		return nil
+	}
+	if len(buf) > 0 {
+		need := len(buf) + len(data)
+		if need > cap(buf) {
+			size := max(need, 2*cap(buf))
+			if len(buf) >= 5 {
+				size = min(size, max(need, 5+int(binary.BigEndian.Uint32(buf[1:5]))))
+			}
+			buf = append(make([]byte, 0, size), buf...)
+		}
+		buf = append(buf, data...)
+		data = buf
+	}
+	var err error
+	completed := false
 	for len(data) >= 5 {
 		if data[0] != 0 {
-			return status.Error(codes.Unimplemented, "compressed messages are not supported")
+			st.compressed.Store(true) // the trailers say what is accepted
+			err = status.Error(codes.Unimplemented, "compressed messages are not supported")
+			break
 		}
 		n := binary.BigEndian.Uint32(data[1:5])
 		if int64(n) > int64(maxSize) {
-			return status.Errorf(codes.ResourceExhausted, "message of %d bytes exceeds the limit of %d", n, maxSize)
+			if st.maxMsg > 0 {
+				c.srv.cfg.Metrics.limits.WithLabelValues(LimitUnauthenticatedMessage).Inc()
+			}
+			err = status.Errorf(codes.ResourceExhausted, "message of %d bytes exceeds the limit of %d", n, maxSize)
+			break
 		}
 		if len(data) < 5+int(n) {
 			break
 		}
-		if err := st.deliver(data[5 : 5+n]); err != nil {
-			return err
+		if err = st.deliver(data[5 : 5+n]); err != nil {
+			break
 		}
+		completed = true
 		data = data[5+n:]
 	}
-	if len(data) == 0 {
-		st.rbuf = nil
-		return nil
+	var rest []byte
+	switch {
+	case err != nil || len(data) == 0:
+	case len(buf) > 0 && &data[0] == &buf[0]:
+		rest = buf // the incomplete message is at the start of buf already
+	default:
+		rest = append(make([]byte, 0, len(data)), data...)
 	}
-	if len(st.rbuf) > 0 && &data[0] == &st.rbuf[0] {
-		return nil // the partial message is at the start of rbuf already
+	c.mu.Lock()
+	var updates []byte
+	if !st.done {
+		st.rbuf = rest
+		updates = c.setPartialLocked(st, cap(rest), completed)
 	}
-	st.rbuf = append(make([]byte, 0, len(data)), data...)
-	return nil
+	c.mu.Unlock()
+	_ = c.writeIf(updates)
+	return err
 }
 
 func (st *Stream) deliver(msg []byte) error {
@@ -310,9 +372,51 @@ func (st *Stream) deliver(msg []byte) error {
 	case st.events != nil:
 		return st.events.Message(msg)
 	case st.gen != nil:
-		return st.gen.push(msg)
+		// Held, with its framing (empty messages cost a queue entry),
+		// until the handler reads it.
+		st.Hold(5 + len(msg))
+		st.gen.push(msg)
 	}
 	return nil
+}
+
+// Hold counts n bytes of messages that the stream's handler keeps after
+// StreamEvents.Message returned (queued, not yet handled) toward its
+// connection's MaxConnBuffered, and holds the stream's flow-control window
+// back until Release has given them all back, as for the messages of a
+// RegisterService handler, which grpc-go gives window for only as they
+// are read: a client that does not wait for answers cannot make the
+// handler queue more than was in flight. Call it from Message; Release
+// from any goroutine. Both do nothing once the stream has ended, which
+// releases what it held.
+func (st *Stream) Hold(n int) {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st.done || n <= 0 {
+		return
+	}
+	st.unread += n
+	c.unread += n
+	c.held += n
+}
+
+// Release gives back n bytes counted by Hold, and the window this frees.
+func (st *Stream) Release(n int) {
+	c := st.c
+	c.mu.Lock()
+	n = min(n, st.unread)
+	if st.done || n <= 0 {
+		c.mu.Unlock()
+		return
+	}
+	st.unread -= n
+	c.unread -= n
+	c.held -= n
+	updates := c.grantLocked(nil, st)
+	updates = c.unstallLocked(updates)
+	c.mu.Unlock()
+	_ = c.writeIf(updates)
 }
 
 // appendMD appends metadata as header fields; binary values are base64.
@@ -337,15 +441,11 @@ func appendMD(b []byte, md metadata.MD) []byte {
 type genericStream struct {
 	st *Stream
 
-	mu     sync.Mutex
-	cond   sync.Cond
-	queue  [][]byte
-	queued int
-	ended  error // io.EOF after the last message
+	mu    sync.Mutex
+	cond  sync.Cond
+	queue [][]byte // what the handler has not read: at most a window's worth and a message (Stream.deliver)
+	ended error    // io.EOF after the last message
 }
-
-// maxQueued bounds the bytes a generic handler may leave unread.
-const maxQueued = 8 << 20
 
 func newGenericStream(st *Stream) *genericStream {
 	g := &genericStream{st: st}
@@ -374,22 +474,25 @@ func (g *genericStream) run(m *method) {
 	err = m.stream.Handler(m.impl, g)
 }
 
-func (g *genericStream) push(msg []byte) error {
+func (g *genericStream) push(msg []byte) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.queued+len(msg) > maxQueued {
-		return status.Error(codes.ResourceExhausted, "too many unread messages")
+	if g.ended != nil {
+		return // the stream ended meanwhile
 	}
 	g.queue = append(g.queue, append([]byte(nil), msg...))
-	g.queued += len(msg)
 	g.cond.Signal()
-	return nil
 }
 
+// end tells the handler that no message follows: after those queued when
+// err is io.EOF, at once otherwise (the stream is gone).
 func (g *genericStream) end(err error) {
 	g.mu.Lock()
 	if g.ended == nil {
 		g.ended = err
+	}
+	if !errors.Is(err, io.EOF) {
+		g.queue = nil
 	}
 	g.cond.Broadcast()
 	g.mu.Unlock()
@@ -435,8 +538,8 @@ func (g *genericStream) RecvMsg(m any) error {
 	msg := g.queue[0]
 	g.queue[0] = nil
 	g.queue = g.queue[1:]
-	g.queued -= len(msg)
 	g.mu.Unlock()
+	g.st.Release(5 + len(msg))
 	if err := proto.Unmarshal(msg, pm); err != nil {
 		return status.Errorf(codes.Internal, "unmarshalling the request: %v", err)
 	}

@@ -46,12 +46,20 @@ type BenchConfig struct {
 	Client string
 	// Log receives progress lines.
 	Log io.Writer
+	// Replicas, when above 1, runs that many servers sharing a PostgreSQL
+	// database, the data planes spread over them, and makes the changes
+	// through the first one's admin API (benchReplicas). NewDatabase
+	// returns the URL of a new, empty database, one per fleet size.
+	Replicas    int
+	NewDatabase func() (string, error)
 }
 
 // BenchRow is one line of the bench table.
 type BenchRow struct {
 	DataPlanes int    `json:"dataplanes"`
 	API        string `json:"api"`
+	// Replicas is how many servers shared the fleet (their RSS summed).
+	Replicas int `json:"replicas,omitempty"`
 	// IdleRSS and LoadedRSS are the server's VmRSS in bytes before the
 	// fleet connects and with the fleet connected, after a garbage
 	// collection and the idle window; PerDPKiB is their difference per
@@ -97,7 +105,11 @@ func Bench(ctx context.Context, cfg BenchConfig) ([]BenchRow, error) {
 	}
 	var rows []BenchRow
 	for _, n := range cfg.DataPlanes {
-		row, err := benchOne(ctx, cfg, n)
+		bench := benchOne
+		if cfg.Replicas > 1 {
+			bench = benchReplicas
+		}
+		row, err := bench(ctx, cfg, n)
 		if err != nil {
 			return rows, fmt.Errorf("%d data planes: %w", n, err)
 		}
@@ -125,7 +137,7 @@ func benchOne(ctx context.Context, cfg BenchConfig, n int) (*BenchRow, error) {
 		err error
 	)
 	for range 3 {
-		if srv, err = startServer(ctx, cfg); err == nil {
+		if srv, err = startServer(ctx, cfg, nil, true); err == nil {
 			break
 		}
 		logf("%v; trying again", err)
@@ -146,7 +158,7 @@ func benchOne(ctx context.Context, cfg BenchConfig, n int) (*BenchRow, error) {
 	logf("server ready, idle RSS %.1f MiB", float64(idle)/(1<<20))
 
 	args := []string{
-		"run", "--addr", srv.sds, "--dataplanes", strconv.Itoa(n), "--api", string(cfg.API),
+		"run", "--sds-address", srv.sds, "--dataplanes", strconv.Itoa(n), "--api", string(cfg.API),
 		"--mesh-dir", filepath.Join(srv.secretsDir, "default"), "--rotations", "1", "--pause", "--json",
 	}
 	if cfg.Concurrency > 0 {
@@ -311,9 +323,10 @@ func freePort() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// startServer runs "meshsds serve" in a fresh directory with a mesh
-// "default" and waits until it is ready.
-func startServer(ctx context.Context, cfg BenchConfig) (*benchServer, error) {
+// startServer runs "meshsds serve" in a fresh directory (with a mesh
+// "default" in its files when withMesh) with extra flags and waits until it
+// is ready.
+func startServer(ctx context.Context, cfg BenchConfig, extra []string, withMesh bool) (*benchServer, error) {
 	dir, err := os.MkdirTemp("", "meshsds-bench-")
 	if err != nil {
 		return nil, err
@@ -323,7 +336,12 @@ func startServer(ctx context.Context, cfg BenchConfig) (*benchServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := WriteSecretsDir(s.secretsDir, "default", ca); err != nil {
+	if !withMesh {
+		err = os.MkdirAll(s.secretsDir, 0o700)
+	} else {
+		err = WriteSecretsDir(s.secretsDir, "default", ca)
+	}
+	if err != nil {
 		return nil, err
 	}
 	// The signing key is made before the server starts, as a file in its
@@ -342,7 +360,7 @@ func startServer(ctx context.Context, cfg BenchConfig) (*benchServer, error) {
 		"--metrics-address", s.metrics, "--admin-address", s.admin, "--pprof", "--log-level", "warn",
 		"--auth", cfg.Auth,
 	}
-	s.cmd = exec.CommandContext(ctx, cfg.Meshsds, args...)
+	s.cmd = exec.CommandContext(ctx, cfg.Meshsds, append(args, extra...)...)
 	logFile, err := os.Create(filepath.Join(dir, "meshsds.log"))
 	if err != nil {
 		return nil, err
@@ -548,9 +566,14 @@ func PrintTable(w io.Writer, rows []BenchRow) {
 		ca, _ := rep.Change(ChangeCA)
 		b, _ := rep.Change(ChangeBundle)
 		id, bundle := ca.Identity, b.Bundle
-		fmt.Fprintf(w, "| %d | %d | %.1f KiB | %.2f s | %.2f / %.2f / %.2f s | %.2f / %.2f / %.2f s | %.2f s / %.0f s | %d | %d |\n",
-			r.DataPlanes, rep.Streams, r.PerDPKiB, rep.StormSeconds,
+		size, idle := strconv.Itoa(r.DataPlanes), fmt.Sprintf("%.2f s / %.0f s", r.IdleCPUSeconds, r.IdleCPUWindow)
+		if r.Replicas > 1 {
+			// RSS summed over the replicas; changes through one of them.
+			size, idle = fmt.Sprintf("%d on %d replicas", r.DataPlanes, r.Replicas), "-"
+		}
+		fmt.Fprintf(w, "| %s | %d | %.1f KiB | %.2f s | %.2f / %.2f / %.2f s | %.2f / %.2f / %.2f s | %s | %d | %d |\n",
+			size, rep.Streams, r.PerDPKiB, rep.StormSeconds,
 			id.P50, id.P99, id.Max, bundle.P50, bundle.P99, bundle.Max,
-			r.IdleCPUSeconds, r.IdleCPUWindow, rep.Errors+rep.CheckFailures, rep.NACKs)
+			idle, rep.Errors+rep.CheckFailures, rep.NACKs)
 	}
 }

@@ -2,12 +2,17 @@ package loadgen
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -173,6 +178,60 @@ func ReplaceFiles(meshDir string, from, to *MeshCA) (time.Time, error) {
 	}
 	at := time.Now()
 	return at, to.save(meshDir)
+}
+
+// PutSecrets writes the Secrets ca-cert and ca-key of mesh that differ
+// between from (nil: none exist yet) and to through the admin API at
+// adminURL, certificate first, as ReplaceFiles writes the files. It returns
+// when the last write was answered.
+func PutSecrets(ctx context.Context, adminURL, mesh string, from, to *MeshCA) (time.Time, error) {
+	for _, sec := range []struct {
+		name     string
+		old, new []byte
+	}{{"ca-cert", nil, to.CertPEM()}, {"ca-key", nil, to.KeyPEM()}} {
+		if from != nil {
+			sec.old = from.CertPEM()
+			if sec.name == "ca-key" {
+				sec.old = from.KeyPEM()
+			}
+		}
+		if bytes.Equal(sec.old, sec.new) {
+			continue
+		}
+		body, err := json.Marshal(map[string]string{"type": "Secret", "mesh": mesh, "name": sec.name, "data": base64.StdEncoding.EncodeToString(sec.new)})
+		if err != nil {
+			return time.Time{}, err
+		}
+		if err := put(ctx, adminURL+"/meshes/"+mesh+"/secrets/"+sec.name, body); err != nil {
+			return time.Time{}, err
+		}
+	}
+	return time.Now(), nil
+}
+
+// PutMesh writes MeshManifest(mesh), as JSON, through the admin API.
+func PutMesh(ctx context.Context, adminURL, mesh string) error {
+	body := fmt.Appendf(nil, `{"type":"Mesh","name":%q,"mtls":{"enabledBackend":"ca-1","backends":[{"name":"ca-1","type":"provided",`+
+		`"dpCert":{"rotation":{"expiration":"24h"}},"config":{"cert":{"secret":"ca-cert"},"key":{"secret":"ca-key"}}}]}}`, mesh)
+	return put(ctx, adminURL+"/meshes/"+mesh, body)
+}
+
+func put(ctx context.Context, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("PUT %s: %s: %s", url, resp.Status, bytes.TrimSpace(msg))
+	}
+	return nil
 }
 
 func writeAtomic(path string, data []byte) error {

@@ -19,6 +19,7 @@ import (
 	"io"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,7 +88,8 @@ func (k Kind) String() string {
 
 // Config configures a Fleet.
 type Config struct {
-	// Addr is the SDS server's host:port.
+	// Addr is the SDS server's host:port, or several separated by commas
+	// (replicas): data plane i connects to the (i mod n)th.
 	Addr string
 	// DataPlanes is how many Envoys to simulate.
 	DataPlanes int
@@ -320,7 +322,7 @@ func (f *Fleet) connect(i int) error {
 		delta func(method string) (deltaStream, error)
 	)
 	if f.cfg.Client == ClientGRPCGo {
-		conn, err := f.dialGRPC(token)
+		conn, err := f.dialGRPC(f.addr(i), token)
 		if err != nil {
 			return err
 		}
@@ -338,9 +340,10 @@ func (f *Fleet) connect(i int) error {
 			return secretv3.NewSecretDiscoveryServiceClient(conn).DeltaSecrets(f.ctx)
 		}
 	} else {
-		conn, err := dialH2(f.ctx, f.cfg.Addr, token)
+		addr := f.addr(i)
+		conn, err := dialH2(f.ctx, addr, token)
 		if err != nil {
-			return fmt.Errorf("dialing %s: %w", f.cfg.Addr, err)
+			return fmt.Errorf("dialing %s: %w", addr, err)
 		}
 		f.conns[i] = conn
 		return f.openH2(conn, node, id, bundle)
@@ -367,8 +370,15 @@ func (f *Fleet) connect(i int) error {
 	return nil
 }
 
+// addr is the SDS address data plane i connects to: the addresses of
+// Config.Addr in turn.
+func (f *Fleet) addr(i int) string {
+	addrs := strings.Split(f.cfg.Addr, ",")
+	return strings.TrimSpace(addrs[i%len(addrs)])
+}
+
 // dialGRPC makes a grpc-go ClientConn for one data plane.
-func (f *Fleet) dialGRPC(token string) (*grpc.ClientConn, error) {
+func (f *Fleet) dialGRPC(addr, token string) (*grpc.ClientConn, error) {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// Thousands of connections in one process: keep their buffers
@@ -379,9 +389,9 @@ func (f *Fleet) dialGRPC(token string) (*grpc.ClientConn, error) {
 	if token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds(token)))
 	}
-	conn, err := grpc.NewClient("passthrough:///"+f.cfg.Addr, opts...)
+	conn, err := grpc.NewClient("passthrough:///"+addr, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("dialing %s: %w", f.cfg.Addr, err)
+		return nil, fmt.Errorf("dialing %s: %w", addr, err)
 	}
 	return conn, nil
 }

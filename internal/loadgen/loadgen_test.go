@@ -17,11 +17,12 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshsds/meshsds/internal/grpclite"
-	"github.com/meshsds/meshsds/internal/reconcile"
 	"github.com/meshsds/meshsds/sds"
 	"github.com/meshsds/meshsds/sds/cache"
 	"github.com/meshsds/meshsds/sds/token"
+	"github.com/meshsds/meshsds/secretsource"
 	"github.com/meshsds/meshsds/secretsource/file"
+	"github.com/meshsds/meshsds/secretsource/reconcile"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -64,7 +65,7 @@ func startInProcess(t *testing.T, withTokens, withSource bool) *server {
 	if withSource {
 		src, err := file.New(file.Config{Dir: s.secretsDir, Debounce: 20 * time.Millisecond})
 		require.NoError(t, err)
-		rec, err := reconcile.New(reconcile.Config{Sources: []reconcile.Source{src}, Sink: s.cache})
+		rec, err := reconcile.New(reconcile.Config{Sources: []secretsource.Source{src}, Sink: s.cache})
 		require.NoError(t, err)
 		go func() { _ = rec.Run(ctx); done <- struct{}{} }()
 	} else {

@@ -26,6 +26,11 @@ type RunConfig struct {
 	// secrets ca-cert (an intermediate, then its root) and ca-key, as
 	// WriteSecretsDir lays them out. Empty means no changes.
 	MeshDir string
+	// AdminURL, when set, is the admin API the changes are written
+	// through (the Secrets ca-cert and ca-key of mesh Fleet.Mesh) instead
+	// of the files of MeshDir, which then only keeps the CA's keys: how
+	// replicas sharing a database are changed.
+	AdminURL string
 	// Rotations is how many times to make both changes: a CA rotation (a
 	// new root and intermediate: every secret changes), then a re-issued
 	// root (the same key: only the trust bundle changes).
@@ -144,6 +149,9 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 			}
 			fleet.Mark(next.Root.CertPEM, watch...)
 			at, err := ReplaceFiles(cfg.MeshDir, current, next)
+			if err == nil && cfg.AdminURL != "" {
+				at, err = PutSecrets(ctx, cfg.AdminURL, cfg.Fleet.Mesh, current, next)
+			}
 			if err != nil {
 				return r, fmt.Errorf("changing the CA: %w", err)
 			}

@@ -116,6 +116,27 @@ func ParseCA(certPEM, keyPEM []byte, now time.Time) (*CA, error) {
 	return newCA(chain, key), nil
 }
 
+// ParseTrustedCA builds, from the certificate chain of a CA in PEM (checked
+// as ParseCA checks it, at now), a CA that is only trusted: it has no Key
+// and must not sign. It is how a replica trusts a CA whose key it never saw.
+func ParseTrustedCA(certPEM []byte, now time.Time) (*CA, error) {
+	chain, err := parseChain(certPEM, now)
+	if err != nil {
+		return nil, err
+	}
+	return newCA(chain, nil), nil
+}
+
+// ChainPEM is every certificate of ca's chain in PEM, as ParseTrustedCA
+// reads it back.
+func (ca *CA) ChainPEM() []byte {
+	var out []byte
+	for _, c := range ca.Chain {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: pemCertificate, Bytes: c.Raw})...)
+	}
+	return out
+}
+
 // newCA derives the PEM forms and fingerprint of a checked chain.
 func newCA(chain []*x509.Certificate, key crypto.Signer) *CA {
 	var issued, all bytes.Buffer

@@ -51,6 +51,10 @@ type Config struct {
 	// default GOMAXPROCS. Issuing is pure CPU: more workers than cores
 	// only delay the pushes that need no issuing.
 	IssueWorkers int
+	// Coordinator shares CA changes with the other replicas serving the
+	// same meshes (coordinate.go); nil when this replica serves alone. With
+	// one, RotationTimeout is the coordinator's to apply.
+	Coordinator Coordinator
 }
 
 // Cache holds the resolved meshes, issues and caches workload certificates,
@@ -157,13 +161,15 @@ func (c *Cache) Update(meshes map[string]*meshconfig.ResolvedMesh, changedAt tim
 			} else {
 				c.meshes[name] = &meshState{watchers: ms.watchers}
 			}
+			c.reportLocked(name, nil)
 		}
 	}
 	for name, rm := range meshes {
 		old := c.meshes[name]
-		ms := c.buildMeshState(rm, old, changedAt)
+		ms := c.buildMeshState(name, rm, old, changedAt)
 		c.meshes[name] = ms
 		c.rotationUpdatedLocked(name, old, ms)
+		c.reportLocked(name, ms)
 		if ms.ca != nil {
 			c.metrics.caExpiry.WithLabelValues(name).Set(float64(ms.ca.Chain[0].NotAfter.Unix()))
 		}
@@ -298,6 +304,8 @@ func (c *Cache) WhyNotServed(mesh string) error {
 		return fmt.Errorf("mesh %q does not exist", mesh)
 	case ms.ca == nil && ms.resolved.Err != nil:
 		return fmt.Errorf("mesh %q has no valid CA: %w", mesh, ms.resolved.Err)
+	case ms.ca == nil && ms.target != nil:
+		return fmt.Errorf("mesh %q: this replica joined a CA change in its trust phase; certificates are issued from its next phase", mesh)
 	case ms.ca == nil:
 		return fmt.Errorf("mesh %q does not have mTLS enabled", mesh)
 	}

@@ -40,7 +40,7 @@ type meshState struct {
 // buildMeshState derives the served state of a mesh: which CA signs and
 // which are trusted (moving through a CA change, see rotation.go), reusing
 // the previous serialized bundle when the trust bundle did not change.
-func (c *Cache) buildMeshState(rm *meshconfig.ResolvedMesh, old *meshState, changedAt time.Time) *meshState {
+func (c *Cache) buildMeshState(name string, rm *meshconfig.ResolvedMesh, old *meshState, changedAt time.Time) *meshState {
 	ms := &meshState{resolved: rm, target: rm.CA, validity: rm.DPCertValidity, changedAt: changedAt, watchers: map[string]map[*Watch]struct{}{}}
 	if ms.validity <= 0 {
 		ms.validity = meshconfig.DefaultDPCertValidity
@@ -57,10 +57,15 @@ func (c *Cache) buildMeshState(rm *meshconfig.ResolvedMesh, old *meshState, chan
 	}
 	step := nextStep(prev, prevTarget, rm.CA, c.cfg.Now())
 	ms.ca, ms.trusted, ms.phase = step.issuing, step.trusted, step.phase
-	if ms.ca == nil {
+	if prev.issuing == nil && !pki.SameCA(rm.CA, prevTarget) {
+		c.joinLocked(name, ms)
+	}
+	if len(ms.trusted) == 0 {
 		return ms
 	}
-	ms.caVersion = caVersionOf(ms.ca, ms.validity)
+	if ms.ca != nil {
+		ms.caVersion = caVersionOf(ms.ca, ms.validity)
+	}
 	if old != nil {
 		ms.bundleVer, ms.bundle = old.bundleVer, old.bundle
 	}

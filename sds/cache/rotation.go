@@ -21,6 +21,12 @@ type rotation struct {
 	checkTimer bool   // a check of the waiting data planes is scheduled
 	warnedFor  string // CA fingerprint the expiry warning was logged for
 	warning    string
+	// With a Coordinator: done is set once no data plane here waits for
+	// anything in the phase; changeSince is when the change started here;
+	// joined marks a state that joined the replicas' change (joinLocked).
+	done        bool
+	changeSince time.Time
+	joined      bool
 }
 
 // rotationCheckDelay batches the ACKs of a fleet before counting who still
@@ -64,8 +70,18 @@ func (c *Cache) checkRotation(mesh string) {
 		return
 	}
 	ms.checkTimer = false
-	if ms.phase != PhaseSteady && c.countWaitingLocked(ms, 1) == 0 {
+	if ms.phase == PhaseSteady || c.countWaitingLocked(ms, 1) != 0 {
+		return
+	}
+	if c.cfg.Coordinator == nil {
 		c.advanceLocked(mesh, ms, false)
+		return
+	}
+	// The other replicas decide with us: say we are done, and wait for
+	// Advance.
+	if !ms.done {
+		ms.done = true
+		c.reportLocked(mesh, ms)
 	}
 }
 
@@ -124,15 +140,20 @@ func (c *Cache) startPhaseLocked(mesh string, ms *meshState, p Phase) {
 	}
 	ms.phase, ms.since = p, c.cfg.Now()
 	ms.gen++
+	ms.done = false
 	if p == PhaseSteady {
 		c.dropAheadLocked(mesh) // a change ended or was abandoned
 	}
 	c.metrics.rotationPhase.WithLabelValues(mesh).Set(float64(p))
+	c.reportLocked(mesh, ms)
 	if p == PhaseSteady {
 		return
 	}
 	gen := ms.gen
-	ms.stopTimer = c.cfg.AfterFunc(c.cfg.RotationTimeout, func() { c.phaseTimedOut(mesh, gen) })
+	if c.cfg.Coordinator == nil {
+		// With a coordinator, the replicas apply the timeout together.
+		ms.stopTimer = c.cfg.AfterFunc(c.cfg.RotationTimeout, func() { c.phaseTimedOut(mesh, gen) })
+	}
 	c.scheduleCheckLocked(mesh, ms)
 	c.log.Info("CA change: entering phase", sds.LogMesh, mesh, "phase", p.String(), "waiting", c.waitingLocked(ms))
 }
@@ -268,11 +289,20 @@ func (c *Cache) rotationUpdatedLocked(mesh string, old, ms *meshState) {
 	}
 	newChange := ms.phase == PhaseTrustNew && (oldPhase != PhaseTrustNew || len(oldTrusted) != len(ms.trusted))
 	switch {
+	case ms.joined:
+		ms.joined = false
+		p := ms.phase
+		ms.phase = PhaseSteady // entered afresh below
+		c.startPhaseLocked(mesh, ms, p)
+		if p == PhaseTrustNew {
+			c.issueAheadLocked(mesh, ms)
+		}
 	case newChange:
-		if ms.target != nil {
+		if ms.target != nil && ms.ca != nil {
 			c.log.Info("CA change started: the new CA is trusted first, then signs", sds.LogMesh, mesh,
 				"from", ms.ca.Chain[0].Subject.String(), "to", ms.target.Chain[0].Subject.String())
 		}
+		ms.changeSince = c.cfg.Now()
 		ms.phase = PhaseSteady // entered afresh below
 		c.startPhaseLocked(mesh, ms, PhaseTrustNew)
 		c.issueAheadLocked(mesh, ms)

@@ -16,6 +16,9 @@ func (c *Cache) MeshStatus(mesh string) *sds.MeshStatus {
 	st := &sds.MeshStatus{Phase: ms.phase.String(), Since: ms.since, Warning: ms.warning}
 	if ms.phase != PhaseSteady {
 		st.Waiting = c.waitingLocked(ms)
+		if c.cfg.Coordinator != nil {
+			st.WaitingReplicas = c.cfg.Coordinator.Waiting(mesh)
+		}
 	}
 	if ms.resolved.Err != nil {
 		st.Error = ms.resolved.Err.Error()

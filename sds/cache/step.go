@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"fmt"
 	"time"
 
 	"github.com/meshsds/meshsds/meshconfig/pki"
@@ -39,6 +40,21 @@ func (p Phase) String() string {
 	}
 }
 
+// MarshalText writes the phase's name (String), so that what replicas
+// share reads plainly and survives a renumbering.
+func (p Phase) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText reads a phase's name.
+func (p *Phase) UnmarshalText(b []byte) error {
+	for _, q := range []Phase{PhaseSteady, PhaseTrustNew, PhaseReissue} {
+		if string(b) == q.String() {
+			*p = q
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown CA change phase %q", b)
+}
+
 // rotationStep is the CA state of a mesh: who signs, who is trusted.
 type rotationStep struct {
 	issuing *pki.CA
@@ -52,11 +68,13 @@ func nextStep(prev rotationStep, prevTarget, target *pki.CA, now time.Time) rota
 	switch {
 	case target == nil:
 		return rotationStep{phase: PhaseSteady}
+	case pki.SameCA(target, prevTarget):
+		// No news: carry on with the change in progress, if any (also one
+		// this replica joined without a signing CA, see joinLocked).
+		return prev
 	case prev.issuing == nil:
 		// The first CA, or mTLS turned on: nothing to stay compatible with.
 		return rotationStep{issuing: target, trusted: []*pki.CA{target}}
-	case pki.SameCA(target, prevTarget):
-		return prev // no news: carry on with the change in progress, if any
 	case pki.SameCA(target, prev.issuing):
 		// Back to the CA that still signs everything: the aborted target
 		// signed nothing yet, so it can leave the bundle at once.

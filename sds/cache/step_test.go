@@ -47,6 +47,12 @@ func TestNextStep(t *testing.T) {
 			b, c,
 			rotationStep{issuing: b, trusted: []*pki.CA{a, b, c}, phase: PhaseTrustNew},
 		},
+		{
+			"joined a change without a signing CA: carries on holding",
+			rotationStep{trusted: []*pki.CA{a, b}, phase: PhaseTrustNew},
+			b, b,
+			rotationStep{trusted: []*pki.CA{a, b}, phase: PhaseTrustNew},
+		},
 		{"back to the signing CA: the aborted one leaves", rotationStep{issuing: a, trusted: []*pki.CA{a, b}, phase: PhaseTrustNew}, b, a, steadyA},
 		{
 			"same names and keys, re-issued: switch at once", steadyA, a, reissuedA,

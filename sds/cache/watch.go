@@ -104,6 +104,8 @@ func (w *Watch) Close() {
 		if ms.resolved == nil && len(ms.watchers) == 0 {
 			delete(c.meshes, w.id.Mesh) // an unused placeholder
 		}
+		// A CA change does not wait for a data plane that went away.
+		c.scheduleCheckLocked(w.id.Mesh, ms)
 	}
 }
 

@@ -6,6 +6,7 @@
 package featuretests
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -17,6 +18,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/tap"
 
 	"github.com/meshsds/meshsds/internal/grpclite"
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
@@ -81,12 +84,14 @@ func serve(t testing.TB, transport string, srv *sds.Server, lis net.Listener) {
 	done := make(chan struct{})
 	switch transport {
 	case "grpclite":
-		gs := grpclite.NewServer(grpclite.Config{})
+		gs := grpclite.NewServer(grpclite.Config{Authorize: srv.Authorize, PublicMethods: sds.PublicMethods})
 		srv.RegisterGRPCLite(gs)
 		go func() { _ = gs.Serve(lis); close(done) }()
 		t.Cleanup(func() { gs.Stop(); <-done })
 	case "grpc-go":
-		gs := grpc.NewServer(sds.GRPCCodec())
+		gs := grpc.NewServer(sds.GRPCCodec(), grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
+			return ctx, srv.Authorize(metadata.NewIncomingContext(ctx, info.Header), info.FullMethodName)
+		}))
 		srv.RegisterGRPC(gs)
 		go func() { _ = gs.Serve(lis); close(done) }()
 		t.Cleanup(func() { gs.Stop(); <-done })

@@ -418,7 +418,7 @@ func TestStreamEndedByTheTransportIsForgotten(t *testing.T) {
 
 		// A request over the transport's 4 MiB limit: the transport ends the
 		// stream, and the SDS server must let go of it.
-		require.NoError(t, s.Send(&discoveryv3.DiscoveryRequest{
+		sent(t, s.Send(&discoveryv3.DiscoveryRequest{
 			TypeUrl: xds.TypeSecret, ResourceNames: []string{sds.NameIdentityCert}, ResponseNonce: resp.GetNonce(),
 			VersionInfo: strings.Repeat("v", 5<<20),
 		}))

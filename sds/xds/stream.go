@@ -11,13 +11,24 @@ import (
 )
 
 // maxPending and maxPendingBytes bound the requests a stream may have
-// queued and not yet handled: Envoy sends one and waits for the answer. The
-// transport gives flow-control window back as soon as a request arrives, so
-// this is what bounds a client that sends and never reads.
+// queued and not yet handled: Envoy sends one and waits for the answer.
+// grpc-go gives flow-control window back as soon as a request arrives, so
+// there this is what bounds a client that sends and never reads; grpclite
+// holds the stream's window back while it has requests queued (holder).
 const (
 	maxPending      = 16
 	maxPendingBytes = 1 << 20
 )
+
+// holder is a transport that counts the requests a stream has queued
+// unhandled toward its connection's bound, and holds the stream's
+// flow-control window back until they are released (grpclite.Stream):
+// Hold is called from Message under Events.mu (it must not call back into
+// Events), Release from the stream's work goroutine.
+type holder interface {
+	Hold(n int)
+	Release(n int)
+}
 
 // Events is the protocol's side of one stream. The transport delivers what
 // the client sends as events (Message, End), which are only queued; the
@@ -72,6 +83,10 @@ func (e *Events) Message(msg []byte) error {
 	if len(e.pending) >= maxPending || e.pendingBytes+len(msg) > maxPendingBytes {
 		return status.Error(codes.ResourceExhausted, "too many requests waiting for an answer")
 	}
+	if h, ok := e.tr.(holder); ok {
+		// Before run can see the request, whose Release must follow it.
+		h.Hold(len(msg))
+	}
 	e.pending = append(e.pending, append([]byte(nil), msg...))
 	e.pendingBytes += len(msg)
 	e.kickLocked()
@@ -122,7 +137,7 @@ func (e *Events) kickLocked() {
 func (e *Events) run() {
 	for {
 		e.mu.Lock()
-		reqs, woken, end, stop := e.pending, e.woken, e.end, e.stop
+		reqs, held, woken, end, stop := e.pending, e.pendingBytes, e.woken, e.end, e.stop
 		e.pending, e.pendingBytes, e.woken = nil, 0, false
 		if len(reqs) == 0 && !woken && end == nil && stop == nil {
 			e.running = false
@@ -138,7 +153,11 @@ func (e *Events) run() {
 			e.finish(end) // gone: its queued requests need no answer
 			return
 		}
-		if err := e.step(reqs, woken); err != nil {
+		err := e.step(reqs, woken)
+		if h, ok := e.tr.(holder); ok && held > 0 {
+			h.Release(held)
+		}
+		if err != nil {
 			e.finish(err)
 			return
 		}

@@ -1,12 +1,14 @@
-// Package api is meshsds' admin HTTP API (Kuma's paths and error shape) over
-// a durable store, and the secret source that serves what the store holds.
+// Package api is meshsds' admin HTTP API (Kuma's paths and error shape)
+// over the durable store of secretsource/store.
 //
-// Writes go to the store first; once committed, the source publishes a fresh
-// view, so an API write reaches connected data planes exactly like a file
-// change does.
+// Writes go to the store; once committed, the store's source publishes a
+// fresh view, so an API write reaches connected data planes exactly like a
+// file change does. Writes are admitted by meshconfig's admission policy
+// against every secret meshsds knows, in the store or another source.
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,27 +16,29 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	yamlv3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/sds"
 	"github.com/meshsds/meshsds/sds/token"
-	"github.com/meshsds/meshsds/secretsource/api/store"
+	"github.com/meshsds/meshsds/secretsource"
+	"github.com/meshsds/meshsds/secretsource/store"
 )
 
 // DefaultMaxBodyBytes bounds a request body: a 1 MiB secret in base64 plus
 // room for the envelope.
 const DefaultMaxBodyBytes = 2 << 20
 
-// Dataplanes lists the connected data planes for GET /dataplanes. It is
-// called concurrently; the result is encoded as JSON and not kept.
+// Dataplanes lists the connected data planes for GET /dataplanes (the SDS
+// server). It is called concurrently; the result is not kept.
 type Dataplanes interface {
-	Dataplanes() any
+	Dataplanes() []sds.DataplaneStatus
 }
 
 // TokenIssuer signs dataplane tokens for POST /tokens/dataplane. It is
@@ -44,19 +48,27 @@ type TokenIssuer interface {
 }
 
 // MeshStatus reports the live state of a mesh (its CA rotation phase, CA
-// expiry warnings) for GET /meshes/{mesh}. It is called concurrently; nil
-// means the mesh is not being served.
+// expiry warnings) for GET /meshes/{mesh} (the SDS serving state). It is
+// called concurrently; nil means the mesh is not being served.
 type MeshStatus interface {
-	MeshStatus(mesh string) any
+	MeshStatus(mesh string) *sds.MeshStatus
 }
 
-// SecretLookup finds a Secret that another source holds (files, Kubernetes),
-// so that a Mesh PUT through the API can be validated against secrets the
-// API does not own. It is called concurrently.
-type SecretLookup interface {
+// OtherSources looks into the sources other than the store (files,
+// Kubernetes): a Mesh PUT through the API is admitted against secrets the
+// API does not own, and a Secret they use cannot be deleted. It is called
+// concurrently (the reconciler's Others).
+type OtherSources interface {
 	Secret(mesh, name string) ([]byte, bool)
-	// Meshes returns every Mesh other sources hold, for the in-use check.
+	// Meshes returns every Mesh the other sources hold.
 	Meshes() []*meshconfig.Mesh
+}
+
+// Provisioner generates the CA of a builtin backend before a Mesh using it
+// is admitted (the store's Provisioner, or Kubernetes' in Kubernetes mode).
+// It is called concurrently and must be idempotent.
+type Provisioner interface {
+	ProvisionBuiltinCA(ctx context.Context, mesh string, backend meshconfig.Backend) error
 }
 
 // Config configures the API.
@@ -72,28 +84,31 @@ type Config struct {
 	// default.
 	MaxSecretSize int
 	// Dataplanes, Tokens and Others are optional; without them the
-	// respective endpoints answer 501 and validation sees only the store.
+	// respective endpoints answer 501 and admission sees only the store.
 	Dataplanes Dataplanes
 	Tokens     TokenIssuer
-	Others     SecretLookup
+	Others     OtherSources
 	Status     MeshStatus
-	// Resync is how often the source checks the store's revision for
-	// writes made by other processes (another replica, an offline CLI).
-	// Default 5s.
-	Resync time.Duration
+	// Provisioner generates builtin CAs; default a store.Provisioner on
+	// Store.
+	Provisioner Provisioner
+	// Audit, when set, receives the audit log (see audit.go); writes to it
+	// are serialised.
+	Audit io.Writer
 }
 
-// API serves the admin HTTP API and is the "api" secret source.
+// API serves the admin HTTP API.
 type API struct {
 	cfg     Config
 	log     *slog.Logger
 	store   store.Store
 	metrics *metrics
 
+	audit *auditLog
+
 	// writeMu serialises the check-then-write of in-use checks and Mesh
-	// validation against the secrets they read.
+	// admission against the secrets they read.
 	writeMu sync.Mutex
-	changed chan struct{}
 }
 
 // New returns an API over cfg.Store.
@@ -113,14 +128,14 @@ func New(cfg Config) (*API, error) {
 	if cfg.MaxSecretSize <= 0 {
 		cfg.MaxSecretSize = meshconfig.DefaultMaxSecretSize
 	}
-	if cfg.Resync <= 0 {
-		cfg.Resync = 5 * time.Second
+	if cfg.Provisioner == nil {
+		cfg.Provisioner = &store.Provisioner{Store: cfg.Store, Logger: cfg.Logger, Now: cfg.Now}
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	return &API{cfg: cfg, log: cfg.Logger, store: cfg.Store, metrics: m, changed: make(chan struct{}, 1)}, nil
+	return &API{cfg: cfg, log: cfg.Logger, store: cfg.Store, metrics: m, audit: newAuditLog(cfg.Audit)}, nil
 }
 
 // Handler returns the HTTP handler of the admin API.
@@ -159,10 +174,22 @@ func (a *API) Handler() http.Handler {
 func (a *API) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		var event *AuditEvent
+		if isWrite(r.Method) {
+			event = &AuditEvent{Time: a.cfg.Now().UTC(), Who: who(r), Verb: r.Method, Path: r.URL.Path}
+			r = r.WithContext(context.WithValue(r.Context(), auditKey{}, event))
+		}
 		next.ServeHTTP(rec, r)
 		a.metrics.requests.WithLabelValues(r.Method, fmt.Sprint(rec.code)).Inc()
 		// Paths and codes only: bodies may hold secret material.
 		a.log.Debug("admin request", "method", r.Method, "path", r.URL.Path, "code", rec.code)
+		if event != nil && a.audit != nil {
+			event.Status = rec.code
+			a.metrics.audit.WithLabelValues(r.Method).Inc()
+			if err := a.audit.write(*event); err != nil {
+				a.log.Error("writing the audit log", secretsource.LogErr, err)
+			}
+		}
 	})
 }
 
@@ -174,14 +201,6 @@ type statusRecorder struct {
 func (s *statusRecorder) WriteHeader(code int) {
 	s.code = code
 	s.ResponseWriter.WriteHeader(code)
-}
-
-// notify wakes the source after a committed write.
-func (a *API) notify() {
-	select {
-	case a.changed <- struct{}{}:
-	default:
-	}
 }
 
 // readBody reads a request body of at most MaxBodyBytes. A body announced
@@ -214,7 +233,7 @@ func (a *API) storeError(w http.ResponseWriter, op string, err error) {
 	case errors.Is(err, store.ErrConflict):
 		writeError(w, http.StatusConflict, "Conflict", "the resource was changed concurrently; retry", nil)
 	default:
-		a.log.Error("store failure", "op", op, "err", err)
+		a.log.Error("store failure", "op", op, secretsource.LogErr, err)
 		writeError(w, http.StatusInternalServerError, "Internal error", "the store failed; see the server log", nil)
 	}
 }
@@ -273,6 +292,9 @@ func invalid(w http.ResponseWriter, err error) {
 // type, mesh and name must match the URL. Missing name and mesh are taken
 // from the URL.
 func (a *API) decodeOne(body []byte, wantType, mesh, name string) (meshconfig.Object, error) {
+	if err := oneDocument(body); err != nil {
+		return meshconfig.Object{}, err
+	}
 	var head map[string]any
 	if err := yaml.Unmarshal(body, &head); err != nil || head == nil {
 		return meshconfig.Object{}, &meshconfig.FieldError{Message: "body must be one YAML or JSON object"}
@@ -310,6 +332,30 @@ func (a *API) decodeOne(body []byte, wantType, mesh, name string) (meshconfig.Ob
 	return objs[0], nil
 }
 
+// oneDocument refuses a body of more than one YAML document or JSON value:
+// decoding only the first would drop the rest while answering success.
+func oneDocument(body []byte) error {
+	dec := yamlv3.NewDecoder(bytes.NewReader(body))
+	docs := 0
+	for {
+		var n yamlv3.Node
+		err := dec.Decode(&n)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return &meshconfig.FieldError{Message: "body must be one YAML or JSON object: " + err.Error()}
+		}
+		if len(n.Content) > 0 && n.Content[0].Tag != "!!null" {
+			docs++ // an empty document (a trailing ---) holds nothing
+		}
+	}
+	if docs != 1 {
+		return &meshconfig.FieldError{Message: fmt.Sprintf("body must hold exactly one resource, not %d", docs)}
+	}
+	return nil
+}
+
 // validPath checks the names in the URL.
 func validPath(w http.ResponseWriter, fields ...[2]string) bool {
 	var verr meshconfig.ValidationError
@@ -333,7 +379,7 @@ type meshView struct {
 	ModificationTime time.Time        `json:"modificationTime"`
 	MTLS             *meshconfig.MTLS `json:"mtls,omitempty"`
 	// Status is what meshsds serves for the mesh now (GET of one mesh only).
-	Status any `json:"status,omitempty"`
+	Status *sds.MeshStatus `json:"status,omitempty"`
 }
 
 // secretView is a Secret in Kuma's Universal JSON form.
@@ -346,17 +392,8 @@ type secretView struct {
 	Data             []byte    `json:"data"`
 }
 
-func meshFromRecord(rec store.Record) (*meshconfig.Mesh, error) {
-	m := &meshconfig.Mesh{}
-	if err := json.Unmarshal(rec.Data, m); err != nil {
-		return nil, fmt.Errorf("stored mesh %q: %w", rec.Name, err)
-	}
-	m.Name = rec.Name
-	return m, nil
-}
-
 func viewOfMesh(rec store.Record) (meshView, error) {
-	m, err := meshFromRecord(rec)
+	m, err := store.MeshFromRecord(rec)
 	if err != nil {
 		return meshView{}, err
 	}
@@ -426,7 +463,7 @@ func (a *API) putMesh(w http.ResponseWriter, r *http.Request) {
 	if obj.Mesh.MTLS != nil {
 		for _, b := range obj.Mesh.MTLS.Backends {
 			if b.Type == meshconfig.BackendBuiltin {
-				if err := a.ProvisionBuiltinCA(r.Context(), mesh, b); err != nil {
+				if err := a.cfg.Provisioner.ProvisionBuiltinCA(r.Context(), mesh, b); err != nil {
 					a.storeError(w, "generate builtin CA", err)
 					return
 				}
@@ -440,7 +477,14 @@ func (a *API) putMesh(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "read secrets", err)
 		return
 	}
-	if _, err := meshconfig.ResolveMesh(obj.Mesh, secrets, a.cfg.Now(), meshconfig.ResolveOptions{}); err != nil {
+	lookup := func(mesh, name string) ([]byte, bool) {
+		s, ok := secrets[meshconfig.SecretKey{Mesh: mesh, Name: name}]
+		if !ok {
+			return nil, false
+		}
+		return s.Data, true
+	}
+	if err := meshconfig.AdmitMesh(obj.Mesh, lookup, a.cfg.Now()); err != nil {
 		invalid(w, err)
 		return
 	}
@@ -454,8 +498,7 @@ func (a *API) putMesh(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "put mesh", err)
 		return
 	}
-	a.notify()
-	a.log.Info("mesh written through the admin API", "mesh", mesh, "created", created)
+	a.log.Info("mesh written through the admin API", secretsource.LogMesh, mesh, "created", created)
 	v, err := viewOfMesh(rec)
 	if err != nil {
 		a.storeError(w, "put mesh", err)
@@ -514,13 +557,12 @@ func (a *API) deleteMesh(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The CAs meshsds generated for the Mesh go with it.
-	if m, err := meshFromRecord(rec); err == nil {
-		if err := a.deleteBuiltinCAs(r.Context(), m); err != nil {
-			a.log.Error("deleting the builtin CAs of a deleted mesh", "mesh", mesh, "err", err)
+	if m, err := store.MeshFromRecord(rec); err == nil {
+		if err := (&store.Provisioner{Store: a.store}).DeleteBuiltinCAs(r.Context(), m); err != nil {
+			a.log.Error("deleting the builtin CAs of a deleted mesh", secretsource.LogMesh, mesh, secretsource.LogErr, err)
 		}
 	}
-	a.notify()
-	a.log.Info("mesh deleted through the admin API", "mesh", mesh)
+	a.log.Info("mesh deleted through the admin API", secretsource.LogMesh, mesh)
 	writeJSON(w, http.StatusOK, map[string]string{})
 }
 
@@ -570,6 +612,15 @@ func (a *API) putSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	a.writeMu.Lock()
 	defer a.writeMu.Unlock()
+	meshes, err := a.meshesOf(r.Context(), mesh)
+	if err != nil {
+		a.storeError(w, "check secret use", err)
+		return
+	}
+	if err := meshconfig.BuiltinCAUse(meshes, mesh, name); err != nil {
+		writeError(w, http.StatusBadRequest, "Could not process a resource", "the secret is in use", []Cause{{Field: "name", Message: err.Error()}})
+		return
+	}
 	rec, created, err := a.store.Put(r.Context(), store.Record{
 		Key: store.Key{Kind: store.KindSecret, Mesh: mesh, Name: name}, Data: obj.Secret.Data,
 	}, 0)
@@ -577,8 +628,7 @@ func (a *API) putSecret(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "put secret", err)
 		return
 	}
-	a.notify()
-	a.log.Info("secret written through the admin API", "mesh", mesh, "secret", name, "created", created)
+	a.log.Info("secret written through the admin API", secretsource.LogMesh, mesh, secretsource.LogSecret, name, "created", created)
 	writeJSON(w, createdOrOK(created), viewOfSecret(rec))
 }
 
@@ -589,33 +639,29 @@ func (a *API) deleteSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	a.writeMu.Lock()
 	defer a.writeMu.Unlock()
-	users, err := a.usersOf(r.Context(), mesh, name)
+	meshes, err := a.meshesOf(r.Context(), mesh)
 	if err != nil {
 		a.storeError(w, "check secret use", err)
 		return
 	}
-	if len(users) > 0 {
-		var causes []Cause
-		for _, u := range users {
-			causes = append(causes, Cause{Field: "name", Message: u})
-		}
-		writeError(w, http.StatusBadRequest, "Could not delete a resource", "the secret is in use", causes)
+	if err := meshconfig.SecretInUseError(mesh, name, meshconfig.SecretUsers(meshes, mesh, name)); err != nil {
+		writeError(w, http.StatusBadRequest, "Could not delete a resource", "the secret is in use", []Cause{{Field: "name", Message: err.Error()}})
 		return
 	}
 	if err := a.store.Delete(r.Context(), store.Key{Kind: store.KindSecret, Mesh: mesh, Name: name}); err != nil {
 		a.storeError(w, "delete secret", err)
 		return
 	}
-	a.notify()
-	a.log.Info("secret deleted through the admin API", "mesh", mesh, "secret", name)
+	a.log.Info("secret deleted through the admin API", secretsource.LogMesh, mesh, secretsource.LogSecret, name)
 	writeJSON(w, http.StatusOK, map[string]string{})
 }
 
-// usersOf describes every Mesh backend that references the secret.
-func (a *API) usersOf(ctx context.Context, mesh, secret string) ([]string, error) {
+// meshesOf returns the Mesh called mesh as the store and every other
+// source hold it.
+func (a *API) meshesOf(ctx context.Context, mesh string) ([]*meshconfig.Mesh, error) {
 	var meshes []*meshconfig.Mesh
 	if rec, err := a.store.Get(ctx, store.Key{Kind: store.KindMesh, Name: mesh}); err == nil {
-		m, err := meshFromRecord(rec)
+		m, err := store.MeshFromRecord(rec)
 		if err != nil {
 			return nil, err
 		}
@@ -624,32 +670,9 @@ func (a *API) usersOf(ctx context.Context, mesh, secret string) ([]string, error
 		return nil, err
 	}
 	if a.cfg.Others != nil {
-		for _, m := range a.cfg.Others.Meshes() {
-			if m.Name == mesh {
-				meshes = append(meshes, m)
-			}
-		}
+		meshes = append(meshes, a.cfg.Others.Meshes()...)
 	}
-	var users []string
-	for _, m := range meshes {
-		for _, ref := range m.SecretRefs() {
-			if ref.Secret == secret {
-				users = append(users, fmt.Sprintf("the secret is used by Mesh %q, backend %q (%s); change the Mesh first", m.Name, ref.Backend, ref.Field))
-			}
-		}
-	}
-	sort.Strings(users)
-	return slicesCompact(users), nil
-}
-
-func slicesCompact(s []string) []string {
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
-			out = append(out, v)
-		}
-	}
-	return out
+	return meshes, nil
 }
 
 // tokenRequest is the body of POST /tokens/dataplane (Kuma's shape).
@@ -683,7 +706,8 @@ func (a *API) generateToken(w http.ResponseWriter, r *http.Request) {
 		invalid(w, err)
 		return
 	}
-	a.log.Info("dataplane token issued through the admin API", "mesh", req.Mesh, "dataplane", req.Name)
+	auditResource(r.Context(), "dataplane-token "+req.Mesh+"/"+req.Name)
+	a.log.Info("dataplane token issued through the admin API", secretsource.LogMesh, req.Mesh, sds.LogDataplane, req.Name)
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = io.WriteString(w, raw)
 }

@@ -10,19 +10,21 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshsds/meshsds/internal/testing/syncbuf"
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
+	"github.com/meshsds/meshsds/sds"
 	"github.com/meshsds/meshsds/sds/token"
-	"github.com/meshsds/meshsds/secretsource/api/store"
-	"github.com/meshsds/meshsds/secretsource/api/store/sqlite"
+	"github.com/meshsds/meshsds/secretsource/store"
+	"github.com/meshsds/meshsds/secretsource/store/sqlite"
 )
 
 // fixture is the API over a real SQLite store, on a real loopback listener.
@@ -237,6 +239,66 @@ func TestOversizedChunkedBodyIsCut(t *testing.T) {
 	require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
 }
 
+// TestMeshAdmissionRefusals: the Meshes meshconfig.AdmitMesh refuses, as
+// the admin API answers them (the webhook answers the same causes).
+func TestMeshAdmissionRefusals(t *testing.T) {
+	ca := pkitest.NewRootCA(t, "ca")
+	other := pkitest.NewRootCA(t, "other")
+	f := newFixture(t, func(c *Config) {
+		c.Others = &otherSources{secrets: map[meshconfig.SecretKey][]byte{{Mesh: "files", Name: "file-key"}: ca.KeyPEM}}
+	})
+	for name, data := range map[string][]byte{"ca-cert": ca.CertPEM, "ca-key": ca.KeyPEM, "other-key": other.KeyPEM} {
+		code, body := f.do("PUT", "/meshes/default/secrets/"+name, secretBody("default", name, data))
+		require.Equal(t, http.StatusCreated, code, body)
+	}
+	missing := func(field, mesh, secret string) [2]string {
+		return [2]string{field, fmt.Sprintf(`secret %q of backend "ca-1" does not exist in mesh %q: create the Secret first`, secret, mesh)}
+	}
+	for _, tc := range []struct {
+		name, mesh, body string
+		want             [][2]string
+	}{
+		{
+			"the certificate's Secret does not exist yet", "default", providedMesh("default", "missing-cert", "ca-key"),
+			[][2]string{missing("mtls.backends[0].config.cert.secret", "default", "missing-cert")},
+		},
+		{
+			"neither Secret exists yet", "default", providedMesh("default", "missing-cert", "missing-key"),
+			[][2]string{
+				missing("mtls.backends[0].config.cert.secret", "default", "missing-cert"),
+				missing("mtls.backends[0].config.key.secret", "default", "missing-key"),
+			},
+		},
+		{
+			"the Secrets exist in another mesh only", "payments", providedMesh("payments", "ca-cert", "ca-key"),
+			[][2]string{
+				missing("mtls.backends[0].config.cert.secret", "payments", "ca-cert"),
+				missing("mtls.backends[0].config.key.secret", "payments", "ca-key"),
+			},
+		},
+		{
+			"the key's Secret is in another source's other mesh", "default", providedMesh("default", "ca-cert", "file-key"),
+			[][2]string{missing("mtls.backends[0].config.key.secret", "default", "file-key")},
+		},
+		{
+			"the key is another CA's", "default", providedMesh("default", "ca-cert", "other-key"),
+			[][2]string{{"mtls.backends[0].config.key", "key does not match the certificate"}},
+		},
+		{
+			"the certificate's Secret holds a key", "default", providedMesh("default", "ca-key", "ca-key"),
+			[][2]string{{"mtls.backends[0].config.cert", `PEM block 1 is "PRIVATE KEY": only CERTIFICATE blocks are allowed`}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := f.do("PUT", "/meshes/"+tc.mesh, tc.body)
+			require.Equal(t, http.StatusBadRequest, code, body)
+			require.Equal(t, tc.want, causes(body))
+			code, _ = f.do("GET", "/meshes/"+tc.mesh, "")
+			require.Equal(t, http.StatusNotFound, code, "a refused Mesh is not stored")
+		})
+	}
+}
+
 func TestMeshValidatedAtPut(t *testing.T) {
 	ca := pkitest.NewRootCA(t, "ca")
 	other := pkitest.NewRootCA(t, "other")
@@ -250,15 +312,7 @@ func TestMeshValidatedAtPut(t *testing.T) {
 		require.Equal(t, http.StatusCreated, code, body)
 	}
 
-	code, body := f.do("PUT", "/meshes/default", providedMesh("default", "missing-cert", "ca-key"))
-	require.Equal(t, http.StatusBadRequest, code)
-	require.Equal(t, [][2]string{{"mtls.backends[0].config.cert.secret", `secret "missing-cert" not found in mesh "default"`}}, causes(body))
-
-	code, body = f.do("PUT", "/meshes/default", providedMesh("default", "ca-cert", "other-key"))
-	require.Equal(t, http.StatusBadRequest, code)
-	require.Contains(t, fmt.Sprint(causes(body)), "does not match")
-
-	code, body = f.do("PUT", "/meshes/default", providedMesh("default", "ca-cert", "ca-key"))
+	code, body := f.do("PUT", "/meshes/default", providedMesh("default", "ca-cert", "ca-key"))
 	require.Equal(t, http.StatusCreated, code, body)
 	code, _ = f.do("PUT", "/meshes/default", providedMesh("default", "ca-cert", "ca-key"))
 	require.Equal(t, http.StatusOK, code)
@@ -324,56 +378,15 @@ func TestTokensAndDataplanes(t *testing.T) {
 
 	code, body = f.do("GET", "/dataplanes", "")
 	require.Equal(t, http.StatusOK, code)
-	require.Equal(t, []any{"stub"}, body["items"])
+	items, _ := body["items"].([]any)
+	require.Len(t, items, 1)
+	require.Equal(t, "web-1", items[0].(map[string]any)["name"])
 }
 
 type dataplanesStub struct{}
 
-func (dataplanesStub) Dataplanes() any { return []string{"stub"} }
-
-func TestSourcePublishesWrites(t *testing.T) {
-	f := newFixture(t, func(c *Config) { c.Resync = 50 * time.Millisecond })
-	var (
-		mu    sync.Mutex
-		views []meshconfig.Resources
-	)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- f.api.Run(ctx, func(r meshconfig.Resources) {
-			mu.Lock()
-			views = append(views, r)
-			mu.Unlock()
-		})
-	}()
-	defer func() { cancel(); require.NoError(t, <-done) }()
-	last := func() (meshconfig.Resources, int) {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(views) == 0 {
-			return meshconfig.Resources{}, 0
-		}
-		return views[len(views)-1], len(views)
-	}
-	require.Eventually(t, func() bool { _, n := last(); return n == 1 }, 10*time.Second, 5*time.Millisecond, "an empty store is published once at start")
-
-	code, _ := f.do("PUT", "/meshes/default/secrets/s", secretBody("default", "s", []byte("v1")))
-	require.Equal(t, http.StatusCreated, code)
-	require.Eventually(t, func() bool {
-		v, _ := last()
-		s := v.Secrets[meshconfig.SecretKey{Mesh: "default", Name: "s"}]
-		return s != nil && string(s.Data) == "v1"
-	}, 10*time.Second, 5*time.Millisecond)
-
-	// A write by another process (straight to the store) is seen through
-	// the revision check.
-	_, _, err := f.store.Put(context.Background(), store.Record{Key: store.Key{Kind: store.KindSecret, Mesh: "default", Name: "s"}, Data: []byte("v2")}, 0)
-	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		v, _ := last()
-		s := v.Secrets[meshconfig.SecretKey{Mesh: "default", Name: "s"}]
-		return s != nil && string(s.Data) == "v2"
-	}, 10*time.Second, 5*time.Millisecond)
+func (dataplanesStub) Dataplanes() []sds.DataplaneStatus {
+	return []sds.DataplaneStatus{{Mesh: "default", Name: "web-1", Streams: []sds.StreamStatus{{API: "sotw", Resources: []string{"identity_cert"}}}}}
 }
 
 func TestBuiltinCAGeneratedOnceAndRemovedWithItsMesh(t *testing.T) {
@@ -393,14 +406,22 @@ func TestBuiltinCAGeneratedOnceAndRemovedWithItsMesh(t *testing.T) {
 	// Applying the Mesh again, or provisioning again, keeps the same CA.
 	code, _ = f.do("PUT", "/meshes/default", mesh)
 	require.Equal(t, http.StatusOK, code)
-	require.NoError(t, f.api.ProvisionBuiltinCA(context.Background(), "default", meshconfig.Backend{Name: "ca-1", Type: meshconfig.BackendBuiltin}))
+	require.NoError(t, f.api.cfg.Provisioner.ProvisionBuiltinCA(context.Background(), "default", meshconfig.Backend{Name: "ca-1", Type: meshconfig.BackendBuiltin}))
 	again, err := f.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: certName})
 	require.NoError(t, err)
 	require.Equal(t, cert.Data, again.Data)
 
-	// The generated secrets are in use while the Mesh exists...
+	// The generated secrets are in use while the Mesh exists: they can be
+	// neither deleted nor replaced (a key that does not match would bring
+	// the mesh down at the next start).
 	code, body = f.do("DELETE", "/meshes/default/secrets/"+keyName, "")
 	require.Equal(t, http.StatusBadRequest, code, body)
+	code, body = f.do("PUT", "/meshes/default/secrets/"+keyName, secretBody("default", keyName, pkitest.NewRootCA(t, "other").KeyPEM))
+	require.Equal(t, http.StatusBadRequest, code, body)
+	require.Contains(t, fmt.Sprint(causes(body)), "holds the CA meshsds generated")
+	unchanged, err := f.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: keyName})
+	require.NoError(t, err)
+	require.Equal(t, key.Data, unchanged.Data)
 	// ...and go with it.
 	code, _ = f.do("DELETE", "/meshes/default", "")
 	require.Equal(t, http.StatusOK, code)
@@ -408,35 +429,61 @@ func TestBuiltinCAGeneratedOnceAndRemovedWithItsMesh(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrNotFound)
 }
 
-func TestBuiltinCAAgreedAcrossTwoServersSharingAStore(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "shared.db")
-	apis := make([]*API, 2)
-	for i := range apis {
-		st, err := sqlite.Open(sqlite.Config{Path: path})
-		require.NoError(t, err)
-		t.Cleanup(func() { st.Close() })
-		apis[i], err = New(Config{Store: st})
-		require.NoError(t, err)
+// TestOneResourcePerBody: a body holding two documents (YAML separated by
+// ---, or concatenated JSON) is refused whole; nothing is stored.
+func TestOneResourcePerBody(t *testing.T) {
+	f := newFixture(t)
+	one := secretBody("default", "s", []byte("v1"))
+	for name, body := range map[string]string{
+		"two YAML documents":         one + "\n---\n" + secretBody("default", "s2", []byte("v2")),
+		"concatenated JSON":          `{"type":"Secret","name":"s","mesh":"default","data":"djE="}{"type":"Secret","name":"s2","mesh":"default","data":"djI="}`,
+		"a second, invalid document": one + "\n---\ntype: Secret\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			code, body := f.do("PUT", "/meshes/default/secrets/s", body)
+			require.Equal(t, http.StatusBadRequest, code, body)
+			require.Regexp(t, "exactly one resource|one YAML or JSON object", fmt.Sprint(causes(body)))
+			_, err := f.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: "s"})
+			require.ErrorIs(t, err, store.ErrNotFound)
+		})
 	}
-	var wg sync.WaitGroup
-	for _, a := range apis {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			require.NoError(t, a.ProvisionBuiltinCA(context.Background(), "default", meshconfig.Backend{Name: "ca-1", Type: meshconfig.BackendBuiltin}))
-		}()
+	code, body := f.do("PUT", "/meshes/default/secrets/s", one+"\n---\n")
+	require.Equal(t, http.StatusCreated, code, "a trailing separator holds no second resource: %v", body)
+}
+
+// TestAuditLog: every write is a line of who, what and when, refused ones
+// included; never its payload; reads are not logged.
+func TestAuditLog(t *testing.T) {
+	var log syncbuf.Buffer
+	iss := &fakeIssuer{}
+	f := newFixture(t, func(c *Config) { c.Audit = &log; c.Tokens = iss })
+	secret := []byte("SUPER-SECRET-PAYLOAD")
+	code, _ := f.do("PUT", "/meshes/default/secrets/s", secretBody("default", "s", secret))
+	require.Equal(t, http.StatusCreated, code)
+	code, _ = f.do("GET", "/meshes/default/secrets/s", "")
+	require.Equal(t, http.StatusOK, code)
+	code, _ = f.do("POST", "/tokens/dataplane", `{"mesh":"default","name":"web-1","tags":{"kuma.io/service":["web"]}}`)
+	require.Equal(t, http.StatusOK, code)
+	code, _ = f.do("DELETE", "/meshes/default/secrets/missing", "")
+	require.Equal(t, http.StatusNotFound, code)
+
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	require.Len(t, lines, 3, "writes only: %q", log.String())
+	var events []AuditEvent
+	for _, l := range lines {
+		var e AuditEvent
+		require.NoError(t, json.Unmarshal([]byte(l), &e))
+		require.Equal(t, "local", e.Who)
+		require.False(t, e.Time.IsZero())
+		events = append(events, e)
 	}
-	wg.Wait()
-	certName, keyName := meshconfig.BuiltinSecretNames("default", "ca-1")
-	var certs [][]byte
-	for _, a := range apis {
-		c, err := a.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: certName})
-		require.NoError(t, err)
-		k, err := a.store.Get(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: keyName})
-		require.NoError(t, err)
-		_, err = pki.ParseCA(c.Data, k.Data, time.Now())
-		require.NoError(t, err, "certificate and key must match")
-		certs = append(certs, c.Data)
-	}
-	require.Equal(t, certs[0], certs[1], "one CA for one backend")
+	require.Equal(t, []string{"PUT", "POST", "DELETE"}, []string{events[0].Verb, events[1].Verb, events[2].Verb})
+	require.Equal(t, "/meshes/default/secrets/s", events[0].Path)
+	require.Equal(t, http.StatusCreated, events[0].Status)
+	require.Equal(t, "dataplane-token default/web-1", events[1].Resource)
+	require.Equal(t, http.StatusNotFound, events[2].Status, "refused writes are recorded too")
+	require.NotContains(t, log.String(), "SUPER-SECRET")
+	require.NotContains(t, log.String(), base64.StdEncoding.EncodeToString(secret))
+	require.NotContains(t, log.String(), "signed-token", "the token issued is a credential")
+	require.InDelta(t, 3, testutil.ToFloat64(f.api.metrics.audit.WithLabelValues("PUT"))+testutil.ToFloat64(f.api.metrics.audit.WithLabelValues("POST"))+testutil.ToFloat64(f.api.metrics.audit.WithLabelValues("DELETE")), 0)
 }

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/meshsds/meshsds/meshconfig"
-	"github.com/meshsds/meshsds/secretsource/api/store"
+	"github.com/meshsds/meshsds/secretsource/store"
 )
 
 // FuzzDecodeOne feeds arbitrary PUT bodies to the request decoder: it must

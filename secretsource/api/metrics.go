@@ -4,31 +4,27 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/meshsds/meshsds/secretsource"
 )
 
 type metrics struct {
-	requests   *prometheus.CounterVec
-	syncErrors prometheus.Counter
-	lastSync   prometheus.Gauge
+	requests *prometheus.CounterVec
+	audit    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	shared, err := secretsource.NewMetrics(reg, "api")
-	if err != nil {
-		return nil, err
-	}
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshsds_api_requests_total", Help: "Admin API requests by method and status code.",
 		}, []string{"method", "code"}),
-		syncErrors: shared.SyncErrors,
-		lastSync:   shared.LastSync,
+		audit: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshsds_api_audit_events_total", Help: "Admin API writes recorded in the audit log, by verb.",
+		}, []string{"verb"}),
 	}
 	if reg != nil {
-		if err := reg.Register(m.requests); err != nil {
-			return nil, fmt.Errorf("registering admin API metrics: %w", err)
+		for _, c := range []prometheus.Collector{m.requests, m.audit} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("registering admin API metrics: %w", err)
+			}
 		}
 	}
 	return m, nil

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/secretsource"
 )
 
 // minManifestLimit is the smallest size limit of a manifest file. The limit
@@ -213,7 +214,7 @@ func (st *state) walk(dir string, depth int, cands *[]candidate, visited map[str
 func (st *state) reportDirErrors(cur map[string]string) {
 	for _, dir := range sortedKeys(cur) {
 		if st.dirErrs[dir] != cur[dir] {
-			st.src.log.Warn("directory skipped", logKeyPath, dir, logKeyErr, cur[dir])
+			st.src.log.Warn("directory skipped", secretsource.LogPath, dir, secretsource.LogErr, cur[dir])
 			st.src.metrics.syncErrors.Inc()
 		}
 	}
@@ -263,7 +264,7 @@ func (st *state) load(c candidate) bool {
 		return true
 	}
 	if e.errMsg != "" {
-		st.src.log.Info("file is valid again", logKeyPath, c.path)
+		st.src.log.Info("file is valid again", secretsource.LogPath, c.path)
 	}
 	e.good, e.hasGood, e.errMsg = objs, true, ""
 	return true
@@ -278,9 +279,9 @@ func (st *state) fail(path string, e *fileEntry, err error) {
 	}
 	e.errMsg = msg
 	if e.hasGood {
-		st.src.log.Warn("file rejected; keeping its last good content", logKeyPath, path, logKeyErr, msg)
+		st.src.log.Warn("file rejected; keeping its last good content", secretsource.LogPath, path, secretsource.LogErr, msg)
 	} else {
-		st.src.log.Warn("file rejected", logKeyPath, path, logKeyErr, msg)
+		st.src.log.Warn("file rejected", secretsource.LogPath, path, secretsource.LogErr, msg)
 	}
 	st.src.metrics.syncErrors.Inc()
 }
@@ -320,8 +321,8 @@ func (st *state) view() meshconfig.Resources {
 		}
 	}
 	for _, c := range fresh {
-		st.src.log.Warn("duplicate resource ignored", logKeyPath, c.loser,
-			logKeyErr, fmt.Sprintf("%s is also defined in %s, which wins", c.key, c.winner))
+		st.src.log.Warn("duplicate resource ignored", secretsource.LogPath, c.loser,
+			secretsource.LogErr, fmt.Sprintf("%s is also defined in %s, which wins", c.key, c.winner))
 		st.src.metrics.syncErrors.Inc()
 	}
 	st.conflicts = conflicts

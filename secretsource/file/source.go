@@ -45,6 +45,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/secretsource"
 )
 
 // Defaults of Config.
@@ -58,18 +59,6 @@ const (
 	// DefaultRescanInterval is the period of the full rescan that catches
 	// anything the watcher missed.
 	DefaultRescanInterval = 30 * time.Second
-)
-
-// maxDebounceFactor caps the delay of a never-ending burst of events at this
-// many Debounce periods after its first event (0.3 s with the default), so that
-// a directory written to continuously is still published.
-const maxDebounceFactor = 10
-
-// Shared log keys.
-const (
-	logKeySource = "source"
-	logKeyPath   = "path"
-	logKeyErr    = "err"
 )
 
 // Config configures a Source.
@@ -102,7 +91,6 @@ type Source struct {
 	dir            string
 	name           string
 	debounce       time.Duration
-	maxDelay       time.Duration
 	rescanInterval time.Duration
 	maxSecretSize  int
 	log            *slog.Logger
@@ -151,7 +139,6 @@ func New(cfg Config) (*Source, error) {
 	if s.debounce == 0 {
 		s.debounce = DefaultDebounce
 	}
-	s.maxDelay = maxDebounceFactor * s.debounce
 	if s.rescanInterval == 0 {
 		s.rescanInterval = DefaultRescanInterval
 	}
@@ -161,7 +148,7 @@ func New(cfg Config) (*Source, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.log = s.log.With(logKeySource, s.name)
+	s.log = s.log.With(secretsource.LogSource, s.name)
 	if s.metrics, err = newMetrics(cfg.Registerer, s.name); err != nil {
 		return nil, fmt.Errorf("file source %s: %w", s.name, err)
 	}
@@ -205,21 +192,18 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 		return fmt.Errorf("file source %s: %w", s.name, err)
 	}
 	last := view
-	s.log.Info("initial scan complete", logKeyPath, s.dir, "meshes", len(view.Meshes), "secrets", len(view.Secrets))
+	s.log.Info("initial scan complete", secretsource.LogPath, s.dir, "meshes", len(view.Meshes), "secrets", len(view.Secrets))
 	publish(view)
 
 	ticker := time.NewTicker(s.rescanInterval)
 	defer ticker.Stop()
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
+	debounce := secretsource.NewDebouncer(s.debounce, nil)
 	defer debounce.Stop()
 
 	var (
-		pending    bool      // a debounced rescan is scheduled
-		burstStart time.Time // first event of the pending burst
-		rootErr    string    // why the last rescan failed, "" if it did not
-		events     = w.Events
-		errs       = w.Errors
+		rootErr string // why the last rescan failed, "" if it did not
+		events  = w.Events
+		errs    = w.Errors
 	)
 	rescan := func(reason string) {
 		s.metrics.rescans[reason].Inc()
@@ -229,14 +213,14 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 			// keep serving the last view until it comes back.
 			if msg := err.Error(); msg != rootErr {
 				rootErr = msg
-				s.log.Error("rescan failed; keeping the last view", logKeyPath, s.dir, logKeyErr, err)
+				s.log.Error("rescan failed; keeping the last view", secretsource.LogPath, s.dir, secretsource.LogErr, err)
 				s.metrics.syncErrors.Inc()
 			}
 			return
 		}
 		if rootErr != "" {
 			rootErr = ""
-			s.log.Info("directory readable again", logKeyPath, s.dir)
+			s.log.Info("directory readable again", secretsource.LogPath, s.dir)
 		}
 		if last.Equal(view) {
 			return
@@ -260,16 +244,7 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 			if ev.Op == fsnotify.Chmod {
 				continue
 			}
-			now := s.now()
-			if !pending {
-				pending = true
-				burstStart = now
-			}
-			delay := s.debounce
-			if rest := burstStart.Add(s.maxDelay).Sub(now); rest < delay {
-				delay = max(rest, 0)
-			}
-			debounce.Reset(delay)
+			debounce.Event()
 
 		case err, ok := <-errs:
 			if !ok {
@@ -278,14 +253,13 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 			}
 			// Overflow means events were lost; any other watcher error may
 			// mean the same. Either way only a full rescan is trustworthy.
-			s.log.Warn("watcher error; rescanning", logKeyPath, s.dir, logKeyErr, err)
+			s.log.Warn("watcher error; rescanning", secretsource.LogPath, s.dir, secretsource.LogErr, err)
 			s.metrics.syncErrors.Inc()
-			pending = false
-			debounce.Stop()
+			debounce.Cancel()
 			rescan(reasonOverflow)
 
-		case <-debounce.C:
-			pending = false
+		case <-debounce.C():
+			debounce.Fired()
 			rescan(reasonEvent)
 
 		case <-ticker.C:

@@ -80,16 +80,6 @@ const (
 // view is rebuilt and published, as in the file source.
 const DefaultDebounce = 100 * time.Millisecond
 
-// maxDebounceFactor caps the delay of a never-ending burst of changes at
-// this many Debounce periods after its first change.
-const maxDebounceFactor = 10
-
-// Shared log keys.
-const (
-	logKeySource = "source"
-	logKeyErr    = "err"
-)
-
 // EventRecorder records Kubernetes Events about objects. The Source calls it
 // from its own goroutine; an implementation must not block for long (the
 // default one, from client-go's record package, queues and sends
@@ -121,6 +111,10 @@ type Config struct {
 	// written to the API server through Client by client-go's recorder,
 	// started by Run, with component "meshsds".
 	Recorder EventRecorder
+	// Leading reports whether this replica is the leader, which alone
+	// writes Events among replicas (so that a bad object gets one Event,
+	// not one per replica); nil means always.
+	Leading func() bool
 	// Logger receives the source's logs. Nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the source's metrics. Nil disables them.
@@ -137,6 +131,7 @@ type Source struct {
 	debounce      time.Duration
 	maxSecretSize int
 	recorder      EventRecorder
+	leading       func() bool
 	log           *slog.Logger
 	metrics       *secretsource.Metrics
 	now           func() time.Time
@@ -170,6 +165,7 @@ func New(cfg Config) (*Source, error) {
 		debounce:      cfg.Debounce,
 		maxSecretSize: cfg.MaxSecretSize,
 		recorder:      cfg.Recorder,
+		leading:       cfg.Leading,
 		log:           cfg.Logger,
 		now:           time.Now,
 	}
@@ -191,7 +187,7 @@ func New(cfg Config) (*Source, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.log = s.log.With(logKeySource, s.name)
+	s.log = s.log.With(secretsource.LogSource, s.name)
 	var err error
 	if s.metrics, err = secretsource.NewMetrics(cfg.Registerer, s.name); err != nil {
 		return nil, fmt.Errorf("kubernetes source %s: %w", s.name, err)
@@ -201,6 +197,10 @@ func New(cfg Config) (*Source, error) {
 
 // Name returns the source's name as used in logs and metrics.
 func (s *Source) Name() string { return s.name }
+
+// Cluster returns the backend through which replicas sharing this API
+// server share their state (cluster.go).
+func (s *Source) Cluster() *Cluster { return NewCluster(s.client, s.namespace, s.log) }
 
 // Namespace returns the control plane's namespace the source reads.
 func (s *Source) Namespace() string { return s.namespace }
@@ -301,30 +301,16 @@ func (s *Source) Run(ctx context.Context, publish func(meshconfig.Resources)) er
 	publish(first)
 	last := first
 
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
+	debounce := secretsource.NewDebouncer(s.debounce, nil)
 	defer debounce.Stop()
-	var (
-		pending    bool
-		burstStart time.Time
-	)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-kick:
-			now := s.now()
-			if !pending {
-				pending = true
-				burstStart = now
-			}
-			delay := s.debounce
-			if rest := burstStart.Add(maxDebounceFactor * s.debounce).Sub(now); rest < delay {
-				delay = max(rest, 0)
-			}
-			debounce.Reset(delay)
-		case <-debounce.C:
-			pending = false
+			debounce.Event()
+		case <-debounce.C():
+			debounce.Fired()
 			view := st.build(stores())
 			if last.Equal(view) {
 				continue
@@ -353,14 +339,14 @@ func (s *Source) watchErrorHandler(what string) cache.WatchErrorHandlerWithConte
 	return func(_ context.Context, _ *cache.Reflector, err error) {
 		switch {
 		case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
-			s.log.Info("watch expired; relisting", "resource", what, logKeyErr, err)
+			s.log.Info("watch expired; relisting", "resource", what, secretsource.LogErr, err)
 			return
 		case apierrors.IsNotFound(err) && what == "meshes":
-			s.log.Error("cannot list Meshes: is the kuma.io Mesh CustomResourceDefinition installed? (examples/kubernetes/crd.yaml)", logKeyErr, err)
+			s.log.Error("cannot list Meshes: is the kuma.io Mesh CustomResourceDefinition installed? (examples/kubernetes/crd.yaml)", secretsource.LogErr, err)
 		case apierrors.IsForbidden(err):
-			s.log.Error("access denied; check meshsds' RBAC (examples/kubernetes/rbac.yaml)", "resource", what, logKeyErr, err)
+			s.log.Error("access denied; check meshsds' RBAC (examples/kubernetes/rbac.yaml)", "resource", what, secretsource.LogErr, err)
 		default:
-			s.log.Warn("list or watch failed; retrying and serving the last known state", "resource", what, logKeyErr, err)
+			s.log.Warn("list or watch failed; retrying and serving the last known state", "resource", what, secretsource.LogErr, err)
 		}
 		s.metrics.SyncErrors.Inc()
 	}
@@ -411,7 +397,7 @@ func (s *Source) ProvisionBuiltinCA(ctx context.Context, mesh string, b meshconf
 		return err
 	}
 	if keyCreated || certCreated {
-		s.log.Info("generated the builtin CA", "mesh", mesh, "backend", b.Name, "cert_secret", certName, "key_secret", keyName)
+		s.log.Info("generated the builtin CA", secretsource.LogMesh, mesh, secretsource.LogBackend, b.Name, "cert_secret", certName, "key_secret", keyName)
 	}
 	return nil
 }

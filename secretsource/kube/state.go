@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/meshsds/meshsds/meshconfig"
+	"github.com/meshsds/meshsds/secretsource"
 )
 
 // maxEventMessage bounds an Event's message; validation errors listing many
@@ -137,7 +138,7 @@ func (st *state) record(key objectKey, e *entry, obj runtime.Object, o meshconfi
 		consequence = "meshsds keeps serving its last good version"
 	}
 	st.src.log.Warn("invalid object; "+consequence, "kind", key.kind, "name", key.name,
-		"resource_version", e.rv, logKeyErr, err)
+		"resource_version", e.rv, secretsource.LogErr, err)
 	reason := ReasonInvalidSecret
 	if key.kind == meshconfig.KindMesh {
 		reason = ReasonInvalidMesh
@@ -146,7 +147,9 @@ func (st *state) record(key objectKey, e *entry, obj runtime.Object, o meshconfi
 	if len(msg) > maxEventMessage {
 		msg = msg[:maxEventMessage] + "..."
 	}
-	st.recorder.Eventf(obj, corev1.EventTypeWarning, reason, "%s; %s", msg, consequence)
+	if st.src.leading == nil || st.src.leading() {
+		st.recorder.Eventf(obj, corev1.EventTypeWarning, reason, "%s; %s", msg, consequence)
+	}
 }
 
 // DecodeSecret decodes and validates a Secret of type SecretType or

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,15 +28,13 @@ const WebhookPath = "/validate"
 const maxReviewBody = 4*meshconfig.DefaultMaxSecretSize + 1<<20
 
 // ResourceView gives the webhook the Meshes and Secrets meshsds currently
-// knows, to refuse deleting a Secret a Mesh uses and to check a Mesh's
-// provided CA. Current may be called concurrently from any goroutine; it
-// returns false until the view is complete, and the view must not be
-// modified. *Source implements it.
+// knows from every source (the reconciler's merged view), to refuse
+// deleting a Secret a Mesh uses and to admit a Mesh. Current may be called
+// concurrently from any goroutine; it returns false until the view is
+// complete, and the view must not be modified.
 type ResourceView interface {
 	Current() (meshconfig.Resources, bool)
 }
-
-var _ ResourceView = (*Source)(nil)
 
 // WebhookConfig configures a Webhook.
 type WebhookConfig struct {
@@ -65,10 +62,12 @@ type WebhookConfig struct {
 //   - a Secret of type system.kuma.io/secret or system.kuma.io/global-secret,
 //     and a Mesh, must pass meshconfig's validation (data.value present, not
 //     empty and not too large, names, backend structure);
-//   - a Mesh whose enabled provided backend's Secrets all exist must resolve
-//     to a valid CA (key matches certificate, every certificate a CA, not
-//     expired); missing Secrets only produce a warning, since a Mesh may be
-//     applied before its Secrets;
+//   - a Mesh is admitted by meshconfig.AdmitMesh, the admin API's rule: its
+//     enabled provided backend must resolve to a valid CA (key matches
+//     certificate, every certificate a CA, not expired) with the Secrets
+//     meshsds knows, and a referenced Secret that does not exist is refused
+//     (create the Secrets first); before the first sync a Mesh is allowed
+//     with a warning, as its Secrets cannot be looked up;
 //   - a Secret's kuma.io/mesh label cannot change: delete and recreate it;
 //   - a Secret that a backend of a Mesh of its mesh references cannot be
 //     deleted; the refusal names the Mesh and backend.
@@ -206,9 +205,9 @@ func (w *Webhook) reviewSecret(req *admissionv1.AdmissionRequest) *admissionv1.A
 		if !ok {
 			return deny(http.StatusServiceUnavailable, "meshsds has not synced with the API server yet and cannot tell whether the Secret is in use; try again")
 		}
-		if users := secretUsers(view, secretMesh(old), old.Name); len(users) > 0 {
-			return deny(http.StatusForbidden, fmt.Sprintf("secret %q of mesh %q is in use by %s; change the Mesh first",
-				old.Name, secretMesh(old), strings.Join(users, ", ")))
+		mesh := secretMesh(old)
+		if err := meshconfig.SecretInUseError(mesh, old.Name, meshconfig.SecretUsers([]*meshconfig.Mesh{view.Meshes[mesh]}, mesh, old.Name)); err != nil {
+			return deny(http.StatusForbidden, err.Error())
 		}
 		return allow()
 	default:
@@ -234,62 +233,21 @@ func (w *Webhook) reviewMesh(req *admissionv1.AdmissionRequest) *admissionv1.Adm
 		resp.Warnings = []string{"meshsds has not synced with the API server yet: the mesh's CA was not checked"}
 		return resp
 	}
-	warnings, err := w.checkCA(obj.Mesh, view)
-	if err != nil {
-		return deny(http.StatusUnprocessableEntity, "invalid Mesh: "+err.Error())
-	}
-	resp := allow()
-	resp.Warnings = warnings
-	return resp
-}
-
-// checkCA resolves m's enabled provided backend with the Secrets of view.
-// When a referenced Secret does not exist yet it returns warnings instead:
-// a Mesh may be applied before its Secrets. Backends reading files of the
-// meshsds host are checked only when meshsds resolves them.
-func (w *Webhook) checkCA(m *meshconfig.Mesh, view meshconfig.Resources) ([]string, error) {
-	backend, _, ok := m.MTLS.Enabled()
-	if !ok || backend.Type != meshconfig.BackendProvided {
-		return nil, nil
-	}
-	cfg, err := meshconfig.ParseProvidedConfig(backend.Config)
-	if err != nil {
-		return nil, err // already refused by validation
-	}
-	var warnings []string
-	for _, ds := range []*meshconfig.DataSource{cfg.Cert, cfg.Key} {
-		switch {
-		case ds.File != "":
-			return nil, nil
-		case ds.Secret != "":
-			if _, ok := view.Secrets[meshconfig.SecretKey{Mesh: m.Name, Name: ds.Secret}]; !ok {
-				warnings = append(warnings, fmt.Sprintf("secret %q of backend %q does not exist in mesh %q yet: the mesh gets no CA until it does", ds.Secret, backend.Name, m.Name))
-			}
+	lookup := func(mesh, name string) ([]byte, bool) {
+		s, ok := view.Secrets[meshconfig.SecretKey{Mesh: mesh, Name: name}]
+		if !ok {
+			return nil, false
 		}
+		return s.Data, true
 	}
-	if len(warnings) > 0 {
-		return warnings, nil
+	if err := meshconfig.AdmitMesh(obj.Mesh, lookup, w.now()); err != nil {
+		// The admin API's causes, with the fields where the Kubernetes
+		// object has them, as DecodeMesh's.
+		var verr meshconfig.ValidationError
+		verr.AddError("spec", err)
+		return deny(http.StatusUnprocessableEntity, "invalid Mesh: "+verr.Error())
 	}
-	_, err = meshconfig.ResolveMesh(m, view.Secrets, w.now(), meshconfig.ResolveOptions{
-		ReadFile: func(string) ([]byte, error) { return nil, errors.New("not read by the webhook") },
-	})
-	return nil, err
-}
-
-// secretUsers lists the backends of Meshes of mesh that reference the
-// Secret name, as `Mesh "m" backend "b" (field)`.
-func secretUsers(view meshconfig.Resources, mesh, name string) []string {
-	m, ok := view.Meshes[mesh]
-	if !ok {
-		return nil
-	}
-	var users []string
-	for _, ref := range m.SecretRefs() {
-		if ref.Secret == name {
-			users = append(users, fmt.Sprintf("Mesh %q backend %q (%s)", m.Name, ref.Backend, ref.Field))
-		}
-	}
-	return users
+	return allow()
 }
 
 // isKumaSecret reports whether t is one of the Secret types meshsds reads.

@@ -104,7 +104,7 @@ func TestWebhookReview(t *testing.T) {
 		{
 			name: "delete of a secret in use", view: synced, kind: secretKind, op: admissionv1.Delete,
 			old: kumaSecret(ns, "ca-key", "m1", ca.KeyPEM), wantCode: 403,
-			wantMsg: `secret "ca-key" of mesh "m1" is in use by Mesh "m1" backend "ca-1" (mtls.backends[0].config.key.secret)`,
+			wantMsg: `secret "ca-key" of mesh "m1" is in use by Mesh "m1", backend "ca-1" (mtls.backends[0].config.key.secret): change the Mesh first`,
 		},
 		{name: "delete of an unused secret", view: synced, kind: secretKind, op: admissionv1.Delete, old: kumaSecret(ns, "bad-key", "m1", other.KeyPEM), wantAllowed: true},
 		{name: "delete of a same-named secret of another mesh", view: synced, kind: secretKind, op: admissionv1.Delete, old: kumaSecret(ns, "ca-key", "m2", ca.KeyPEM), wantAllowed: true},
@@ -113,11 +113,20 @@ func TestWebhookReview(t *testing.T) {
 		{name: "mesh with a good CA", view: synced, kind: meshKind, op: admissionv1.Update, obj: providedMesh("m1", "ca-cert", "ca-key"), wantAllowed: true},
 		{
 			name: "mesh with a key that does not match", view: synced, kind: meshKind, op: admissionv1.Update,
-			obj: providedMesh("m1", "ca-cert", "bad-key"), wantCode: 422, wantMsg: "invalid Mesh: mtls.backends[0].config.key",
+			obj: providedMesh("m1", "ca-cert", "bad-key"), wantCode: 422, wantMsg: "invalid Mesh: spec.mtls.backends[0].config.key: key does not match the certificate",
 		},
 		{
-			name: "mesh before its secrets", view: synced, kind: meshKind, op: admissionv1.Create, obj: providedMesh("m3", "ca-cert", "ca-key"),
-			wantAllowed: true, wantWarning: `secret "ca-cert" of backend "ca-1" does not exist in mesh "m3" yet`,
+			name: "mesh before its key", view: synced, kind: meshKind, op: admissionv1.Create, obj: providedMesh("m1", "ca-cert", "next-key"),
+			wantCode: 422, wantMsg: `invalid Mesh: spec.mtls.backends[0].config.key.secret: secret "next-key" of backend "ca-1" does not exist in mesh "m1": create the Secret first`,
+		},
+		{
+			name: "mesh before its secrets, which exist in another mesh", view: synced, kind: meshKind, op: admissionv1.Create, obj: providedMesh("m3", "ca-cert", "ca-key"),
+			wantCode: 422, wantMsg: `invalid Mesh: spec.mtls.backends[0].config.cert.secret: secret "ca-cert" of backend "ca-1" does not exist in mesh "m3": create the Secret first; ` +
+				`spec.mtls.backends[0].config.key.secret: secret "ca-key" of backend "ca-1" does not exist in mesh "m3": create the Secret first`,
+		},
+		{
+			name: "mesh whose secret is not a CA", view: synced, kind: meshKind, op: admissionv1.Create, obj: providedMesh("m1", "bad-key", "ca-key"),
+			wantCode: 422, wantMsg: "invalid Mesh: spec.mtls.backends[0].config.cert: ",
 		},
 		{name: "mesh before sync", kind: meshKind, op: admissionv1.Create, obj: providedMesh("m3", "ca-cert", "ca-key"), wantAllowed: true, wantWarning: "not synced"},
 		{name: "mesh delete", view: synced, kind: meshKind, op: admissionv1.Delete, old: providedMesh("m1", "ca-cert", "ca-key"), wantAllowed: true},

@@ -94,6 +94,11 @@ func TestCLIManagesResourcesThroughTheAPI(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, out, "data: has to be valid base64 string")
 
+	// A Mesh before its Secrets: refused, naming what to create.
+	out, err = s.cli(t, strings.SplitN(caManifests("later", ca), "---", 2)[0], "apply", "-f", "-")
+	require.Error(t, err)
+	require.Contains(t, out, `secret "ca-cert" of backend "ca-1" does not exist in mesh "later": create the Secret first`)
+
 	out, err = s.cli(t, "", "delete", "secret", "ca-key", "-m", "default")
 	require.Error(t, err)
 	require.Contains(t, out, `Mesh "default", backend "ca-1"`)
@@ -220,6 +225,16 @@ func TestRemoteAdminNeedsATrustedClientCertificate(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+
+	// A client certificate removed from the directory is refused from then
+	// on, without a restart; one added is trusted.
+	require.NoError(t, os.Rename(trusted, filepath.Join(dir, "alice-revoked.pem")))
+	require.NoError(t, os.Rename(stranger, filepath.Join(certs, "mallory.pem")))
+	out, err = remote("get", "meshes", "--client-cert-file", filepath.Join(dir, "alice-revoked.pem"), "--client-key-file", trustedKey)
+	require.Error(t, err, "a certificate removed from the directory: %s", out)
+	require.Contains(t, out, "Forbidden")
+	out, err = remote("get", "meshes", "--client-cert-file", filepath.Join(certs, "mallory.pem"), "--client-key-file", strangerKey)
+	require.NoError(t, err, out)
 }
 
 func TestCLIErrorWhenServerIsUnreachable(t *testing.T) {

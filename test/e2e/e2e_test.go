@@ -236,94 +236,106 @@ func (dp *dataplane) quiet(t *testing.T, d time.Duration) {
 }
 
 func TestTwoDataplanesHandshakeThenRotate(t *testing.T) {
-	dir, _ := secretsDir(t)
-	s := start(t, dir)
+	for _, transport := range transportsToTest(t) {
+		t.Run(transport, func(t *testing.T) {
+			dir, _ := secretsDir(t)
+			s := start(t, dir, transportArgs(transport)...)
 
-	web := connect(t, s, "default", "web-1", "web")
-	backend := connect(t, s, "default", "backend-1", "backend")
-	stranger := connect(t, s, "other", "web-1", "web")
+			web := connect(t, s, "default", "web-1", "web")
+			backend := connect(t, s, "default", "backend-1", "backend")
+			stranger := connect(t, s, "other", "web-1", "web")
 
-	require.NoError(t, sdstest.Handshake(backend.held, web.held, sdstest.SPIFFE("default", "backend"), sdstest.SPIFFE("default", "web")))
-	require.Error(t, sdstest.Handshake(backend.held, stranger.held, sdstest.SPIFFE("default", "backend"), sdstest.SPIFFE("other", "web")),
-		"a data plane of another mesh must not be trusted")
+			require.NoError(t, sdstest.Handshake(backend.held, web.held, sdstest.SPIFFE("default", "backend"), sdstest.SPIFFE("default", "web")))
+			require.Error(t, sdstest.Handshake(backend.held, stranger.held, sdstest.SPIFFE("default", "backend"), sdstest.SPIFFE("other", "web")),
+				"a data plane of another mesh must not be trusted")
 
-	// Rotate mesh default's CA by atomic renames of both files.
-	newCA := pkitest.NewRootCA(t, "default CA 2")
-	oldSerial := web.held.Leaf.SerialNumber
-	writeAtomic(t, filepath.Join(dir, "default", "ca-key"), newCA.KeyPEM)
-	writeAtomic(t, filepath.Join(dir, "default", "ca-cert"), newCA.CertPEM)
+			// Rotate mesh default's CA by atomic renames of both files.
+			newCA := pkitest.NewRootCA(t, "default CA 2")
+			oldSerial := web.held.Leaf.SerialNumber
+			writeAtomic(t, filepath.Join(dir, "default", "ca-key"), newCA.KeyPEM)
+			writeAtomic(t, filepath.Join(dir, "default", "ca-cert"), newCA.CertPEM)
 
-	web.rotatedTo(t, newCA)
-	backend.rotatedTo(t, newCA)
-	require.NotEqual(t, oldSerial, web.held.Leaf.SerialNumber)
-	require.NoError(t, web.held.Leaf.CheckSignatureFrom(newCA.Cert))
-	require.NoError(t, sdstest.Handshake(backend.held, web.held, sdstest.SPIFFE("default", "backend"), sdstest.SPIFFE("default", "web")))
-	require.NoError(t, sdstest.Handshake(web.held, backend.held, sdstest.SPIFFE("default", "web"), sdstest.SPIFFE("default", "backend")))
-	stranger.quiet(t, 500*time.Millisecond)
+			web.rotatedTo(t, newCA)
+			backend.rotatedTo(t, newCA)
+			require.NotEqual(t, oldSerial, web.held.Leaf.SerialNumber)
+			require.NoError(t, web.held.Leaf.CheckSignatureFrom(newCA.Cert))
+			require.NoError(t, sdstest.Handshake(backend.held, web.held, sdstest.SPIFFE("default", "backend"), sdstest.SPIFFE("default", "web")))
+			require.NoError(t, sdstest.Handshake(web.held, backend.held, sdstest.SPIFFE("default", "web"), sdstest.SPIFFE("default", "backend")))
+			stranger.quiet(t, 500*time.Millisecond)
 
-	metrics := s.scrape(t)
-	for _, name := range []string{
-		"meshsds_sds_active_streams", "meshsds_sds_connected_dataplanes", "meshsds_certificates_issued_total",
-		"meshsds_sds_push_latency_seconds", "meshsds_ca_expiry_timestamp_seconds", "meshsds_source_last_sync_timestamp_seconds",
-	} {
-		require.Contains(t, metrics, name)
+			metrics := s.scrape(t)
+			for _, name := range []string{
+				"meshsds_sds_active_streams", "meshsds_sds_connected_dataplanes", "meshsds_certificates_issued_total",
+				"meshsds_sds_push_latency_seconds", "meshsds_ca_expiry_timestamp_seconds", "meshsds_source_last_sync_timestamp_seconds",
+			} {
+				require.Contains(t, metrics, name)
+			}
+			require.Contains(t, metrics, `meshsds_sds_connected_dataplanes 3`)
+			require.Contains(t, metrics, `meshsds_sds_connections 3`, "one HTTP/2 connection per data plane")
+		})
 	}
-	require.Contains(t, metrics, `meshsds_sds_connected_dataplanes 3`)
-	require.Contains(t, metrics, `meshsds_sds_connections 3`, "one HTTP/2 connection per data plane")
 }
 
 func TestBrokenMeshHarmsOnlyItself(t *testing.T) {
-	dir, _ := secretsDir(t)
-	s := start(t, dir)
-	web := connect(t, s, "default", "web-1", "web")
-	stranger := connect(t, s, "other", "web-1", "web")
+	for _, transport := range transportsToTest(t) {
+		t.Run(transport, func(t *testing.T) {
+			dir, _ := secretsDir(t)
+			s := start(t, dir, transportArgs(transport)...)
+			web := connect(t, s, "default", "web-1", "web")
+			stranger := connect(t, s, "other", "web-1", "web")
 
-	// Break mesh other: a key that does not match its certificate.
-	writeAtomic(t, filepath.Join(dir, "other", "ca-key"), pkitest.NewRootCA(t, "unrelated").KeyPEM)
-	require.Eventually(t, func() bool {
-		return strings.Contains(s.scrape(t), `meshsds_mesh_resolution_failing{mesh="other"} 1`)
-	}, 10*time.Second, 50*time.Millisecond)
-	stranger.quiet(t, 300*time.Millisecond) // keeps its last good CA
-	require.Contains(t, s.logs.String(), "mesh cannot be resolved")
-	require.NotContains(t, s.logs.String(), "PRIVATE KEY", "key material must never be logged")
+			// Break mesh other: a key that does not match its certificate.
+			writeAtomic(t, filepath.Join(dir, "other", "ca-key"), pkitest.NewRootCA(t, "unrelated").KeyPEM)
+			require.Eventually(t, func() bool {
+				return strings.Contains(s.scrape(t), `meshsds_mesh_resolution_failing{mesh="other"} 1`)
+			}, 10*time.Second, 50*time.Millisecond)
+			stranger.quiet(t, 300*time.Millisecond) // keeps its last good CA
+			require.Contains(t, s.logs.String(), "mesh cannot be resolved")
+			require.NotContains(t, s.logs.String(), "PRIVATE KEY", "key material must never be logged")
 
-	// Mesh default still works: a CA change there is pushed.
-	newCA := pkitest.NewRootCA(t, "default CA 2")
-	writeAtomic(t, filepath.Join(dir, "default", "ca-key"), newCA.KeyPEM)
-	writeAtomic(t, filepath.Join(dir, "default", "ca-cert"), newCA.CertPEM)
-	web.rotatedTo(t, newCA)
+			// Mesh default still works: a CA change there is pushed.
+			newCA := pkitest.NewRootCA(t, "default CA 2")
+			writeAtomic(t, filepath.Join(dir, "default", "ca-key"), newCA.KeyPEM)
+			writeAtomic(t, filepath.Join(dir, "default", "ca-cert"), newCA.CertPEM)
+			web.rotatedTo(t, newCA)
 
-	// A new data plane of the broken mesh is still served its last good CA.
-	late := connect(t, s, "other", "web-2", "web")
-	require.NoError(t, sdstest.Handshake(stranger.held, late.held, sdstest.SPIFFE("other", "web"), sdstest.SPIFFE("other", "web")))
+			// A new data plane of the broken mesh is still served its last good CA.
+			late := connect(t, s, "other", "web-2", "web")
+			require.NoError(t, sdstest.Handshake(stranger.held, late.held, sdstest.SPIFFE("other", "web"), sdstest.SPIFFE("other", "web")))
+		})
+	}
 }
 
 func TestHealthAndReflectionOnSDSPort(t *testing.T) {
-	dir, _ := secretsDir(t)
-	s := start(t, dir)
-	conn := sdstest.Dial(t, s.sds, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	h, err := grpc_health_v1.NewHealthClient(conn).Check(ctx, &grpc_health_v1.HealthCheckRequest{})
-	require.NoError(t, err)
-	require.Equal(t, grpc_health_v1.HealthCheckResponse_SERVING, h.GetStatus())
+	for _, transport := range transportsToTest(t) {
+		t.Run(transport, func(t *testing.T) {
+			dir, _ := secretsDir(t)
+			s := start(t, dir, transportArgs(transport)...)
+			conn := sdstest.Dial(t, s.sds, "")
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			h, err := grpc_health_v1.NewHealthClient(conn).Check(ctx, &grpc_health_v1.HealthCheckRequest{})
+			require.NoError(t, err)
+			require.Equal(t, grpc_health_v1.HealthCheckResponse_SERVING, h.GetStatus())
 
-	rs, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
-	require.NoError(t, err)
-	require.NoError(t, rs.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}))
-	resp, err := rs.Recv()
-	require.NoError(t, err)
-	var names []string
-	for _, svc := range resp.GetListServicesResponse().GetService() {
-		names = append(names, svc.GetName())
+			rs, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+			require.NoError(t, err)
+			require.NoError(t, rs.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}))
+			resp, err := rs.Recv()
+			require.NoError(t, err)
+			var names []string
+			for _, svc := range resp.GetListServicesResponse().GetService() {
+				names = append(names, svc.GetName())
+			}
+			require.Contains(t, names, "envoy.service.secret.v3.SecretDiscoveryService")
+			require.Contains(t, names, "envoy.service.discovery.v3.AggregatedDiscoveryService")
+
+			r, err := http.Get("http://" + s.metrics + "/healthz")
+			require.NoError(t, err)
+			r.Body.Close()
+			require.Equal(t, http.StatusOK, r.StatusCode)
+		})
 	}
-	require.Contains(t, names, "envoy.service.secret.v3.SecretDiscoveryService")
-	require.Contains(t, names, "envoy.service.discovery.v3.AggregatedDiscoveryService")
-
-	r, err := http.Get("http://" + s.metrics + "/healthz")
-	require.NoError(t, err)
-	r.Body.Close()
-	require.Equal(t, http.StatusOK, r.StatusCode)
 }
 
 func TestStartupRefusesUnsafeSettings(t *testing.T) {
@@ -377,25 +389,29 @@ func grpcurlBinary(t *testing.T) string {
 }
 
 func TestGrpcurlFetchesSecrets(t *testing.T) {
-	grpcurl := grpcurlBinary(t)
-	dir, cas := secretsDir(t)
-	s := start(t, dir)
+	for _, transport := range transportsToTest(t) {
+		t.Run(transport, func(t *testing.T) {
+			grpcurl := grpcurlBinary(t)
+			dir, cas := secretsDir(t)
+			s := start(t, dir, transportArgs(transport)...)
 
-	out, err := exec.Command(grpcurl, "-plaintext", s.sds, "list").CombinedOutput()
-	require.NoError(t, err, string(out))
-	require.Contains(t, string(out), "envoy.service.secret.v3.SecretDiscoveryService")
+			out, err := exec.Command(grpcurl, "-plaintext", s.sds, "list").CombinedOutput()
+			require.NoError(t, err, string(out))
+			require.Contains(t, string(out), "envoy.service.secret.v3.SecretDiscoveryService")
 
-	req := `{"node":{"id":"default.web-1"},"type_url":"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret","resource_names":["mesh_ca"]}`
-	out, err = exec.Command(grpcurl, "-plaintext", "-H", "authorization: Bearer "+s.token(t, "default", "web-1", "web"),
-		"-d", req, s.sds, "envoy.service.secret.v3.SecretDiscoveryService/FetchSecrets").CombinedOutput()
-	require.NoError(t, err, string(out))
-	require.Contains(t, string(out), `"name": "mesh_ca"`)
-	require.Contains(t, string(out), base64Of(cas["default"].CertPEM))
+			req := `{"node":{"id":"default.web-1"},"type_url":"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret","resource_names":["mesh_ca"]}`
+			out, err = exec.Command(grpcurl, "-plaintext", "-H", "authorization: Bearer "+s.token(t, "default", "web-1", "web"),
+				"-d", req, s.sds, "envoy.service.secret.v3.SecretDiscoveryService/FetchSecrets").CombinedOutput()
+			require.NoError(t, err, string(out))
+			require.Contains(t, string(out), `"name": "mesh_ca"`)
+			require.Contains(t, string(out), base64Of(cas["default"].CertPEM))
 
-	out, err = exec.Command(grpcurl, "-plaintext", "-d", req, s.sds,
-		"envoy.service.secret.v3.SecretDiscoveryService/FetchSecrets").CombinedOutput()
-	require.Error(t, err)
-	require.Contains(t, string(out), "Unauthenticated")
+			out, err = exec.Command(grpcurl, "-plaintext", "-d", req, s.sds,
+				"envoy.service.secret.v3.SecretDiscoveryService/FetchSecrets").CombinedOutput()
+			require.Error(t, err)
+			require.Contains(t, string(out), "Unauthenticated")
+		})
+	}
 }
 
 func base64Of(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
@@ -416,21 +432,25 @@ func tokenID(t *testing.T, raw string) string {
 }
 
 func TestRevocationListInSecretsDirClosesStreams(t *testing.T) {
-	dir, _ := secretsDir(t)
-	s := start(t, dir)
-	revokedToken := s.token(t, "default", "web-1", "web")
-	revoked := sdstest.OpenStream(t, sdstest.Dial(t, s.sds, revokedToken), "default.web-1", false, "identity_cert")
-	revoked.Expect()
-	kept := sdstest.OpenStream(t, sdstest.Dial(t, s.sds, s.token(t, "default", "web-2", "web")), "default.web-2", false, "identity_cert")
-	kept.Expect()
+	for _, transport := range transportsToTest(t) {
+		t.Run(transport, func(t *testing.T) {
+			dir, _ := secretsDir(t)
+			s := start(t, dir, transportArgs(transport)...)
+			revokedToken := s.token(t, "default", "web-1", "web")
+			revoked := sdstest.OpenStream(t, sdstest.Dial(t, s.sds, revokedToken), "default.web-1", false, "identity_cert")
+			revoked.Expect()
+			kept := sdstest.OpenStream(t, sdstest.Dial(t, s.sds, s.token(t, "default", "web-2", "web")), "default.web-2", false, "identity_cert")
+			kept.Expect()
 
-	list := "# revoked after the laptop was lost\n" + tokenID(t, revokedToken) + "\n"
-	writeAtomic(t, filepath.Join(dir, "default", "dataplane-token-revocations-default"), []byte(list))
+			list := "# revoked after the laptop was lost\n" + tokenID(t, revokedToken) + "\n"
+			writeAtomic(t, filepath.Join(dir, "default", "dataplane-token-revocations-default"), []byte(list))
 
-	_, err := revoked.Recv(10 * time.Second)
-	require.Equal(t, codes.PermissionDenied, status.Code(err), "got %v", err)
-	kept.ExpectNothing(300 * time.Millisecond)
-	require.Contains(t, s.scrape(t), `meshsds_sds_auth_failures_total{reason="revoked"}`)
+			_, err := revoked.Recv(10 * time.Second)
+			require.Equal(t, codes.PermissionDenied, status.Code(err), "got %v", err)
+			kept.ExpectNothing(300 * time.Millisecond)
+			require.Contains(t, s.scrape(t), `meshsds_sds_auth_failures_total{reason="revoked"}`)
+		})
+	}
 }
 
 func TestServeHelpDocumentsEveryFlag(t *testing.T) {
@@ -453,32 +473,40 @@ func TestServeHelpDocumentsEveryFlag(t *testing.T) {
 }
 
 func TestUnixSocketSDS(t *testing.T) {
-	dir, _ := secretsDir(t)
-	sock := filepath.Join(t.TempDir(), "sds.sock")
-	s := start(t, dir, "--sds-address", "unix://"+sock)
-	conn := sdstest.Dial(t, "unix://"+sock, s.token(t, "default", "web-1", "web"))
-	st := sdstest.OpenStream(t, conn, "default.web-1", false, "identity_cert", "mesh_ca")
-	got, _ := st.Expect()
-	require.Len(t, got, 2)
+	for _, transport := range transportsToTest(t) {
+		t.Run(transport, func(t *testing.T) {
+			dir, _ := secretsDir(t)
+			sock := filepath.Join(t.TempDir(), "sds.sock")
+			s := start(t, dir, append(transportArgs(transport), "--sds-address", "unix://"+sock)...)
+			conn := sdstest.Dial(t, "unix://"+sock, s.token(t, "default", "web-1", "web"))
+			st := sdstest.OpenStream(t, conn, "default.web-1", false, "identity_cert", "mesh_ca")
+			got, _ := st.Expect()
+			require.Len(t, got, 2)
+		})
+	}
 }
 
 func TestShutdownEndsStreamsAtOnce(t *testing.T) {
-	dir, _ := secretsDir(t)
-	s := start(t, dir)
-	st := sdstest.OpenStream(t, sdstest.Dial(t, s.sds, s.token(t, "default", "web-1", "web")), "default.web-1", false, "identity_cert")
-	st.Expect()
+	for _, transport := range transportsToTest(t) {
+		t.Run(transport, func(t *testing.T) {
+			dir, _ := secretsDir(t)
+			s := start(t, dir, transportArgs(transport)...)
+			st := sdstest.OpenStream(t, sdstest.Dial(t, s.sds, s.token(t, "default", "web-1", "web")), "default.web-1", false, "identity_cert")
+			st.Expect()
 
-	began := time.Now()
-	require.NoError(t, s.proc.Signal(syscall.SIGTERM))
-	_, err := st.Recv(10 * time.Second)
-	require.Equal(t, codes.Unavailable, status.Code(err), "got %v", err)
-	require.Contains(t, status.Convert(err).Message(), "shutting down")
-	select {
-	case err := <-s.exited:
-		s.exited <- err // for the cleanup
-		require.NoError(t, err, "a clean exit")
-	case <-time.After(5 * time.Second):
-		t.Fatal("meshsds still running 5 s after SIGTERM (its --shutdown-timeout is 10 s: streams held it)")
+			began := time.Now()
+			require.NoError(t, s.proc.Signal(syscall.SIGTERM))
+			_, err := st.Recv(10 * time.Second)
+			require.Equal(t, codes.Unavailable, status.Code(err), "got %v", err)
+			require.Contains(t, status.Convert(err).Message(), "shutting down")
+			select {
+			case err := <-s.exited:
+				s.exited <- err // for the cleanup
+				require.NoError(t, err, "a clean exit")
+			case <-time.After(5 * time.Second):
+				t.Fatal("meshsds still running 5 s after SIGTERM (its --shutdown-timeout is 10 s: streams held it)")
+			}
+			require.Less(t, time.Since(began), 5*time.Second)
+		})
 	}
-	require.Less(t, time.Since(began), 5*time.Second)
 }

@@ -259,8 +259,12 @@ func TestKubernetesMode(t *testing.T) {
 		return denied(err, `spec.mtls.enabledBackend: has to be set to one of the backends of the mesh: backend "nope" is not defined`)
 	}, 30*time.Second, 200*time.Millisecond)
 
+	// A Mesh before its Secrets: refused, in the admin API's words.
+	_, err = e.dynamic.Resource(kubeMeshes).Create(ctx, meshObject("later", "later-cert", "later-key"), metav1.CreateOptions{})
+	require.True(t, denied(err, `spec.mtls.backends[0].config.cert.secret: secret "later-cert" of backend "ca-1" does not exist in mesh "later": create the Secret first`), "got %v", err)
+
 	err = e.client.CoreV1().Secrets(kubeNS).Delete(ctx, "ca-key", metav1.DeleteOptions{})
-	require.True(t, denied(err, `secret "ca-key" of mesh "default" is in use by Mesh "default" backend "ca-1"`), "got %v", err)
+	require.True(t, denied(err, `secret "ca-key" of mesh "default" is in use by Mesh "default", backend "ca-1"`), "got %v", err)
 
 	s, err := e.client.CoreV1().Secrets(kubeNS).Get(ctx, "ca-cert", metav1.GetOptions{})
 	require.NoError(t, err)
@@ -356,8 +360,9 @@ func TestKubernetesExamples(t *testing.T) {
 	metricsSvc := objs["Service/kuma-system/meshsds-metrics"]
 	require.Equal(t, "true", metricsSvc.GetAnnotations()["prometheus.io/scrape"])
 
-	// RBAC: read and create Secrets (never update or delete them), read
-	// Meshes, write Events.
+	// RBAC: read and create Secrets, delete them (the builtin CAs of meshes
+	// gone), never update them; read Meshes; write Events; Leases and
+	// ConfigMaps for the replicas' shared state.
 	role := objs["Role/kuma-system/meshsds"]
 	rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
 	verbs := map[string][]string{}
@@ -368,8 +373,10 @@ func TestKubernetesExamples(t *testing.T) {
 			verbs[name] = append(verbs[name], v...)
 		}
 	}
-	require.ElementsMatch(t, []string{"get", "list", "watch", "create"}, verbs["secrets"])
+	require.ElementsMatch(t, []string{"get", "list", "watch", "create", "delete"}, verbs["secrets"])
 	require.ElementsMatch(t, []string{"create", "patch"}, verbs["events"])
+	require.ElementsMatch(t, []string{"get", "list", "watch", "create", "update", "delete"}, verbs["leases"])
+	require.ElementsMatch(t, []string{"get", "list", "watch", "create", "update"}, verbs["configmaps"])
 	meshRules, _, _ := unstructured.NestedSlice(objs["ClusterRole//meshsds-meshes"].Object, "rules")
 	require.Len(t, meshRules, 1)
 	meshVerbs, _, _ := unstructured.NestedStringSlice(meshRules[0].(map[string]any), "verbs")

@@ -1,0 +1,139 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshsds/meshsds/sds/token"
+)
+
+// benchReplicas is benchOne for cfg.Replicas servers sharing PostgreSQL:
+// the mesh and its CA are written through the first server's admin API,
+// the fleet is spread over all of them, and the changes go through the
+// first one, so that a change's fan-out includes its propagation to the
+// other replicas and the CA change phases they go through together. RSS
+// is the sum over the replicas; idle CPU is not measured.
+func benchReplicas(ctx context.Context, cfg BenchConfig, n int) (*BenchRow, error) {
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(cfg.Log, "bench %d on %d replicas: "+format+"\n", append([]any{n, cfg.Replicas}, args...)...)
+	}
+	if cfg.NewDatabase == nil {
+		return nil, errors.New("replicas need a PostgreSQL database to share")
+	}
+	dbURL, err := cfg.NewDatabase()
+	if err != nil {
+		return nil, err
+	}
+	var servers []*benchServer
+	defer func() {
+		for _, s := range servers {
+			s.stop()
+		}
+	}()
+	extra := []string{"--store", "postgres", "--postgres-url", dbURL}
+	for i := range cfg.Replicas {
+		// The first replica's signing key file becomes the shared one;
+		// the others find it in the database.
+		s, err := startServer(ctx, cfg, extra, false)
+		if err != nil {
+			return nil, fmt.Errorf("replica %d: %w", i, err)
+		}
+		servers = append(servers, s)
+	}
+	first := servers[0]
+	admin := "http://" + first.admin
+	stateDir := filepath.Join(first.dir, "state")
+	ca, err := NewMeshCA("meshsds-load 0", time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := WriteSecretsDir(stateDir, "default", ca); err != nil {
+		return nil, err
+	}
+	if _, err := PutSecrets(ctx, admin, "default", nil, ca); err != nil {
+		return nil, err
+	}
+	if err := PutMesh(ctx, admin, "default"); err != nil {
+		return nil, err
+	}
+	time.Sleep(time.Second)
+	var idle int64
+	for _, s := range servers {
+		s.gc()
+	}
+	time.Sleep(2 * time.Second)
+	for _, s := range servers {
+		rss, err := readRSS(s.cmd.Process.Pid)
+		if err != nil {
+			return nil, err
+		}
+		idle += rss
+	}
+	logf("servers ready, idle RSS %.1f MiB in all", float64(idle)/(1<<20))
+
+	var addrs []string
+	for _, s := range servers {
+		addrs = append(addrs, s.sds)
+	}
+	args := []string{
+		"run", "--sds-address", strings.Join(addrs, ","), "--dataplanes", strconv.Itoa(n), "--api", string(cfg.API),
+		"--mesh-dir", filepath.Join(stateDir, "default"), "--admin-url", admin, "--rotations", "1", "--json",
+		"--signing-key", filepath.Join(first.dataDir, token.SigningKeyFile),
+	}
+	if cfg.Concurrency > 0 {
+		args = append(args, "--concurrency", strconv.Itoa(cfg.Concurrency))
+	}
+	if cfg.Client != "" {
+		args = append(args, "--client", cfg.Client)
+	}
+	logf("running the load generator")
+	ev, err := runLoad(ctx, cfg, args)
+	if err != nil {
+		return nil, err
+	}
+	var loaded int64
+	for _, s := range servers {
+		s.gc()
+		rss, err := readRSS(s.cmd.Process.Pid)
+		if err != nil {
+			return nil, err
+		}
+		loaded += rss
+	}
+	return &BenchRow{
+		DataPlanes: n, API: string(cfg.API), Replicas: cfg.Replicas, IdleRSS: idle, LoadedRSS: loaded,
+		PerDPKiB: float64(loaded-idle) / 1024 / float64(n), Report: ev.Report,
+	}, nil
+}
+
+// runLoad runs the load generator with args (which include --json, not
+// --pause) to its end and returns its last event, "done".
+func runLoad(ctx context.Context, cfg BenchConfig, args []string) (*Event, error) {
+	load := exec.CommandContext(ctx, cfg.Load, args...)
+	load.Stderr = cfg.Log
+	out, err := load.Output()
+	var last *Event
+	for line := range bytes.SplitSeq(bytes.TrimSpace(out), []byte("\n")) {
+		var ev Event
+		if json.Unmarshal(line, &ev) == nil {
+			last = &ev
+		}
+	}
+	switch {
+	case last == nil && err != nil:
+		return nil, fmt.Errorf("load generator: %w", err)
+	case last == nil:
+		return nil, errors.New("load generator printed no report")
+	case last.Event != "done":
+		return nil, fmt.Errorf("load generator: %s %s", last.Event, last.Error)
+	}
+	return last, nil
+}
