@@ -16,6 +16,7 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 
 	"github.com/meshsds/meshsds/internal/testing/grafanatest"
+	"github.com/meshsds/meshsds/internal/testing/pgtest"
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
@@ -26,6 +27,17 @@ import (
 var notOnDashboard = map[string]string{
 	"meshsds_webhook_admission_reviews_total": "only exported with --kubernetes --webhook-address, which this test does not run",
 }
+
+// onlyAfterFailure lists metrics of the dashboard that exist only once
+// something failed in a way this test cannot cause; their queries are not
+// checked when they are absent.
+var onlyAfterFailure = map[string]string{
+	"meshsds_cluster_errors_total": "counted only once an operation on the replicas' shared state fails",
+}
+
+// clusterQuery reports whether a query is about replicas sharing a store,
+// which a server on its embedded store does not export.
+func clusterQuery(q grafanatest.Query) bool { return strings.Contains(q.Expr, "meshsds_cluster_") }
 
 // TestGrafanaDashboardQueriesExportedMetrics holds every query of
 // examples/grafana/meshsds.json against what a real meshsds exports once it
@@ -48,7 +60,7 @@ mtls:
       cert: { secret: missing-cert }
       key: { secret: missing-key }
 `), 0o600))
-	s := start(t, dir, "--ca-rotation-timeout", "1s")
+	s := start(t, dir, "--ca-rotation-timeout", "1s", "--audit-log", filepath.Join(t.TempDir(), "audit.log"))
 
 	// Data planes of mesh default: one that ACKs, one stuck.
 	web := connect(t, s, "default", "web-1", "web")
@@ -78,8 +90,9 @@ mtls:
 	_, err = refused.Recv()
 	require.Error(t, err)
 
-	// The admin API, through the CLI.
+	// The admin API, through the CLI: a read and an audited write.
 	require.Contains(t, s.mustCLI(t, "", "get", "meshes"), "NAME")
+	require.Contains(t, s.mustCLI(t, "type: Secret\nmesh: other\nname: note\ndata: dGVzdAo=\n", "apply", "-f", "-"), "created")
 
 	// A CA change the stuck data plane holds up until each step times out.
 	newCA := pkitest.NewRootCA(t, "default CA 2")
@@ -95,7 +108,15 @@ mtls:
 	require.Contains(t, scrape, `meshsds_mesh_resolution_failing{mesh="broken"} 1`)
 	require.Contains(t, scrape, `meshsds_sds_auth_failures_total{reason="missing_token"} 1`)
 
-	for _, problem := range grafanatest.Check(d, exp) {
+	var single, cluster []grafanatest.Query
+	for _, q := range d.Queries() {
+		if clusterQuery(q) {
+			cluster = append(cluster, q)
+		} else {
+			single = append(single, q)
+		}
+	}
+	for _, problem := range grafanatest.CheckQueries(single, exp, nil) {
 		t.Error(problem)
 	}
 
@@ -104,6 +125,36 @@ mtls:
 	for _, name := range d.MetricNames() {
 		queried[exp.Family(name)] = true
 	}
+	requireOnDashboard(t, exp, queried)
+
+	// The replicas row, against a server sharing PostgreSQL (skipped
+	// locally without PostgreSQL, like the other PostgreSQL tests).
+	t.Run("replicas", func(t *testing.T) {
+		require.NotEmpty(t, cluster)
+		dbURL := pgtest.Start(t).NewDatabase(t)
+		cdir, _ := secretsDir(t)
+		r := start(t, cdir, "--store", "postgres", "--postgres-url", dbURL)
+		dp := follow(t, r, r, "default", "web-1", "web")
+		dp.WaitFor("its first certificate", func(*sdstest.Workload) bool { return true })
+		newCA := pkitest.NewRootCA(t, "default CA 3")
+		writeAtomic(t, filepath.Join(cdir, "default", "ca-key"), newCA.KeyPEM)
+		writeAtomic(t, filepath.Join(cdir, "default", "ca-cert"), newCA.CertPEM)
+		dp.WaitFor("the end of the CA change", sdstest.SignedBy(newCA))
+		waitMetric(t, r, `meshsds_cluster_leader`, func(v float64) bool { return v == 1 })
+		cexp, err := grafanatest.ParseExposition(r.scrape(t))
+		require.NoError(t, err)
+		for _, problem := range grafanatest.CheckQueries(cluster, cexp, func(m string) bool { return onlyAfterFailure[m] != "" }) {
+			t.Error(problem)
+		}
+		requireOnDashboard(t, cexp, queried)
+	})
+	t.Logf("the dashboard queries %d metrics, all exported", len(d.MetricNames()))
+}
+
+// requireOnDashboard fails for a meshsds metric of exp that no query uses
+// and notOnDashboard does not excuse.
+func requireOnDashboard(t *testing.T, exp *grafanatest.Exposition, queried map[string]bool) {
+	t.Helper()
 	var missing []string
 	for family := range exp.Types {
 		if strings.HasPrefix(family, "meshsds_") && !queried[family] && notOnDashboard[family] == "" {
@@ -112,5 +163,4 @@ mtls:
 	}
 	sort.Strings(missing)
 	require.Empty(t, missing, "exported but on no panel of the dashboard: add a panel, or a reason to notOnDashboard")
-	t.Logf("the dashboard queries %d metrics, all exported", len(d.MetricNames()))
 }

@@ -426,9 +426,26 @@ func (e *Exposition) Family(series string) string {
 // metric's series do not carry, and a grouping label that no metric of the
 // expression carries. ScrapeLabels are always allowed.
 func Check(d *Dashboard, e *Exposition) []string {
+	return CheckQueries(d.Queries(), e, nil)
+}
+
+// CheckQueries is Check for some queries. A metric for which mayBeAbsent
+// is true is not a problem when it is not exported (a counter that only
+// exists once something failed); the labels of its expression are then not
+// checked either.
+func CheckQueries(queries []Query, e *Exposition, mayBeAbsent func(metric string) bool) []string {
 	var problems []string
-	for _, q := range d.Queries() {
+	for _, q := range queries {
 		sels := Selectors(q.Expr)
+		unknown := false
+		for _, s := range sels {
+			if _, ok := e.Series[s.Metric]; !ok && mayBeAbsent != nil && mayBeAbsent(s.Metric) {
+				unknown = true
+			}
+		}
+		if unknown {
+			continue
+		}
 		if len(sels) == 0 {
 			problems = append(problems, fmt.Sprintf("%s: queries no metric with a prefix of %v: %s", q.Where, Prefixes, q.Expr))
 		}
