@@ -28,7 +28,7 @@ written meanwhile is read again before it is rewritten.
 To rotate: put a new key first in the key file (the servers then encrypt with
 it), run this, then remove the old key from the file.`,
 		Example: `  meshsds admin rotate-encryption-key --data-dir ./meshsds-data --encryption-key-file meshsds-keys
-  MESHSDS_POSTGRES_URL=postgres://meshsds@db/meshsds meshsds admin rotate-encryption-key \\
+  MESHSDS_POSTGRES_URL=postgres://meshsds@db/meshsds meshsds admin rotate-encryption-key \
     --postgres-url "$MESHSDS_POSTGRES_URL" --encryption-key-file /etc/meshsds/keys`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

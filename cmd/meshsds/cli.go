@@ -74,10 +74,9 @@ func newApplyCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|-",
 		Short: "Create or update Secrets and Meshes from YAML or JSON (several documents allowed)",
-		Example: `  echo "type: Secret
-  mesh: default
-  name: sample-secret
-  data: dGVzdAo=" | meshsds apply -f -`,
+		Example: `  meshsds apply -f payments.yaml    # several documents separated by ---; Secrets are applied first
+  printf 'type: Secret\nmesh: default\nname: sample-secret\ndata: dGVzdAo=\n' | meshsds apply -f -
+  printf 'type: Mesh\nname: payments\nmtls:\n  backends:\n  - name: ca-1\n    type: builtin\n' | meshsds apply -f -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
@@ -128,6 +127,7 @@ func newApplyCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "file to apply, or - for standard input")
+	mustRegister(cmd, "file", manifestFiles)
 	addClientFlags(cmd, &cc)
 	return cmd
 }
@@ -198,10 +198,13 @@ func newGetCommand() *cobra.Command {
 holds them: the ORIGIN column says file (with the file's path), kubernetes or
 api. Only resources of origin api can be changed through the admin API.`,
 		Example: `  meshsds get meshes
-  meshsds get secrets -m default -o yaml
-  meshsds get secret ca-cert -m default -o yaml
-  meshsds get global-secrets`,
-		Args: cobra.RangeArgs(1, 2),
+  meshsds get mesh default -o yaml
+  meshsds get secrets -m default
+  meshsds get secret ca-cert -m default -o json
+  meshsds get global-secrets
+  meshsds get meshes --control-plane prod`,
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: completeResource(&cc, &mesh, "meshes", "secrets", "global-secrets", "mesh", "secret", "global-secret"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "table" && output != "yaml" && output != "json" {
 				return fmt.Errorf("-o must be table, yaml or json, not %q", output)
@@ -269,6 +272,8 @@ api. Only resources of origin api can be changed through the admin API.`,
 	cmd.Flags().StringVarP(&mesh, "mesh", "m", "", "mesh of the secrets (default: every mesh; for one secret: default)")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
 	addClientFlags(cmd, &cc)
+	mustRegister(cmd, "mesh", completeMeshes(&cc))
+	mustRegister(cmd, "output", fixedCompletion("table", "yaml", "json"))
 	return cmd
 }
 
@@ -354,7 +359,11 @@ func newDeleteCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delete secret NAME -m MESH | delete mesh NAME | delete global-secret NAME",
 		Short: "Delete a Secret, a Mesh or a global secret held by the admin API",
-		Args:  cobra.ExactArgs(2),
+		Example: `  meshsds delete secret sample-secret -m default
+  meshsds delete mesh staging
+  meshsds delete global-secret my-key`,
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: completeResource(&cc, &mesh, "secret", "mesh", "global-secret"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cc.client()
 			if err != nil {
@@ -390,6 +399,7 @@ func newDeleteCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&mesh, "mesh", "m", "", "mesh of the secret (default \"default\")")
 	addClientFlags(cmd, &cc)
+	mustRegister(cmd, "mesh", completeMeshes(&cc))
 	return cmd
 }
 
@@ -437,16 +447,21 @@ func newInspectCommand() *cobra.Command {
 	meshes := &cobra.Command{
 		Use:   "meshes",
 		Short: "List the meshes served: origin, CA, the phase of a CA change, problems",
-		Args:  cobra.NoArgs,
-		RunE:  list("/meshes", meshesTable),
+		Example: `  meshsds inspect meshes
+  meshsds inspect meshes -o yaml`,
+		Args: cobra.NoArgs,
+		RunE: list("/meshes", meshesTable),
 	}
 	dps := &cobra.Command{
 		Use:   "dataplanes",
 		Short: "List the connected data planes, their streams, certificates and last ACK/NACK",
-		Args:  cobra.NoArgs,
-		RunE:  list("/dataplanes", dataplanesTable),
+		Example: `  meshsds inspect dataplanes
+  meshsds inspect dataplanes -o json | jq '.items[] | select(.mesh == "default") | .name'`,
+		Args: cobra.NoArgs,
+		RunE: list("/dataplanes", dataplanesTable),
 	}
 	cmd.PersistentFlags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
+	mustRegister(cmd, "output", fixedCompletion("table", "yaml", "json"))
 	cmd.AddCommand(meshes, dps)
 	addClientFlags(cmd, &cc)
 	return cmd

@@ -38,7 +38,8 @@ func TestListFollowsNext(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	c, err := (&clientConfig{apiURL: srv.URL}).client()
+	t.Setenv(envAPIURL, srv.URL)
+	c, err := (&clientConfig{}).client()
 	require.NoError(t, err)
 	list, err := c.list(context.Background(), "/secrets")
 	require.NoError(t, err)

@@ -48,7 +48,8 @@ the token is signed offline with the key kept in that directory (the same
 --data-dir as "meshsds serve"), for provisioning scripts on the control-plane
 host. The token is printed on standard output.`,
 		Example: `  meshsds generate dataplane-token --mesh default --name web-1 --tag kuma.io/service=web --valid-for 24h
-  meshsds generate dataplane-token --data-dir ./meshsds-data --mesh default --name web-1 --tag kuma.io/service=web`,
+  meshsds generate dataplane-token --data-dir ./meshsds-data --mesh default --name web-1 --tag kuma.io/service=web
+  meshsds generate dataplane-token -m default --name backend-1 --tag kuma.io/service=backend --tag version=v2 > backend-1.token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if mesh == "" || name == "" {
@@ -80,6 +81,8 @@ host. The token is printed on standard output.`,
 	f.StringArrayVar(&tags, "tag", nil, "tag key=value (repeatable), e.g. kuma.io/service=web")
 	f.DurationVar(&validFor, "valid-for", 365*24*time.Hour, "how long the token is valid")
 	addClientFlags(cmd, &cc)
+	mustRegister(cmd, "mesh", completeMeshes(&cc))
+	mustRegister(cmd, "tag", fixedCompletion("kuma.io/service=", "kuma.io/zone=", "version="))
 	return cmd
 }
 
@@ -151,6 +154,7 @@ server's --admin-client-certs-dir.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&kind, "type", "", "server or client")
+	mustRegister(cmd, "type", fixedCompletion("server", "client"))
 	f.StringVar(&certFile, "cert-file", "", "where to write the certificate (PEM)")
 	f.StringVar(&keyFile, "key-file", "", "where to write the private key (PEM, mode 0600)")
 	f.StringArrayVar(&hostnames, "hostname", nil, "DNS name or IP of the server (repeatable; server type; default localhost and 127.0.0.1)")

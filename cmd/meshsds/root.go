@@ -12,11 +12,14 @@ func newRootCommand() *cobra.Command {
 issues every connected Envoy its own workload certificate and streams it, with
 the mesh's trust bundle, over Envoy's Secret Discovery Service.
 
-Run the daemon with "meshsds serve"; the other verbs are the CLI.`,
+Run the daemon with "meshsds serve"; the other verbs are the CLI. The CLI
+calls the admin API given by --api-url, MESHSDS_API_URL or the current
+control plane of its config file ("meshsds config --help").`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCommand(), newApplyCommand(), newGetCommand(), newDeleteCommand(),
-		newInspectCommand(), newGenerateCommand(), newAdminCommand(), newVersionCommand())
+		newInspectCommand(), newGenerateCommand(), newAdminCommand(), newVersionCommand(),
+		newConfigCommand(), newCompletionCommand())
 	return root
 }
