@@ -47,7 +47,7 @@ func TestGrafanaDashboard(t *testing.T) {
 		for what, pattern := range map[string]string{
 			"connected data planes":       `meshsds_sds_connected_dataplanes`,
 			"pushes as a rate":            `rate\(meshsds_sds_responses_total`,
-			"NACKs per API as a rate":     `sum by \(api\) \(rate\(meshsds_sds_nacks_total`,
+			"NACKs per mesh as a rate":    `sum by \(mesh\) \(rate\(meshsds_sds_nacks_total`,
 			"ACKs":                        `meshsds_sds_acks_total`,
 			"CA rotation phase per mesh":  `by \(mesh\) \(meshsds_ca_rotation_phase\{[^}]*mesh=~"\$mesh"`,
 			"rotation timeouts":           `meshsds_ca_rotation_timeouts_total`,

@@ -36,14 +36,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "meshsds_sds_requests_total", Help: "Discovery requests received, by API.",
 		}, []string{"api"}),
 		acks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshsds_sds_acks_total", Help: "Responses acknowledged by data planes, by API.",
-		}, []string{"api"}),
+			Name: "meshsds_sds_acks_total", Help: "Responses acknowledged by data planes, by API and mesh.",
+		}, []string{"api", "mesh"}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshsds_sds_nacks_total", Help: "Responses rejected by data planes, by API.",
-		}, []string{"api"}),
+			Name: "meshsds_sds_nacks_total", Help: "Responses rejected by data planes, by API and mesh.",
+		}, []string{"api", "mesh"}),
 		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshsds_sds_responses_total", Help: "Secrets sent, by resource (identity_cert, mesh_ca).",
-		}, []string{"resource"}),
+			Name: "meshsds_sds_responses_total", Help: "Secrets sent, by resource (identity_cert, mesh_ca) and mesh.",
+		}, []string{"resource", "mesh"}),
 		unknownNames: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshsds_sds_unknown_resource_names_total", Help: "Requested secret names meshsds does not serve (not answered).",
 		}),

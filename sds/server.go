@@ -140,7 +140,7 @@ func (s *Server) Open(ctx context.Context, api xds.API, node *corev3.Node, ctl x
 	st := &stream{
 		s: s, id: id, api: api, ctl: ctl, w: w, connected: s.now(),
 		requests: s.metrics.requests.WithLabelValues(api.String()), // looked up once, counted per ACK
-		acks:     s.metrics.acks.WithLabelValues(api.String()),
+		acks:     s.metrics.acks.WithLabelValues(api.String(), id.Mesh),
 	}
 	if err := s.track(st); err != nil {
 		w.Close()

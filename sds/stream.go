@@ -72,9 +72,9 @@ func (st *stream) Sent(names []string) {
 	for _, name := range names {
 		switch KindOf(name) {
 		case KindIdentity:
-			m.responses.WithLabelValues(NameIdentityCert).Inc()
+			m.responses.WithLabelValues(NameIdentityCert, st.id.Mesh).Inc()
 		case KindBundle:
-			m.responses.WithLabelValues(NameMeshCA).Inc()
+			m.responses.WithLabelValues(NameMeshCA, st.id.Mesh).Inc()
 		}
 	}
 	if at, ok := st.w.TakeChangedAt(); ok {
@@ -93,7 +93,7 @@ func (st *stream) Acked(version string, nack *rpcstatus.Status) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if nack != nil {
-		st.s.metrics.nacks.WithLabelValues(st.api.String()).Inc()
+		st.s.metrics.nacks.WithLabelValues(st.api.String(), st.id.Mesh).Inc()
 		st.lastNACK, st.lastNACKMessage = now, nack.GetMessage()
 		st.s.log.Warn("data plane rejected secrets", LogMesh, st.id.Mesh, LogDataplane, st.id.Name, LogAPI, st.api.String(), "message", nack.GetMessage())
 		return

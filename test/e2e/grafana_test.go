@@ -76,7 +76,7 @@ mtls:
 		Node: &corev3.Node{Id: "other.nack-1"}, TypeUrl: sdstest.SecretTypeURL, ResourceNames: []string{"mesh_ca"},
 		ResponseNonce: resp.GetNonce(), ErrorDetail: &rpcstatus.Status{Code: 3, Message: "rejected by the test"},
 	}))
-	waitMetric(t, s, `meshsds_sds_nacks_total{api="sotw"}`, func(v float64) bool { return v >= 1 })
+	waitMetric(t, s, `meshsds_sds_nacks_total{api="sotw",mesh="other"}`, func(v float64) bool { return v >= 1 })
 	st.Cancel()
 	require.NoError(t, nackConn.Close())
 
