@@ -936,7 +936,11 @@ func (c *conn) grantLocked(b []byte, st *Stream) []byte {
 	if st.stalled {
 		st.stalled = false
 		c.stalled--
-	} else if st.recvUnacked < windowUpdateAt {
+	}
+	// Below the threshold the client still has most of its window: a
+	// WINDOW_UPDATE now would cost a write per request (a held SDS request
+	// is released after every one) and unblock nothing.
+	if st.recvUnacked < windowUpdateAt {
 		return b
 	}
 	b = appendWindowUpdate(b, st.id, st.recvUnacked)
