@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
 	"strconv"
 	"strings"
@@ -606,7 +607,103 @@ func decodeStrict(data []byte, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return &FieldError{Message: "unexpected data after the object"}
 	}
+	var generic any
+	if err := json.Unmarshal(data, &generic); err != nil {
+		return jsonFieldError(err)
+	}
+	return checkKeyCase(generic, reflect.TypeOf(v), "")
+}
+
+// checkKeyCase refuses keys that encoding/json matched to a field only
+// case-insensitively ("TYPE" for "type"): its unknown-field check ignores
+// case, and a manifest whose keys are spelled otherwise than documented
+// must not be half understood. val is the decoded JSON of a value of type
+// t; types with their own UnmarshalJSON, interfaces and raw messages are
+// not looked into.
+func checkKeyCase(val any, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(jsonUnmarshaler) {
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		obj, ok := val.(map[string]any)
+		if !ok {
+			return nil
+		}
+		fields := jsonFields(t)
+		for key, v := range obj {
+			ft, ok := fields[key]
+			if !ok {
+				for name := range fields {
+					if strings.EqualFold(name, key) {
+						return &FieldError{Field: path, Message: fmt.Sprintf("unknown field %q: keys are case-sensitive, did you mean %q?", key, name)}
+					}
+				}
+				continue // not a field at all: the decoder refused it already
+			}
+			if err := checkKeyCase(v, ft, JoinField(path, key)); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		arr, ok := val.([]any)
+		if !ok {
+			return nil
+		}
+		for i, v := range arr {
+			if err := checkKeyCase(v, t.Elem(), JoinField(path, fmt.Sprintf("[%d]", i))); err != nil {
+				return err
+			}
+		}
+	case reflect.Map:
+		obj, ok := val.(map[string]any)
+		if !ok {
+			return nil
+		}
+		for key, v := range obj {
+			if err := checkKeyCase(v, t.Elem(), JoinField(path, key)); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
+}
+
+var jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+// jsonFields maps the JSON names of struct type t's fields, embedded
+// structs' included, to their types.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := make(map[string]reflect.Type, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			et := f.Type
+			for et.Kind() == reflect.Pointer {
+				et = et.Elem()
+			}
+			if et.Kind() == reflect.Struct {
+				maps.Copy(out, jsonFields(et))
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
+	}
+	return out
 }
 
 // jsonFieldError turns an encoding/json error into a FieldError without Go

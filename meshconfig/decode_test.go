@@ -85,6 +85,10 @@ func goodFiles() map[string][]Object {
 func badFiles() map[string]string {
 	return map[string]string{
 		"secret-bad-base64.bad.yaml":                `data: has to be valid base64 string`,
+		"secret-key-case.bad.yaml":                  `keys are case-sensitive, did you mean`,
+		"mesh-key-case.bad.yaml":                    `mtls: unknown field "Backends": keys are case-sensitive, did you mean "backends"?`,
+		"mesh-config-key-case.bad.yaml":             `mtls.backends[0].config: unknown field "Key": keys are case-sensitive, did you mean "key"?`,
+		"k8s-mesh-spec-key-case.bad.yaml":           `spec: unknown field "MTLS": keys are case-sensitive, did you mean "mtls"?`,
 		"secret-empty-data.bad.yaml":                `data: cannot be empty`,
 		"secret-missing-data.bad.yaml":              `data: cannot be empty`,
 		"secret-bad-name.bad.yaml":                  `name: must be a valid RFC 1123 subdomain`,
