@@ -9,7 +9,11 @@ import (
 )
 
 func newAdminCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "admin", Short: "Maintain a server's store"}
+	cmd := &cobra.Command{
+		Use:     "admin",
+		Short:   "Maintain a server's store",
+		Example: `  meshsds admin rotate-encryption-key --data-dir ./meshsds-data --encryption-key-file meshsds-keys`,
+	}
 	cmd.AddCommand(newRotateEncryptionKeyCommand())
 	return cmd
 }
@@ -39,7 +43,7 @@ it), run this, then remove the old key from the file.`,
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "re-encrypted %d records; %d were encrypted with the first key already\\n", r.Reencrypted, r.Kept)
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "re-encrypted %d records; %d were encrypted with the first key already\n", r.Reencrypted, r.Kept)
 			return err
 		},
 	}

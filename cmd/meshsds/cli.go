@@ -218,24 +218,17 @@ api. Only resources of origin api can be changed through the admin API.`,
 				return err
 			}
 			single := len(args) == 2
-			var path string
+			var path, label string
 			switch {
-			case kind == "mesh" && single:
-				path = "/meshes/" + url.PathEscape(args[1])
+			case single:
+				path, label = resourceRef(kind, args[1], mesh)
 			case kind == "mesh":
 				path = "/meshes"
-			case kind == "secret" && single:
-				if mesh == "" {
-					mesh = meshconfig.DefaultMesh
-				}
-				path = "/meshes/" + url.PathEscape(mesh) + "/secrets/" + url.PathEscape(args[1])
 			case kind == "secret":
 				path = "/secrets"
 				if mesh != "" {
 					path = "/meshes/" + url.PathEscape(mesh) + "/secrets"
 				}
-			case kind == "global-secret" && single:
-				path = "/globalsecrets/" + url.PathEscape(args[1])
 			default:
 				path = "/globalsecrets"
 			}
@@ -244,7 +237,7 @@ api. Only resources of origin api can be changed through the admin API.`,
 			if single {
 				var raw json.RawMessage
 				if _, err := c.do(cmd.Context(), http.MethodGet, path, nil, &raw); err != nil {
-					return err
+					return notFound(err, label)
 				}
 				if output != "table" {
 					return printRaw(out, output, raw)
@@ -275,6 +268,33 @@ api. Only resources of origin api can be changed through the admin API.`,
 	mustRegister(cmd, "mesh", completeMeshes(&cc))
 	mustRegister(cmd, "output", fixedCompletion("table", "yaml", "json"))
 	return cmd
+}
+
+// resourceRef returns the admin API path of one resource of kind (mesh,
+// secret or global-secret) and how messages name it. A secret's mesh
+// defaults to "default".
+func resourceRef(kind, name, mesh string) (path, label string) {
+	switch kind {
+	case "secret":
+		if mesh == "" {
+			mesh = meshconfig.DefaultMesh
+		}
+		return "/meshes/" + url.PathEscape(mesh) + "/secrets/" + url.PathEscape(name), fmt.Sprintf("secret %q (mesh %q)", name, mesh)
+	case "mesh":
+		return "/meshes/" + url.PathEscape(name), fmt.Sprintf("mesh %q", name)
+	default:
+		return "/globalsecrets/" + url.PathEscape(name), fmt.Sprintf("global secret %q", name)
+	}
+}
+
+// notFound names the resource when the admin API did not find it, and
+// returns other errors as they are.
+func notFound(err error, label string) error {
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		return fmt.Errorf("%s not found", label)
+	}
+	return err
 }
 
 // decodeItems decodes the items of a list.
@@ -369,29 +389,13 @@ func newDeleteCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var path, label string
-			switch resourceKinds[args[0]] {
-			case "secret":
-				if mesh == "" {
-					mesh = meshconfig.DefaultMesh
-				}
-				path = "/meshes/" + url.PathEscape(mesh) + "/secrets/" + url.PathEscape(args[1])
-				label = fmt.Sprintf("secret %q (mesh %q)", args[1], mesh)
-			case "mesh":
-				path = "/meshes/" + url.PathEscape(args[1])
-				label = fmt.Sprintf("mesh %q", args[1])
-			case "global-secret":
-				path = "/globalsecrets/" + url.PathEscape(args[1])
-				label = fmt.Sprintf("global secret %q", args[1])
-			default:
+			kind, ok := resourceKinds[args[0]]
+			if !ok {
 				return fmt.Errorf("unknown resource type %q: use secret, mesh or global-secret", args[0])
 			}
+			path, label := resourceRef(kind, args[1], mesh)
 			if _, err := c.do(cmd.Context(), http.MethodDelete, path, nil, nil); err != nil {
-				var ae *apiError
-				if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
-					return fmt.Errorf("%s not found", label)
-				}
-				return err
+				return notFound(err, label)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s deleted\n", label)
 			return nil
@@ -423,7 +427,12 @@ func newInspectCommand() *cobra.Command {
 		cc     clientConfig
 		output string
 	)
-	cmd := &cobra.Command{Use: "inspect", Short: "Inspect live state"}
+	cmd := &cobra.Command{
+		Use:   "inspect",
+		Short: "Inspect live state",
+		Example: `  meshsds inspect meshes
+  meshsds inspect dataplanes`,
+	}
 	// list runs a subcommand: every page of path, printed raw or as a table.
 	list := func(path string, table func(io.Writer, page, time.Time) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, _ []string) error {

@@ -26,6 +26,8 @@ Completion covers verbs, flags, resource kinds, output formats, control plane
 names from the CLI config file and, when the admin API answers within a
 second, mesh and secret names. See "meshsds completion SHELL --help" for how
 to install the script in each shell.`,
+		Example: `  source <(meshsds completion bash)
+  meshsds completion zsh > "${fpath[1]}/_meshsds"`,
 	}
 	type shell struct {
 		name, long, example string

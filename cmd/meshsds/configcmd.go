@@ -35,6 +35,9 @@ Which admin API a verb calls: --api-url, or the control plane named by
 plane; else http://127.0.0.1:5681. --ca-cert-file, --client-cert-file and
 --client-key-file (or MESHSDS_CA_CERT_FILE, MESHSDS_CLIENT_CERT_FILE,
 MESHSDS_CLIENT_KEY_FILE) override the control plane's files.`,
+		Example: `  meshsds config add local --api-url http://127.0.0.1:5681
+  meshsds config use local
+  meshsds config list`,
 	}
 	cmd.AddCommand(newConfigAddCommand(), newConfigUseCommand(), newConfigListCommand(), newConfigRemoveCommand())
 	return cmd

@@ -22,7 +22,13 @@ import (
 )
 
 func newGenerateCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "generate", Short: "Generate tokens and certificates"}
+	cmd := &cobra.Command{
+		Use:   "generate",
+		Short: "Generate tokens and certificates",
+		Example: `  meshsds generate dataplane-token --mesh default --name web-1 --tag kuma.io/service=web
+  meshsds generate tls-certificate --type client --cert-file alice.pem --key-file alice.key
+  meshsds generate encryption-key --id 2026-12 > meshsds-keys`,
+	}
 	cmd.AddCommand(newGenerateTokenCommand(), newGenerateTLSCommand(), newGenerateEncryptionKeyCommand())
 	return cmd
 }

@@ -350,8 +350,11 @@ func (r *Reconciler) reportMeshErrors(resolved map[string]*meshconfig.ResolvedMe
 		if r.meshErrs[name] != msg {
 			r.meshErrs[name] = msg
 			r.metrics.errors.WithLabelValues(name).Inc()
-			r.log.Error("mesh cannot be resolved; keeping its last good CA", secretsource.LogMesh, name,
-				"has_last_good", rm.CA != nil, secretsource.LogErr, rm.Err)
+			what := "mesh cannot be resolved; keeping its last good CA"
+			if rm.CA == nil {
+				what = "mesh cannot be resolved and has no last good CA to keep: not served until it resolves"
+			}
+			r.log.Error(what, secretsource.LogMesh, name, "has_last_good", rm.CA != nil, secretsource.LogErr, rm.Err)
 		}
 	}
 }
