@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/meshsds/meshsds/meshconfig/pki"
 )
@@ -178,22 +176,6 @@ func revocations(mesh string, secrets map[SecretKey]*Secret) map[string]struct{}
 		}
 	}
 	return out
-}
-
-// ParseRevocations reads the dataplane token ids listed in a revocation
-// Secret: ids separated by commas, whitespace or newlines; lines starting
-// with "#" are comments. The result is never nil.
-func ParseRevocations(data []byte) map[string]struct{} {
-	ids := make(map[string]struct{})
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(strings.TrimSpace(line), "#") {
-			continue
-		}
-		for _, id := range strings.FieldsFunc(line, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) {
-			ids[id] = struct{}{}
-		}
-	}
-	return ids
 }
 
 // Resolver resolves every Mesh of successive views and keeps each mesh's last

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -108,5 +109,23 @@ func FuzzParseTags(f *testing.F) {
 			require.True(t, ok)
 			require.Contains(t, tags[k], v)
 		}
+	})
+}
+
+// FuzzIDExpiry checks that the ids IDExpiry reads are exactly the ones
+// Issue writes: 32 hex digits, "-", the expiry's Unix seconds in one
+// spelling. A revocation list entry that differs in any byte keeps its
+// unknown expiry and is never pruned.
+func FuzzIDExpiry(f *testing.F) {
+	for _, s := range []string{"0123456789abcdef0123456789abcdef-1798761600", "0123456789abcdef0123456789abcdef", "x-1", "0123456789abcdef0123456789abcdef-00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		exp, ok := token.IDExpiry(id)
+		if !ok {
+			return
+		}
+		require.Equal(t, id[:32]+"-"+strconv.FormatInt(exp.Unix(), 10), id)
+		require.Equal(t, strings.ToLower(id[:32]), id[:32])
 	})
 }

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -116,8 +117,8 @@ func NewIssuer(key *ecdsa.PrivateKey) *Issuer {
 }
 
 // Issue returns a signed token asserting c, issued at now and valid for
-// validFor. It fills c.ID with a random 128-bit hex id when empty and
-// overrides c.IssuedAt and c.ExpiresAt. Mesh and Name must not be empty and
+// validFor. It fills c.ID, when empty, with a random 128-bit hex id followed
+// by the token's expiry (see IDExpiry), and overrides c.IssuedAt and c.ExpiresAt. Mesh and Name must not be empty and
 // validFor must be positive. Times are encoded with one-second precision.
 func (i *Issuer) Issue(c Claims, validFor time.Duration, now time.Time) (string, error) {
 	if i.err != nil {
@@ -134,8 +135,9 @@ func (i *Issuer) Issue(c Claims, validFor time.Duration, now time.Time) (string,
 	if err := ValidateTags(c.Tags); err != nil {
 		return "", err
 	}
+	exp := jwt.NewNumericDate(now.Add(validFor))
 	if c.ID == "" {
-		id, err := newID()
+		id, err := newID(exp.Time)
 		if err != nil {
 			return "", err
 		}
@@ -149,7 +151,7 @@ func (i *Issuer) Issue(c Claims, validFor time.Duration, now time.Time) (string,
 			ID:        c.ID,
 			IssuedAt:  jwt.NewNumericDate(now),
 			NotBefore: jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(validFor)),
+			ExpiresAt: exp,
 		},
 	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodES256, wire)
@@ -161,13 +163,42 @@ func (i *Issuer) Issue(c Claims, validFor time.Duration, now time.Time) (string,
 	return signed, nil
 }
 
-// newID returns a random 128-bit id in hex.
-func newID() (string, error) {
+// newID returns a random 128-bit id in hex, then "-" and the Unix time
+// (seconds) of exp, the token's expiry.
+func newID(exp time.Time) (string, error) {
 	b := make([]byte, idBytes)
 	if _, err := rand.Read(b); err != nil {
 		return "", fmt.Errorf("generating token id: %w", err)
 	}
-	return hex.EncodeToString(b), nil
+	return hex.EncodeToString(b) + "-" + strconv.FormatInt(exp.Unix(), 10), nil
+}
+
+// IDExpiry returns the expiry a token id issued by meshsds carries: its
+// form is 32 lower-case hex digits, "-", and the Unix time (seconds) of the
+// token's "exp". Verify refuses a token whose "exp" is later than its id
+// says, so once that time has passed no token with that id is accepted
+// again, and the id can leave a revocation list. Other ids (Kuma's UUIDs,
+// ids of meshsds before this form) report false: their expiry is unknown.
+func IDExpiry(id string) (time.Time, bool) {
+	random, secs, ok := strings.Cut(id, "-")
+	if !ok || len(random) != 2*idBytes || len(secs) == 0 || len(secs) > 12 || (len(secs) > 1 && secs[0] == '0') {
+		return time.Time{}, false
+	}
+	for _, r := range random {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return time.Time{}, false
+		}
+	}
+	for _, r := range secs {
+		if r < '0' || r > '9' {
+			return time.Time{}, false
+		}
+	}
+	n, err := strconv.ParseInt(secs, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(n, 0).UTC(), true
 }
 
 // Verifier checks dataplane tokens against one public key. It is safe for
@@ -214,6 +245,10 @@ func (v *Verifier) Verify(raw string, now time.Time) (*Claims, error) {
 		return nil, fmt.Errorf("%w: name", ErrMissingClaim)
 	case wire.ID == "":
 		return nil, fmt.Errorf("%w: jti", ErrMissingClaim)
+	}
+	if idExp, ok := IDExpiry(wire.ID); ok && wire.ExpiresAt.After(idExp) {
+		// Its id could leave a revocation list while it is still valid.
+		return nil, fmt.Errorf("%w: exp is later than the expiry its jti carries", ErrMalformed)
 	}
 	c := &Claims{
 		Mesh:      wire.Mesh,

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -123,6 +124,15 @@ func TestVerify(t *testing.T) {
 		{name: "at expiry", raw: issued, at: now.Add(time.Hour), wantErr: token.ErrExpired, reason: "expired"},
 		{name: "long expired", raw: issued, at: now.Add(48 * time.Hour), wantErr: token.ErrExpired, reason: "expired"},
 		{name: "not yet valid", raw: issued, at: now.Add(-time.Second), wantErr: token.ErrNotYetValid, reason: "not_yet_valid"},
+		{
+			name: "jti carries its exp", at: now,
+			raw: sign(t, jwt.SigningMethodES256, key, kid, with(goodClaims(), "jti", fmt.Sprintf("0123456789abcdef0123456789abcdef-%d", now.Add(time.Hour).Unix()))),
+		},
+		{
+			name: "exp later than its jti says", at: now,
+			raw:     sign(t, jwt.SigningMethodES256, key, kid, with(goodClaims(), "jti", fmt.Sprintf("0123456789abcdef0123456789abcdef-%d", now.Add(time.Hour-time.Second).Unix()))),
+			wantErr: token.ErrMalformed, reason: "malformed",
+		},
 		{
 			name: "issued in the future without nbf", at: now,
 			raw:     sign(t, jwt.SigningMethodES256, key, kid, with(without(goodClaims(), "nbf"), "iat", now.Add(time.Minute).Unix())),
@@ -285,7 +295,10 @@ func TestIssueRoundTrip(t *testing.T) {
 			want.IssuedAt = now
 			want.ExpiresAt = now.Add(2 * time.Hour)
 			if want.ID == "" {
-				require.Regexp(t, `^[0-9a-f]{32}$`, got.ID)
+				require.Regexp(t, `^[0-9a-f]{32}-[0-9]+$`, got.ID)
+				exp, ok := token.IDExpiry(got.ID)
+				require.True(t, ok)
+				require.Equal(t, want.ExpiresAt, exp, "the id carries the token's expiry")
 				want.ID = got.ID
 			}
 			require.Equal(t, want, *got)
@@ -321,6 +334,38 @@ func decodeSegment(t *testing.T, s string) map[string]any {
 	var m map[string]any
 	require.NoError(t, json.Unmarshal(b, &m))
 	return m
+}
+
+func TestIDExpiry(t *testing.T) {
+	for _, tc := range []struct {
+		id   string
+		want int64 // Unix seconds; -1: no expiry
+	}{
+		{"0123456789abcdef0123456789abcdef-1798761600", 1798761600},
+		{"0123456789abcdef0123456789abcdef-0", 0},
+		{"0123456789abcdef0123456789abcdef", -1},              // meshsds before ids carried their expiry
+		{"8c2a4e0c-5d1f-4b7e-9a3c-2f1e0d9c8b7a", -1},          // Kuma's UUID
+		{"0123456789ABCDEF0123456789ABCDEF-1798761600", -1},   // upper case
+		{"0123456789abcdef0123456789abcde-1798761600", -1},    // 31 digits
+		{"0123456789abcdef0123456789abcdefa-1798761600", -1},  // 33 digits
+		{"0123456789abcdef0123456789abcdef-", -1},             // no time
+		{"0123456789abcdef0123456789abcdef--1", -1},           // negative
+		{"0123456789abcdef0123456789abcdef-+1", -1},           // sign
+		{"0123456789abcdef0123456789abcdef-1798761600-1", -1}, // trailing
+		{"0123456789abcdef0123456789abcdef-1234567890123", -1},
+		{"0123456789abcdef0123456789abcdef-01798761600", -1},  // leading zero: one spelling per time // 13 digits
+		{"0123456789abcdef0123456789abcdef-17987616x0", -1},   // not a number
+		{"0123456789abcdef0123456789abcdef-\u0661\u0662", -1}, // non-ASCII digits
+		{"", -1},
+	} {
+		got, ok := token.IDExpiry(tc.id)
+		if tc.want < 0 {
+			require.False(t, ok, tc.id)
+			continue
+		}
+		require.True(t, ok, tc.id)
+		require.Equal(t, time.Unix(tc.want, 0).UTC(), got, tc.id)
+	}
 }
 
 func TestIssueErrors(t *testing.T) {

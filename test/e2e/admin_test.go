@@ -250,3 +250,31 @@ func TestCLIErrorWhenServerIsUnreachable(t *testing.T) {
 	require.Contains(t, msg, "--api-url")
 	require.Equal(t, 1, strings.Count(msg, "\n")+1, "one line: %q", msg)
 }
+
+// TestExpiredTokenIDsLeaveRevocationLists: the ids of tokens that expired
+// (more than the grace hour ago) leave the admin API's revocation lists when
+// the server starts (and every 10 minutes), so the lists do not only grow;
+// the ids of live tokens, ids of unknown expiry and comments stay.
+func TestExpiredTokenIDsLeaveRevocationLists(t *testing.T) {
+	dir, _ := secretsDir(t)
+	s := start(t, dir)
+	live := tokenID(t, s.token(t, "default", "web-1", "web"))
+	exp, ok := token.IDExpiry(live)
+	require.True(t, ok, "a token meshsds issues carries its expiry in its id: %q", live)
+	require.WithinDuration(t, time.Now().Add(time.Hour), exp, time.Minute)
+
+	expired := fmt.Sprintf("0123456789abcdef0123456789abcdef-%d", time.Now().Add(-2*time.Hour).Unix())
+	recent := fmt.Sprintf("fedcba9876543210fedcba9876543210-%d", time.Now().Add(-time.Minute).Unix()) // within the grace hour
+	list := "# revoked during the incident\n" + expired + ", " + live + "\n8c2a4e0c-5d1f-4b7e-9a3c-2f1e0d9c8b7a\n" + recent + "\n"
+	s.mustCLI(t, fmt.Sprintf("type: Secret\nmesh: default\nname: dataplane-token-revocations-default\ndata: %s\n",
+		base64.StdEncoding.EncodeToString([]byte(list))), "apply", "-f", "-")
+
+	s.kill(t)
+	s = start(t, dir, "--data-dir", s.dataDir)
+	want := "# revoked during the incident\n" + live + "\n8c2a4e0c-5d1f-4b7e-9a3c-2f1e0d9c8b7a\n" + recent + "\n"
+	require.Eventually(t, func() bool {
+		out := s.mustCLI(t, "", "get", "secret", "dataplane-token-revocations-default", "-m", "default", "-o", "yaml")
+		return strings.Contains(out, base64.StdEncoding.EncodeToString([]byte(want)))
+	}, 10*time.Second, 100*time.Millisecond, "the expired id leaves the list, the rest stays as written")
+	require.Contains(t, s.logs.String(), "removed the ids of expired tokens from a revocation list")
+}

@@ -8,7 +8,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/meshsds/meshsds/cluster"
+	"github.com/meshsds/meshsds/sds/token"
+	"github.com/meshsds/meshsds/secretsource"
 	"github.com/meshsds/meshsds/secretsource/kube"
+	"github.com/meshsds/meshsds/secretsource/store"
 	"github.com/meshsds/meshsds/secretsource/store/postgres"
 )
 
@@ -38,6 +41,12 @@ const (
 	// pruneReplicasAfter: a replica whose lease expired this long ago is
 	// forgotten.
 	pruneReplicasAfter = time.Hour
+	// revocationPeriod: how often expired token ids leave the admin API's
+	// revocation lists (and once when the duty starts).
+	revocationPeriod = 10 * time.Minute
+	// revocationGrace: how long after its token's expiry an id stays, for
+	// replicas whose clocks are behind.
+	revocationGrace = time.Hour
 	// clusterSyncWait bounds how long a starting replica waits to read the
 	// shared state before it serves: it joins a CA change in progress
 	// rather than start its own, but never waits for ever on a database or
@@ -70,8 +79,9 @@ func (d *Daemon) openCluster(pg *postgres.Store, kubeSrc *kube.Source, reg prome
 }
 
 // newLeader is the election and the leader's duties: builtin CAs of
-// deleted meshes removed, dead replicas forgotten (Events and builtin CA
-// generation check leading themselves).
+// deleted meshes removed, expired token ids out of revocation lists, dead
+// replicas forgotten (Events and builtin CA generation check leading
+// themselves).
 func (d *Daemon) newLeader() (*cluster.Leader, error) {
 	if d.elector == nil {
 		return nil, nil
@@ -85,6 +95,7 @@ func (d *Daemon) newLeader() (*cluster.Leader, error) {
 		},
 		Duties: []cluster.Duty{
 			func(ctx context.Context) { d.rec.RemoveOrphanedCAs(ctx, d.orphans, orphanedCAPeriod) },
+			func(ctx context.Context) { d.pruneRevocations(ctx, revocationPeriod) },
 			func(ctx context.Context) {
 				t := time.NewTicker(pruneReplicasAfter / 4)
 				defer t.Stop()
@@ -103,6 +114,35 @@ func (d *Daemon) newLeader() (*cluster.Leader, error) {
 	})
 }
 
+// pruneRevocations removes, now and then every period until ctx ends, the
+// ids of tokens expired for revocationGrace from the revocation lists of
+// the store (the admin API's): no such token can be accepted again, and
+// the lists would otherwise only grow. Only ids that carry their token's
+// expiry (token.IDExpiry: every token meshsds issues) are known to have
+// expired; lists in files and Kubernetes are their owners' to edit.
+func (d *Daemon) pruneRevocations(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		pruned, err := store.PruneRevocations(ctx, d.store, func(id string) bool {
+			exp, ok := token.IDExpiry(id)
+			return ok && now.After(exp.Add(revocationGrace))
+		})
+		if err != nil && ctx.Err() == nil {
+			d.log.Warn("removing expired token ids from revocation lists", secretsource.LogErr, err)
+		}
+		for name, n := range pruned {
+			d.log.Info("removed the ids of expired tokens from a revocation list", secretsource.LogSecret, name, "ids", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // leading reports whether this replica does the work done once: always
 // for a lone replica.
 func (d *Daemon) leading() bool {
@@ -115,6 +155,10 @@ func (d *Daemon) runCluster(ctx context.Context, g *errgroup.Group) {
 		// A lone replica does the leader's work itself.
 		g.Go(func() error {
 			d.rec.RemoveOrphanedCAs(ctx, d.orphans, orphanedCAPeriod)
+			return nil
+		})
+		g.Go(func() error {
+			d.pruneRevocations(ctx, revocationPeriod)
 			return nil
 		})
 		return
