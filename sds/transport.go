@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
@@ -159,6 +161,12 @@ func (g *grpcStream) Close(err error) {
 // meshsds_sds_connections_closed_total), so that dashboards read the same
 // on either transport. grpc-go does not say why a connection ended: an end
 // is "server" once Stopping was called, "client" before.
+//
+// With Listener it also gives grpc-go grpclite's deadline for
+// unauthenticated connections: a connection that has not opened a stream
+// with a valid credential (GRPCAuthenticated) within the timeout is closed,
+// whatever grpc-timeout its streams carry, and counted with reason
+// "unauthenticated".
 type GRPCConnStats struct {
 	conns    prometheus.Gauge
 	closed   *prometheus.CounterVec
@@ -176,7 +184,7 @@ func NewGRPCConnStats(reg prometheus.Registerer) (*GRPCConnStats, error) {
 		}),
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshsds_sds_connections_closed_total",
-			Help: "Connections on the SDS port that ended, by reason (with --sds-transport grpc-go: client or server).",
+			Help: "Connections on the SDS port that ended, by reason (with --sds-transport grpc-go: client, unauthenticated or server).",
 		}, []string{"reason"}),
 	}
 	if reg != nil {
@@ -193,20 +201,112 @@ func NewGRPCConnStats(reg prometheus.Registerer) (*GRPCConnStats, error) {
 // server.
 func (s *GRPCConnStats) Stopping() { s.stopping.Store(true) }
 
-// TagConn implements stats.Handler.
-func (s *GRPCConnStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+// Listener returns l whose connections are closed when they have not
+// authenticated within timeout; a timeout of zero or less means none.
+func (s *GRPCConnStats) Listener(l net.Listener, timeout time.Duration) net.Listener {
+	if timeout <= 0 {
+		return l
+	}
+	return &deadlineListener{Listener: l, timeout: timeout}
+}
+
+// GRPCAuthenticated records that the connection of a stream's ctx (of a
+// grpc-go server with GRPCConnStats and its Listener) has opened a stream
+// with a valid credential: its deadline no longer applies.
+func GRPCAuthenticated(ctx context.Context) {
+	if c, ok := ctx.Value(trackedConnKey{}).(*trackedConn); ok {
+		c.authenticated()
+	}
+}
+
+// deadlineListener starts each accepted connection's deadline.
+type deadlineListener struct {
+	net.Listener
+	timeout time.Duration
+}
+
+func (l *deadlineListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	c := &trackedConn{Conn: nc}
+	c.timer = time.AfterFunc(l.timeout, c.expire)
+	return c, nil
+}
+
+// trackedConn is a connection with a deadline for its first authenticated
+// stream. Its RemoteAddr, which grpc-go hands to TagConn, leads back to it.
+type trackedConn struct {
+	net.Conn
+	timer   *time.Timer
+	mu      sync.Mutex
+	authed  bool
+	expired bool
+}
+
+type trackedConnKey struct{}
+
+// trackedAddr is a trackedConn's remote address: the same address, and the
+// way from grpc-go's ConnTagInfo to the connection.
+type trackedAddr struct {
+	net.Addr
+	conn *trackedConn
+}
+
+func (c *trackedConn) RemoteAddr() net.Addr { return trackedAddr{Addr: c.Conn.RemoteAddr(), conn: c} }
+
+func (c *trackedConn) authenticated() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.authed {
+		c.authed = true
+		c.timer.Stop()
+	}
+}
+
+func (c *trackedConn) expire() {
+	c.mu.Lock()
+	if c.authed {
+		c.mu.Unlock()
+		return
+	}
+	c.expired = true
+	c.mu.Unlock()
+	_ = c.Conn.Close()
+}
+
+func (c *trackedConn) hasExpired() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.expired
+}
+
+func (c *trackedConn) Close() error {
+	c.timer.Stop()
+	return c.Conn.Close()
+}
+
+// TagConn implements stats.Handler: the connection's context carries its
+// deadline's state.
+func (s *GRPCConnStats) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
+	if a, ok := info.RemoteAddr.(trackedAddr); ok {
+		return context.WithValue(ctx, trackedConnKey{}, a.conn)
+	}
 	return ctx
 }
 
 // HandleConn implements stats.Handler.
-func (s *GRPCConnStats) HandleConn(_ context.Context, st stats.ConnStats) {
+func (s *GRPCConnStats) HandleConn(ctx context.Context, st stats.ConnStats) {
 	switch st.(type) {
 	case *stats.ConnBegin:
 		s.conns.Inc()
 	case *stats.ConnEnd:
 		s.conns.Dec()
 		reason := "client"
-		if s.stopping.Load() {
+		if c, ok := ctx.Value(trackedConnKey{}).(*trackedConn); ok && c.hasExpired() {
+			reason = grpclite.ReasonUnauthenticated
+		} else if s.stopping.Load() {
 			reason = "server"
 		}
 		s.closed.WithLabelValues(reason).Inc()

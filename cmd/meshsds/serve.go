@@ -71,7 +71,7 @@ environment, which wins over the file.`,
 	f.BoolVar(&cfg.SDSInsecure, "sds-insecure", false, "allow plain-text SDS on a non-loopback TCP address")
 	f.StringVar(&cfg.SDSTransport, "sds-transport", cfg.SDSTransport, "gRPC server of the SDS port: grpclite (one goroutine per connection, the lightest) or grpc-go (grpc-go's own server)")
 	f.IntVar(&cfg.SDSMaxConnections, "sds-max-connections", cfg.SDSMaxConnections, "open connections the SDS port accepts; beyond, new ones are closed (grpc-go: held back)")
-	f.DurationVar(&cfg.SDSUnauthenticatedTimeout, "sds-unauthenticated-timeout", cfg.SDSUnauthenticatedTimeout, "how long an SDS connection may stay without a stream carrying a valid dataplane token before it is closed (grpclite)")
+	f.DurationVar(&cfg.SDSUnauthenticatedTimeout, "sds-unauthenticated-timeout", cfg.SDSUnauthenticatedTimeout, "how long an SDS connection may stay without a stream carrying a valid dataplane token before it is closed")
 	f.IntVar(&cfg.SDSMaxConnectionBufferSize, "sds-max-connection-buffer", cfg.SDSMaxConnectionBufferSize, "bytes of incomplete or unread requests an SDS connection may have the server hold; beyond, its streams finish their requests one at a time (grpclite)")
 	f.StringVar(&cfg.AdminTLSAddress, "admin-tls-address", "", "admin HTTPS address for remote access; requires client certificates")
 	f.StringVar(&cfg.AdminTLSCert, "admin-tls-cert", "", "PEM certificate chain of the admin HTTPS server")

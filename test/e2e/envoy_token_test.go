@@ -84,7 +84,7 @@ func TestEnvoyTokenRevocationAndExpiry(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, webCerts.LeafSerials(), c.LeafSerials(), "web keeps its certificate")
 
-			tr.requireNoFailure(t, 50)
+			tr.requireNoFailure(t, 30) // what the two waits above guarantee
 
 			// Expiry: no identity outlives its credential. The backend's
 			// certificate ends when its token does; meshsds closes the

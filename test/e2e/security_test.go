@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
 // rssKiB is the resident memory of process pid.
@@ -91,9 +94,6 @@ func TestUnauthenticatedClientsHoldNoMemory(t *testing.T) {
 			require.Less(t, grew, 16<<10, "the server holds what unauthenticated clients send")
 			metrics := s.scrape(t)
 			require.Contains(t, metrics, `meshsds_sds_auth_failures_total{reason="missing_token"}`)
-			if transport != "grpclite" {
-				return // grpc-go has no deadline for unauthenticated connections
-			}
 			for _, nc := range conns {
 				require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
 				_, err := io.Copy(io.Discard, nc)
@@ -104,6 +104,34 @@ func TestUnauthenticatedClientsHoldNoMemory(t *testing.T) {
 			require.Eventually(t, func() bool {
 				return strings.Contains(s.scrape(t), `meshsds_sds_connections_closed_total{reason="unauthenticated"} 8`)
 			}, 10*time.Second, 20*time.Millisecond)
+		})
+	}
+}
+
+// TestAuthenticatedConnectionsOutliveTheDeadline: the deadline of
+// --sds-unauthenticated-timeout is for connections that never present a
+// valid token; a data plane's connection stays, and keeps being served.
+func TestAuthenticatedConnectionsOutliveTheDeadline(t *testing.T) {
+	for _, transport := range transportsToTest(t) {
+		t.Run(transport, func(t *testing.T) {
+			dir, _ := secretsDir(t)
+			s := start(t, dir, append(transportArgs(transport), "--sds-unauthenticated-timeout", "1s")...)
+			dp := connect(t, s, "default", "web-1", "web")
+			idle := attack(t, s.sds) // refused streams authenticate nothing
+			require.NoError(t, idle.SetReadDeadline(time.Now().Add(10*time.Second)))
+			_, err := io.Copy(io.Discard, idle)
+			var ne net.Error
+			require.False(t, errors.As(err, &ne) && ne.Timeout(), "the unauthenticated connection was not closed at its deadline")
+
+			time.Sleep(1500 * time.Millisecond) // past the data plane's deadline too
+			next := pkitest.NewRootCA(t, "default CA 2")
+			writeAtomic(t, filepath.Join(dir, "default", "ca-key"), next.KeyPEM)
+			writeAtomic(t, filepath.Join(dir, "default", "ca-cert"), next.CertPEM)
+			dp.rotatedTo(t, next) // pushed on the connection opened before the deadline
+			require.Eventually(t, func() bool {
+				return strings.Contains(s.scrape(t), `meshsds_sds_connections_closed_total{reason="unauthenticated"} 1`)
+			}, 5*time.Second, 20*time.Millisecond, "only the unauthenticated connection was closed by the deadline")
+			require.Contains(t, s.scrape(t), "meshsds_sds_connections 1", "the data plane's connection is open")
 		})
 	}
 }

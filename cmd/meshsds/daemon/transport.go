@@ -105,10 +105,11 @@ func newSDSTransport(cfg *Config, server *sds.Server, log *slog.Logger, reg prom
 	if err != nil {
 		return nil, nil, fmt.Errorf("--sds-address: %w", err)
 	}
-	if cfg.SDSTransport == "grpc-go" {
+	if g, ok := t.(*grpcGoTransport); ok {
 		// grpclite closes connections beyond the cap itself; grpc-go's
-		// are held back at accept.
-		lis = netutil.LimitListener(lis, cfg.SDSMaxConnections)
+		// are held back at accept. grpclite's deadline for
+		// unauthenticated connections comes from GRPCConnStats.
+		lis = g.conns.Listener(netutil.LimitListener(lis, cfg.SDSMaxConnections), cfg.SDSUnauthenticatedTimeout)
 	}
 	return t, lis, nil
 }
@@ -125,7 +126,11 @@ func grpcAuthorize(server *sds.Server) tap.ServerInHandle {
 		if public[info.FullMethodName] {
 			return ctx, nil
 		}
-		return ctx, server.Authorize(metadata.NewIncomingContext(ctx, info.Header), info.FullMethodName)
+		if err := server.Authorize(metadata.NewIncomingContext(ctx, info.Header), info.FullMethodName); err != nil {
+			return ctx, err
+		}
+		sds.GRPCAuthenticated(ctx)
+		return ctx, nil
 	}
 }
 
