@@ -203,7 +203,7 @@ api. Only resources of origin api can be changed through the admin API.`,
   meshsds get secret ca-cert -m default -o json
   meshsds get global-secrets
   meshsds get meshes --control-plane prod`,
-		Args:              cobra.RangeArgs(1, 2),
+		Args:              argsOrUsage(1, 2, "a resource type (meshes, secrets, global-secrets), or a type and a name (mesh default)"),
 		ValidArgsFunction: completeResource(&cc, &mesh, "meshes", "secrets", "global-secrets", "mesh", "secret", "global-secret"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "table" && output != "yaml" && output != "json" {
@@ -268,6 +268,17 @@ api. Only resources of origin api can be changed through the admin API.`,
 	mustRegister(cmd, "mesh", completeMeshes(&cc))
 	mustRegister(cmd, "output", fixedCompletion("table", "yaml", "json"))
 	return cmd
+}
+
+// argsOrUsage accepts min to max arguments, and otherwise says what the
+// verb wants instead of only counting.
+func argsOrUsage(minArgs, maxArgs int, want string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < minArgs || len(args) > maxArgs {
+			return fmt.Errorf("%q takes %s; got %d argument(s). See %q", cmd.CommandPath(), want, len(args), cmd.CommandPath()+" --help")
+		}
+		return nil
+	}
 }
 
 // resourceRef returns the admin API path of one resource of kind (mesh,
@@ -382,7 +393,7 @@ func newDeleteCommand() *cobra.Command {
 		Example: `  meshsds delete secret sample-secret -m default
   meshsds delete mesh staging
   meshsds delete global-secret my-key`,
-		Args:              cobra.ExactArgs(2),
+		Args:              argsOrUsage(2, 2, "a resource type and a name (secret NAME, mesh NAME, global-secret NAME)"),
 		ValidArgsFunction: completeResource(&cc, &mesh, "secret", "mesh", "global-secret"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cc.client()

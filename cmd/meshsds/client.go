@@ -148,6 +148,9 @@ type apiClient struct {
 	base *url.URL
 	from string
 	http *http.Client
+	// caFile is the CA certificate file the server's certificate is
+	// checked against; empty: the system's roots.
+	caFile string
 }
 
 // client resolves the connection settings and builds a client.
@@ -190,7 +193,7 @@ func (c connection) client() (*apiClient, error) {
 		}
 		tr.TLSClientConfig = tc
 	}
-	return &apiClient{base: u, from: c.From, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}, nil
+	return &apiClient{base: u, from: c.From, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}, caFile: c.CACertFile}, nil
 }
 
 // apiError is an error answer of the admin API, in Kuma's shape.
@@ -279,6 +282,9 @@ func (c *apiClient) explain(err error) error {
 	}
 	var certErr *tls.CertificateVerificationError
 	if errors.As(err, &certErr) {
+		if c.caFile != "" {
+			return fmt.Errorf("the admin API at %s presented a certificate that does not verify with the CA of %s (%v)", c.base, c.caFile, certErr.Err)
+		}
 		return fmt.Errorf("the admin API at %s presented a certificate this CLI does not trust (%v): pass its CA with --ca-cert-file", c.base, certErr.Err)
 	}
 	return fmt.Errorf("calling the admin API at %s: %w", c.base, err)

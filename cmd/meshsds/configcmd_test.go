@@ -169,6 +169,9 @@ func TestConfigAddWithCertificates(t *testing.T) {
 	// Without the server's CA: the check fails and says what to do.
 	_, err = runCLI(t, "config", "add", "prod", "--api-url", srv.URL)
 	require.ErrorContains(t, err, "presented a certificate this CLI does not trust")
+	// With the wrong CA: the message names the file given, not a flag to add.
+	_, err = runCLI(t, "config", "add", "prod", "--api-url", srv.URL, "--ca-cert-file", "alice.pem")
+	require.ErrorContains(t, err, "presented a certificate that does not verify with the CA of "+filepath.Join(dir, "alice.pem"))
 	// Without a client certificate: the server's refusal is reported.
 	_, err = runCLI(t, "config", "add", "prod", "--api-url", srv.URL, "--ca-cert-file", "server-ca.crt")
 	require.ErrorContains(t, err, "answered GET /meshes with 401")

@@ -122,3 +122,19 @@ func TestHelpShowsExamples(t *testing.T) {
 	require.NoError(t, root.Execute())
 	require.Contains(t, out.String(), "Examples:\n  meshsds delete secret sample-secret -m default")
 }
+
+// TestWrongArgumentCountsSayWhatIsWanted: a verb given too few or too many
+// arguments says what it takes, not only how many.
+func TestWrongArgumentCountsSayWhatIsWanted(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"get"}, `"meshsds get" takes a resource type (meshes, secrets, global-secrets), or a type and a name`},
+		{[]string{"get", "secret", "a", "b"}, `"meshsds get" takes a resource type`},
+		{[]string{"delete", "secret"}, `"meshsds delete" takes a resource type and a name (secret NAME`},
+	} {
+		_, err := runCLI(t, tc.args...)
+		require.ErrorContains(t, err, tc.want, "meshsds %v", tc.args)
+	}
+}
