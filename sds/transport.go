@@ -254,6 +254,20 @@ type trackedAddr struct {
 	conn *trackedConn
 }
 
+func (a trackedAddr) Network() string {
+	if a.Addr == nil {
+		return "unknown"
+	}
+	return a.Addr.Network()
+}
+
+func (a trackedAddr) String() string {
+	if a.Addr == nil {
+		return ""
+	}
+	return a.Addr.String()
+}
+
 func (c *trackedConn) RemoteAddr() net.Addr { return trackedAddr{Addr: c.Conn.RemoteAddr(), conn: c} }
 
 func (c *trackedConn) authenticated() {
