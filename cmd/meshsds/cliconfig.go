@@ -242,29 +242,40 @@ func saveCLIConfig(path string, cfg *cliConfig) error {
 	if err != nil {
 		return err
 	}
+	header := []byte("# meshsds CLI config: written by \"meshsds config\" commands.\n")
+	if err := writePrivateFile(path, append(header, data...)); err != nil {
+		return fmt.Errorf("writing the CLI config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// writePrivateFile replaces the file at path with data, readable by its
+// owner only, so that a reader sees the old file or the new one, never a
+// part (a temporary file in the same directory, synced, then renamed). A
+// symbolic link at path is followed. Missing directories are created.
+func writePrivateFile(path string, data []byte) error {
 	if real, err := filepath.EvalSymlinks(path); err == nil {
 		path = real
 	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("creating the directory of the CLI config file: %w", err)
+		return err
 	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
-		return fmt.Errorf("writing the CLI config file %s: %w", path, err)
+		return err
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
-	header := []byte("# meshsds CLI config: written by \"meshsds config\" commands.\n")
 	for _, step := range []func() error{
 		func() error { return tmp.Chmod(0o600) },
-		func() error { _, err := tmp.Write(append(header, data...)); return err },
+		func() error { _, err := tmp.Write(data); return err },
 		tmp.Sync,
 		tmp.Close,
 		func() error { return os.Rename(tmp.Name(), path) },
 	} {
 		if err := step(); err != nil {
 			tmp.Close()
-			return fmt.Errorf("writing the CLI config file %s: %w", path, err)
+			return err
 		}
 	}
 	return nil

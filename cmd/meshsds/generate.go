@@ -43,6 +43,7 @@ func newGenerateTokenCommand() *cobra.Command {
 		name     string
 		tags     []string
 		validFor time.Duration
+		outFile  string
 	)
 	cmd := &cobra.Command{
 		Use:   "dataplane-token",
@@ -52,10 +53,15 @@ func newGenerateTokenCommand() *cobra.Command {
 By default the admin API issues it (POST /tokens/dataplane). With --data-dir
 the token is signed offline with the key kept in that directory (the same
 --data-dir as "meshsds serve"), for provisioning scripts on the control-plane
-host. The token is printed on standard output.`,
+host. The token is printed on standard output, or written to --output-file:
+the token alone, without a newline (Envoy's file_based_metadata plugin
+sends the file's bytes as they are, and a newline breaks every SDS stream),
+mode 0600, replacing the file in one rename so that an Envoy reading it
+never sees half a token.`,
 		Example: `  meshsds generate dataplane-token --mesh default --name web-1 --tag kuma.io/service=web --valid-for 24h
   meshsds generate dataplane-token --data-dir ./meshsds-data --mesh default --name web-1 --tag kuma.io/service=web
-  meshsds generate dataplane-token -m default --name backend-1 --tag kuma.io/service=backend --tag version=v2 > backend-1.token`,
+  meshsds generate dataplane-token -m default --name backend-1 --tag kuma.io/service=backend --tag version=v2 > backend-1.token
+  meshsds generate dataplane-token -m default --name web-1 --tag kuma.io/service=web --output-file /etc/envoy/token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if mesh == "" || name == "" {
@@ -74,7 +80,14 @@ host. The token is printed on standard output.`,
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), strings.TrimSpace(raw))
+			raw = strings.TrimSpace(raw)
+			if outFile != "" {
+				if err := writePrivateFile(outFile, []byte(raw)); err != nil {
+					return fmt.Errorf("--output-file: %w", err)
+				}
+				return nil
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), raw)
 			return err
 		},
 	}
@@ -86,6 +99,7 @@ host. The token is printed on standard output.`,
 	f.StringVar(&name, "name", "", "name of the data plane (its node id is <mesh>.<name>)")
 	f.StringArrayVar(&tags, "tag", nil, "tag key=value (repeatable), e.g. kuma.io/service=web")
 	f.DurationVar(&validFor, "valid-for", 365*24*time.Hour, "how long the token is valid")
+	f.StringVar(&outFile, "output-file", "", "write the token to this file (no newline, mode 0600, replaced atomically) instead of standard output")
 	addClientFlags(cmd, &cc)
 	mustRegister(cmd, "mesh", completeMeshes(&cc))
 	mustRegister(cmd, "tag", fixedCompletion("kuma.io/service=", "kuma.io/zone=", "version="))

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -146,9 +147,18 @@ func TestEnvoyGoogleGrpcTokenFile(t *testing.T) {
 			waitHolds(t, web, 2, "spiffe://default/web", serial(cas["default"]))
 			requireSDSClean(t, web, 2)
 
-			// A new token in the file, the old one revoked: the streams end,
-			// and the retries read the new token.
-			writeAtomic(t, tokenFile, []byte(s.token(t, "default", "web", "web")))
+			// A new token in the file, written by the CLI as the README
+			// says, the old one revoked: the streams end, and the retries
+			// read the new token.
+			out, err := exec.Command(binary, "generate", "dataplane-token", "--data-dir", s.dataDir,
+				"--mesh", "default", "--name", "web", "--tag", "kuma.io/service=web", "--output-file", tokenFile).CombinedOutput()
+			require.NoError(t, err, string(out))
+			written, err := os.ReadFile(tokenFile)
+			require.NoError(t, err)
+			require.NotContains(t, string(written), "\n", "the token alone, no newline")
+			info, err := os.Stat(tokenFile)
+			require.NoError(t, err)
+			require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
 			revoke(t, dir, first)
 			waitMetric(t, s, "meshsds_sds_revoked_streams_closed_total", func(v float64) bool { return v >= 2 })
 			waitStreamsUp(t, web)
