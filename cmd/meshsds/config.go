@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -19,16 +21,17 @@ func envName(flag string) string {
 // applyLayers fills every flag the command line did not set, first from the
 // environment, then from the YAML config file (keys are flag names). Flags
 // win over the environment, which wins over the file. An unknown key in the
-// file is an error.
-func applyLayers(fs *pflag.FlagSet, configPath string, getenv func(string) string) error {
+// file is an error. It returns where each flag it set came from (the
+// variable, or the config file), for withOrigin.
+func applyLayers(fs *pflag.FlagSet, configPath string, getenv func(string) string) (map[string]string, error) {
 	file := map[string]any{}
 	if configPath != "" {
 		data, err := os.ReadFile(configPath)
 		if err != nil {
-			return fmt.Errorf("reading config file: %w", err)
+			return nil, fmt.Errorf("reading config file: %w", err)
 		}
 		if err := yaml.Unmarshal(data, &file); err != nil {
-			return fmt.Errorf("config file %s: %w", configPath, err)
+			return nil, fmt.Errorf("config file %s: %w", configPath, err)
 		}
 		var unknown []string
 		for k := range file {
@@ -38,10 +41,11 @@ func applyLayers(fs *pflag.FlagSet, configPath string, getenv func(string) strin
 		}
 		if len(unknown) > 0 {
 			sort.Strings(unknown)
-			return fmt.Errorf("config file %s: unknown keys %s (keys are the flag names of meshsds serve)", configPath, strings.Join(unknown, ", "))
+			return nil, fmt.Errorf("config file %s: unknown keys %s (keys are the flag names of meshsds serve)", configPath, strings.Join(unknown, ", "))
 		}
 	}
 	var errs []string
+	origins := map[string]string{}
 	fs.VisitAll(func(f *pflag.Flag) {
 		if f.Changed || f.Name == "config" || f.Name == "help" {
 			return
@@ -50,6 +54,7 @@ func applyLayers(fs *pflag.FlagSet, configPath string, getenv func(string) strin
 			if err := setFlag(fs, f, strings.Split(v, ",")); err != nil {
 				errs = append(errs, fmt.Sprintf("%s: %v", envName(f.Name), err))
 			}
+			origins[f.Name] = envName(f.Name)
 			return
 		}
 		v, ok := file[f.Name]
@@ -68,11 +73,47 @@ func applyLayers(fs *pflag.FlagSet, configPath string, getenv func(string) strin
 		if err := setFlag(fs, f, vals); err != nil {
 			errs = append(errs, fmt.Sprintf("config key %s: %v", f.Name, err))
 		}
+		origins[f.Name] = "config file " + configPath
 	})
 	if len(errs) > 0 {
-		return fmt.Errorf("invalid settings: %s", strings.Join(errs, "; "))
+		return nil, fmt.Errorf("invalid settings: %s", strings.Join(errs, "; "))
 	}
-	return nil
+	return origins, nil
+}
+
+// withOrigin adds to an error that names flags (--name) which of them
+// were set by the environment or the config file, and by which: an
+// operator who never typed --admin-address should learn where it came
+// from.
+func withOrigin(err error, origins map[string]string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	var notes []string
+	for _, name := range slices.Sorted(maps.Keys(origins)) {
+		flag := "--" + name
+		for i := strings.Index(msg, flag); i >= 0; {
+			end := i + len(flag)
+			if end == len(msg) || !isFlagNameByte(msg[end]) {
+				notes = append(notes, flag+" from "+origins[name])
+				break
+			}
+			next := strings.Index(msg[end:], flag)
+			if next < 0 {
+				break
+			}
+			i = end + next
+		}
+	}
+	if len(notes) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (%s)", err, strings.Join(notes, "; "))
+}
+
+func isFlagNameByte(b byte) bool {
+	return b == '-' || ('a' <= b && b <= 'z') || ('0' <= b && b <= '9')
 }
 
 // setFlag sets f from vals: every value for a repeatable flag, the joined

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -61,7 +62,8 @@ log-level: debug
 			cmd, cfg, configFile := serveCommand()
 			require.NoError(t, cmd.Flags().Parse(tc.args))
 			getenv := func(k string) string { return tc.env[k] }
-			require.NoError(t, applyLayers(cmd.Flags(), *configFile, getenv))
+			_, err := applyLayers(cmd.Flags(), *configFile, getenv)
+			require.NoError(t, err)
 			tc.check(t, cfg)
 		})
 	}
@@ -87,8 +89,41 @@ func TestSettingsErrors(t *testing.T) {
 			}
 			cmd := newServeCommand()
 			require.NoError(t, cmd.Flags().Parse(nil))
-			err := applyLayers(cmd.Flags(), path, func(k string) string { return tc.env[k] })
+			_, err := applyLayers(cmd.Flags(), path, func(k string) string { return tc.env[k] })
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
+}
+
+// TestSettingsErrorsSayWhereASettingCameFrom: a setting refused after the
+// layers were applied names the variable or file that set it.
+func TestSettingsErrorsSayWhereASettingCameFrom(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "meshsds.yaml")
+	require.NoError(t, os.WriteFile(file, []byte("sds-address: 0.0.0.0:5677\n"), 0o600))
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"env", nil, map[string]string{"MESHSDS_ADMIN_ADDRESS": "0.0.0.0:15681"}, "(--admin-address from MESHSDS_ADMIN_ADDRESS)"},
+		{"file", []string{"--config", file}, nil, "(--sds-address from config file " + file + ")"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, cfg, configFile := serveCommand()
+			require.NoError(t, cmd.Flags().Parse(tc.args))
+			origins, err := applyLayers(cmd.Flags(), *configFile, func(k string) string { return tc.env[k] })
+			require.NoError(t, err)
+			err = withOrigin(cfg.Validate(), origins)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+	// A flag typed on the command line gets no note; names are matched
+	// whole (--sds-address is not --sds-address-x).
+	err := withOrigin(errors.New("--sds-address-x is bad"), map[string]string{"sds-address": "MESHSDS_SDS_ADDRESS"})
+	require.EqualError(t, err, "--sds-address-x is bad")
+	err = withOrigin(errors.New("--sds-address-x and --sds-address are bad"), map[string]string{"sds-address": "MESHSDS_SDS_ADDRESS"})
+	require.EqualError(t, err, "--sds-address-x and --sds-address are bad (--sds-address from MESHSDS_SDS_ADDRESS)")
+	require.NoError(t, withOrigin(nil, map[string]string{"sds-address": "MESHSDS_SDS_ADDRESS"}))
 }

@@ -42,18 +42,19 @@ environment, which wins over the file.`,
     --webhook-address :5443 --webhook-tls-cert tls.crt --webhook-tls-key tls.key`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyLayers(cmd.Flags(), *configFile, os.Getenv); err != nil {
+			origins, err := applyLayers(cmd.Flags(), *configFile, os.Getenv)
+			if err != nil {
 				return err
 			}
 			if err := cfg.Validate(); err != nil {
-				return err
+				return withOrigin(err, origins)
 			}
 			log := daemon.NewLogger(&cfg, os.Stderr)
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			d, err := daemon.New(cmd.Context(), cfg, log, reg)
 			if err != nil {
-				return err
+				return withOrigin(err, origins)
 			}
 			return d.Run(cmd.Context())
 		},
