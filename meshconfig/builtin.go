@@ -31,7 +31,7 @@ type BuiltinCACert struct {
 func ParseBuiltinConfig(raw json.RawMessage) (*BuiltinConfig, error) {
 	cfg := &BuiltinConfig{}
 	if !isNullOrEmpty(raw) {
-		if err := decodeStrict(raw, cfg); err != nil {
+		if err := decodeKnown(raw, cfg); err != nil {
 			return nil, err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -438,6 +439,29 @@ func buildMesh(name string, spec *meshSpec) (Object, error) {
 	if err := verr.ErrOrNil(); err != nil {
 		return Object{}, err
 	}
+	// Backends' configs are kept as written and read again at every
+	// resolution, where their keys' case is not checked (meshsds read them
+	// so before it checked); here, as they come in, it is.
+	var backends []Backend
+	if m.MTLS != nil {
+		backends = m.MTLS.Backends
+	}
+	for i, b := range backends {
+		var cfg any
+		switch b.Type {
+		case BackendProvided:
+			cfg = &ProvidedConfig{}
+		case BackendBuiltin:
+			cfg = &BuiltinConfig{}
+		}
+		if cfg == nil || isNullOrEmpty(b.Config) {
+			continue
+		}
+		if err := decodeStrict(b.Config, cfg); err != nil {
+			verr.AddError(indexField("mtls.backends", i)+".config", err)
+			return Object{}, &verr
+		}
+	}
 	return Object{Mesh: m}, nil
 }
 
@@ -485,9 +509,21 @@ func decodeMetadata(raw json.RawMessage) (k8sMetadata, error) {
 	if isNullOrEmpty(raw) {
 		return md, nil
 	}
-	if err := json.Unmarshal(raw, &md); err != nil {
+	var generic any
+	err := json.Unmarshal(raw, &md)
+	if err == nil {
+		// Other keys are Kubernetes' and ignored, but "Labels" is not
+		// "labels": the API server would drop it, so must meshsds.
+		_ = json.Unmarshal(raw, &generic)
+		err = checkKeyCase(generic, reflect.TypeOf(md), "")
+	}
+	if err != nil {
 		var verr ValidationError
-		verr.AddError("metadata", jsonFieldError(err))
+		var fe *FieldError
+		if !errors.As(err, &fe) {
+			fe = jsonFieldError(err)
+		}
+		verr.AddError("metadata", fe)
 		return md, &verr
 	}
 	return md, nil
@@ -596,9 +632,25 @@ func decodeK8sMesh(js []byte) (Object, error) {
 	return obj, nil
 }
 
-// decodeStrict decodes one JSON value into v, rejecting unknown keys and
-// trailing data, and turns decoding errors into field errors.
+// decodeStrict decodes one JSON value into v, rejecting unknown keys (and
+// keys that match a field only in another case) and trailing data, and
+// turns decoding errors into field errors. It is for manifests as they
+// come in; what was stored already is read again with decodeKnown.
 func decodeStrict(data []byte, v any) error {
+	if err := decodeKnown(data, v); err != nil {
+		return err
+	}
+	var generic any
+	if err := json.Unmarshal(data, &generic); err != nil {
+		return jsonFieldError(err)
+	}
+	return checkKeyCase(generic, reflect.TypeOf(v), "")
+}
+
+// decodeKnown is decodeStrict without the check of the keys' case, as
+// meshsds read manifests before it checked: a backend's config, kept as
+// written, must resolve after an upgrade as it did before.
+func decodeKnown(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -607,11 +659,7 @@ func decodeStrict(data []byte, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return &FieldError{Message: "unexpected data after the object"}
 	}
-	var generic any
-	if err := json.Unmarshal(data, &generic); err != nil {
-		return jsonFieldError(err)
-	}
-	return checkKeyCase(generic, reflect.TypeOf(v), "")
+	return nil
 }
 
 // checkKeyCase refuses keys that encoding/json matched to a field only
@@ -634,10 +682,11 @@ func checkKeyCase(val any, t reflect.Type, path string) error {
 			return nil
 		}
 		fields := jsonFields(t)
-		for key, v := range obj {
+		for _, key := range slices.Sorted(maps.Keys(obj)) {
+			v := obj[key]
 			ft, ok := fields[key]
 			if !ok {
-				for name := range fields {
+				for _, name := range slices.Sorted(maps.Keys(fields)) {
 					if strings.EqualFold(name, key) {
 						return &FieldError{Field: path, Message: fmt.Sprintf("unknown field %q: keys are case-sensitive, did you mean %q?", key, name)}
 					}
@@ -663,8 +712,8 @@ func checkKeyCase(val any, t reflect.Type, path string) error {
 		if !ok {
 			return nil
 		}
-		for key, v := range obj {
-			if err := checkKeyCase(v, t.Elem(), JoinField(path, key)); err != nil {
+		for _, key := range slices.Sorted(maps.Keys(obj)) {
+			if err := checkKeyCase(obj[key], t.Elem(), JoinField(path, key)); err != nil {
 				return err
 			}
 		}

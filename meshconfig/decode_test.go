@@ -85,10 +85,11 @@ func goodFiles() map[string][]Object {
 func badFiles() map[string]string {
 	return map[string]string{
 		"secret-bad-base64.bad.yaml":                `data: has to be valid base64 string`,
-		"secret-key-case.bad.yaml":                  `keys are case-sensitive, did you mean`,
+		"secret-key-case.bad.yaml":                  `unknown field "DATA": keys are case-sensitive, did you mean "data"?`,
 		"mesh-key-case.bad.yaml":                    `mtls: unknown field "Backends": keys are case-sensitive, did you mean "backends"?`,
 		"mesh-config-key-case.bad.yaml":             `mtls.backends[0].config: unknown field "Key": keys are case-sensitive, did you mean "key"?`,
 		"k8s-mesh-spec-key-case.bad.yaml":           `spec: unknown field "MTLS": keys are case-sensitive, did you mean "mtls"?`,
+		"k8s-secret-metadata-key-case.bad.yaml":     `metadata: unknown field "Labels": keys are case-sensitive, did you mean "labels"?`,
 		"secret-empty-data.bad.yaml":                `data: cannot be empty`,
 		"secret-missing-data.bad.yaml":              `data: cannot be empty`,
 		"secret-bad-name.bad.yaml":                  `name: must be a valid RFC 1123 subdomain`,
@@ -351,4 +352,20 @@ func FuzzDecode(f *testing.F) {
 		var verr *ValidationError
 		require.False(t, errors.As(err, &verr))
 	})
+}
+
+// TestStoredBackendConfigsKeepResolving: a backend config accepted before
+// keys' case was checked (and stored as written) still parses when it is
+// read again, at every resolution; only new manifests are held to the case.
+func TestStoredBackendConfigsKeepResolving(t *testing.T) {
+	cfg, err := ParseProvidedConfig(json.RawMessage(`{"Cert":{"secret":"c"},"key":{"Secret":"k"}}`))
+	require.NoError(t, err)
+	require.Equal(t, "c", cfg.Cert.Secret)
+	require.Equal(t, "k", cfg.Key.Secret)
+	b, err := ParseBuiltinConfig(json.RawMessage(`{"CACert":{"rsaBits":2048}}`))
+	require.NoError(t, err)
+	require.Equal(t, 2048, b.CACert.RSAbits)
+
+	_, err = Decode([]byte("type: Mesh\nname: m\nmtls:\n  backends:\n  - name: b\n    type: provided\n    config: {Cert: {secret: c}, key: {secret: k}}\n"), DecodeOptions{})
+	require.ErrorContains(t, err, `mtls.backends[0].config: unknown field "Cert": keys are case-sensitive, did you mean "cert"?`)
 }

@@ -221,7 +221,7 @@ func ParseProvidedConfig(raw json.RawMessage) (*ProvidedConfig, error) {
 		return nil, &verr
 	}
 	var cfg ProvidedConfig
-	if err := decodeStrict(raw, &cfg); err != nil {
+	if err := decodeKnown(raw, &cfg); err != nil {
 		verr.AddError("", err)
 		return nil, &verr
 	}
