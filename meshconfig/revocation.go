@@ -3,6 +3,7 @@ package meshconfig
 import (
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // ParseRevocations reads the dataplane token ids listed in a revocation
@@ -60,26 +61,70 @@ func PruneRevocations(data []byte, expired func(id string) bool) ([]byte, int) {
 			out = append(out, line)
 			continue
 		}
-		ids := strings.FieldsFunc(line, isRevocationSeparator)
-		kept := ids[:0:0]
-		for _, id := range ids {
-			if drop[id] {
-				removed++
-			} else {
-				kept = append(kept, id)
-			}
-		}
+		kept, n := dropIDs(line, drop)
+		removed += n
 		switch {
-		case len(kept) == len(ids):
+		case n == 0:
 			out = append(out, line)
-		case len(kept) == 0:
+		case strings.TrimFunc(kept, isRevocationSeparator) == "":
 			// The whole line goes.
-		case strings.HasPrefix(kept[0], "#"):
+		case strings.HasPrefix(strings.TrimSpace(kept), "#"):
 			// Not to be read as a comment line.
-			out = append(out, ", "+strings.Join(kept, ", "))
+			out = append(out, ", "+kept)
 		default:
-			out = append(out, strings.Join(kept, ", "))
+			out = append(out, kept)
 		}
 	}
 	return []byte(strings.Join(out, "\n")), removed
+}
+
+// dropIDs returns line without the ids in drop, and how many it removed.
+// What stays is as written: the line's own start, the separator before
+// each id kept but the first, and the line's end (a "\r", a trailing
+// comma).
+func dropIDs(line string, drop map[string]bool) (string, int) {
+	type segment struct{ sep, id string } // an id and the separators before it
+	var segs []segment
+	for i := 0; i < len(line); {
+		start := i
+		for i < len(line) && separatorAt(line, i) {
+			i += runeLen(line, i)
+		}
+		idStart := i
+		for i < len(line) && !separatorAt(line, i) {
+			i += runeLen(line, i)
+		}
+		segs = append(segs, segment{sep: line[start:idStart], id: line[idStart:i]})
+	}
+	var b strings.Builder
+	removed, kept := 0, 0
+	for _, seg := range segs {
+		switch {
+		case seg.id == "":
+			b.WriteString(seg.sep) // the line's end
+		case drop[seg.id]:
+			removed++
+		default:
+			if kept == 0 {
+				b.WriteString(segs[0].sep) // the line's own start
+			} else {
+				b.WriteString(seg.sep)
+			}
+			kept++
+			b.WriteString(seg.id)
+		}
+	}
+	return b.String(), removed
+}
+
+// separatorAt reports whether the rune at line[i] separates ids.
+func separatorAt(line string, i int) bool {
+	r, _ := utf8.DecodeRuneInString(line[i:])
+	return isRevocationSeparator(r)
+}
+
+// runeLen is the length of the rune at line[i].
+func runeLen(line string, i int) int {
+	_, n := utf8.DecodeRuneInString(line[i:])
+	return n
 }

@@ -17,7 +17,10 @@ func TestPruneRevocations(t *testing.T) {
 		removed        int
 	}{
 		{name: "nothing expired", in: "a, b\nc\n", want: "a, b\nc\n"},
-		{name: "one of a line", in: "a,x1,b\n", want: "a, b\n", removed: 1},
+		{name: "one of a line, the rest as written", in: "a,x1,b\n", want: "a,b\n", removed: 1},
+		{name: "indentation and a trailing comma stay", in: "  x1, a,\tb,\n", want: "  a,\tb,\n", removed: 1},
+		{name: "words after an id stay as written", in: "a, x1 # bob's laptop\n", want: "a # bob's laptop\n", removed: 1},
+		{name: "words after an expired first id are no comment", in: "x1 # bob's laptop\n", want: ", # bob's laptop\n", removed: 1},
 		{name: "a whole line", in: "a\nx1 x2\nb", want: "a\nb", removed: 2},
 		{name: "comments and untouched lines stay as written", in: "# revoked 2026-12-01\na,\tb\n# stolen laptop\nx1, c\n", want: "# revoked 2026-12-01\na,\tb\n# stolen laptop\nc\n", removed: 1},
 		{name: "a comment that looks like an id", in: "#x1\na", want: "#x1\na"},

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,9 +14,13 @@ import (
 // the token ids for which expired is true: tokens that can never be
 // accepted again, whose entries would otherwise stay forever. It returns
 // how many ids it removed from each list ("mesh/name"). A list written
-// meanwhile (its version moved on) is left for the next pass, so that an
-// id added concurrently is never lost. Revocation lists of files and
-// Kubernetes are their owners' and are not in st.
+// meanwhile is left for the next pass: its version moved on, or, deleted
+// and created again (versions start over), its creation time did. The
+// check of the creation time and the versioned write are two steps, so a
+// list deleted and created again, at the version read, between them would
+// be overwritten; that takes a delete and a create within a round trip to
+// the store. Revocation lists of files and Kubernetes are their owners' and
+// are not in st.
 func PruneRevocations(ctx context.Context, st Store, expired func(id string) bool) (map[string]int, error) {
 	recs, err := st.List(ctx, KindSecret, "")
 	if err != nil {
@@ -29,6 +34,20 @@ func PruneRevocations(ctx context.Context, st Store, expired func(id string) boo
 		data, n := meshconfig.PruneRevocations(rec.Data, expired)
 		if n == 0 {
 			continue
+		}
+		// A version alone does not tell a list from one deleted and
+		// created again since it was read (both start at version 1), so
+		// the list is read again and must be the one pruned: same
+		// creation time, version and content.
+		fresh, err := st.Get(ctx, rec.Key)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return pruned, fmt.Errorf("pruning %s: %w", rec.Key, err)
+		}
+		if fresh.Version != rec.Version || !fresh.CreatedAt.Equal(rec.CreatedAt) || !bytes.Equal(fresh.Data, rec.Data) {
+			continue // written meanwhile: next pass
 		}
 		rec.Data = data
 		if _, _, err := st.Put(ctx, rec, rec.Version); err != nil {

@@ -77,3 +77,27 @@ func TestPruneRevocationsNeverLosesAConcurrentRevocation(t *testing.T) {
 	require.Equal(t, map[string]int{"default/dataplane-token-revocations-default": 1}, pruned)
 	require.Equal(t, "a, stolen", secretData(t, st, "default", "dataplane-token-revocations-default"))
 }
+
+// recreatingStore is a real store whose list is followed by an operator
+// deleting the revocation list and creating it again with one more id: the
+// new list is at version 1 again, as the one read was.
+type recreatingStore struct {
+	store.Store
+	t *testing.T
+}
+
+func (s recreatingStore) List(ctx context.Context, kind store.Kind, mesh string) ([]store.Record, error) {
+	recs, err := s.Store.List(ctx, kind, mesh)
+	require.NoError(s.t, s.Store.Delete(ctx, store.Key{Kind: store.KindSecret, Mesh: "default", Name: "dataplane-token-revocations-default"}))
+	putSecret(s.t, s.Store, "default", "dataplane-token-revocations-default", "x1, a, stolen")
+	return recs, err
+}
+
+func TestPruneRevocationsNeverOverwritesAListCreatedAgain(t *testing.T) {
+	st := openNew(t)
+	putSecret(t, st, "default", "dataplane-token-revocations-default", "x1, a")
+	pruned, err := store.PruneRevocations(context.Background(), recreatingStore{st, t}, expiredX)
+	require.NoError(t, err)
+	require.Empty(t, pruned, "the list was created again after it was read: left for the next pass")
+	require.Equal(t, "x1, a, stolen", secretData(t, st, "default", "dataplane-token-revocations-default"))
+}

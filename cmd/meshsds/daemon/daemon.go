@@ -56,6 +56,9 @@ type Daemon struct {
 	leader    *cluster.Leader
 	backend   replicaBackend
 	cmetrics  *cluster.Metrics
+	// sharedStore: the replicas share the store (PostgreSQL); with
+	// Kubernetes on the embedded store each replica has its own.
+	sharedStore bool
 	sds       sdsTransport
 	listeners []listener
 	closers   []io.Closer // closed when the daemon ends

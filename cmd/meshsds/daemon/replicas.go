@@ -57,6 +57,7 @@ const (
 // openCluster sets up the coordinator and the election over PostgreSQL or
 // Kubernetes; nothing for a lone replica.
 func (d *Daemon) openCluster(pg *postgres.Store, kubeSrc *kube.Source, reg prometheus.Registerer) error {
+	d.sharedStore = pg != nil
 	switch {
 	case kubeSrc != nil:
 		kc := kubeSrc.Cluster()
@@ -95,7 +96,11 @@ func (d *Daemon) newLeader() (*cluster.Leader, error) {
 		},
 		Duties: []cluster.Duty{
 			func(ctx context.Context) { d.rec.RemoveOrphanedCAs(ctx, d.orphans, orphanedCAPeriod) },
-			func(ctx context.Context) { d.pruneRevocations(ctx, revocationPeriod) },
+			func(ctx context.Context) {
+				if d.sharedStore { // else every replica prunes its own (runCluster)
+					d.pruneRevocations(ctx, revocationPeriod)
+				}
+			},
 			func(ctx context.Context) {
 				t := time.NewTicker(pruneReplicasAfter / 4)
 				defer t.Stop()
@@ -165,6 +170,13 @@ func (d *Daemon) runCluster(ctx context.Context, g *errgroup.Group) {
 	}
 	if kc, ok := d.backend.(*kube.Cluster); ok {
 		kc.Start(ctx)
+	}
+	if !d.sharedStore {
+		// Kubernetes replicas on the embedded store: each its own.
+		g.Go(func() error {
+			d.pruneRevocations(ctx, revocationPeriod)
+			return nil
+		})
 	}
 	d.log.Info("sharing CA changes with the other replicas", "replica", d.replicaID, "lease", d.cfg.ReplicaLease)
 	g.Go(func() error { return d.coord.Run(ctx, d.state) })
