@@ -207,7 +207,7 @@ func (s *GRPCConnStats) Listener(l net.Listener, timeout time.Duration) net.List
 	if timeout <= 0 {
 		return l
 	}
-	return &deadlineListener{Listener: l, timeout: timeout}
+	return &deadlineListener{Listener: l, timeout: timeout, stats: s}
 }
 
 // GRPCAuthenticated records that the connection of a stream's ctx (of a
@@ -223,6 +223,7 @@ func GRPCAuthenticated(ctx context.Context) {
 type deadlineListener struct {
 	net.Listener
 	timeout time.Duration
+	stats   *GRPCConnStats
 }
 
 func (l *deadlineListener) Accept() (net.Conn, error) {
@@ -230,7 +231,7 @@ func (l *deadlineListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &trackedConn{Conn: nc}
+	c := &trackedConn{Conn: nc, stats: l.stats}
 	c.timer = time.AfterFunc(l.timeout, c.expire)
 	return c, nil
 }
@@ -239,10 +240,16 @@ func (l *deadlineListener) Accept() (net.Conn, error) {
 // stream. Its RemoteAddr, which grpc-go hands to TagConn, leads back to it.
 type trackedConn struct {
 	net.Conn
+	stats   *GRPCConnStats
 	timer   *time.Timer
 	mu      sync.Mutex
 	authed  bool
 	expired bool
+	// tagged: grpc-go made it a transport (TagConn), so its end is
+	// counted by HandleConn; before, a close at the deadline (a TLS or
+	// HTTP/2 handshake that never finished) is counted by expire, which
+	// sets counted.
+	tagged, counted bool
 }
 
 type trackedConnKey struct{}
@@ -286,14 +293,21 @@ func (c *trackedConn) expire() {
 		return
 	}
 	c.expired = true
+	count := !c.tagged
+	c.counted = count
 	c.mu.Unlock()
 	_ = c.Conn.Close()
+	if count {
+		c.stats.closed.WithLabelValues(grpclite.ReasonUnauthenticated).Inc()
+	}
 }
 
-func (c *trackedConn) hasExpired() bool {
+// end reports, as the connection's end is counted, whether it was closed
+// at its deadline and whether that close was counted already.
+func (c *trackedConn) end() (expired, counted bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.expired
+	return c.expired, c.counted
 }
 
 func (c *trackedConn) Close() error {
@@ -305,6 +319,9 @@ func (c *trackedConn) Close() error {
 // deadline's state.
 func (s *GRPCConnStats) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
 	if a, ok := info.RemoteAddr.(trackedAddr); ok {
+		a.conn.mu.Lock()
+		a.conn.tagged = true
+		a.conn.mu.Unlock()
 		return context.WithValue(ctx, trackedConnKey{}, a.conn)
 	}
 	return ctx
@@ -318,10 +335,17 @@ func (s *GRPCConnStats) HandleConn(ctx context.Context, st stats.ConnStats) {
 	case *stats.ConnEnd:
 		s.conns.Dec()
 		reason := "client"
-		if c, ok := ctx.Value(trackedConnKey{}).(*trackedConn); ok && c.hasExpired() {
-			reason = grpclite.ReasonUnauthenticated
-		} else if s.stopping.Load() {
+		if s.stopping.Load() {
 			reason = "server"
+		}
+		if c, ok := ctx.Value(trackedConnKey{}).(*trackedConn); ok {
+			expired, counted := c.end()
+			if counted {
+				return // expire counted it, before grpc-go tagged it
+			}
+			if expired {
+				reason = grpclite.ReasonUnauthenticated
+			}
 		}
 		s.closed.WithLabelValues(reason).Inc()
 	}
