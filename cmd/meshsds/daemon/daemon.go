@@ -59,9 +59,9 @@ type Daemon struct {
 	// sharedStore: the replicas share the store (PostgreSQL); with
 	// Kubernetes on the embedded store each replica has its own.
 	sharedStore bool
-	sds       sdsTransport
-	listeners []listener
-	closers   []io.Closer // closed when the daemon ends
+	sds         sdsTransport
+	listeners   []listener
+	closers     []io.Closer // closed when the daemon ends
 }
 
 // listener is one network endpoint of the daemon.
