@@ -15,7 +15,7 @@ func ParseRevocations(data []byte) map[string]struct{} {
 		if strings.HasPrefix(strings.TrimSpace(line), "#") {
 			continue
 		}
-		for _, id := range strings.FieldsFunc(line, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) {
+		for _, id := range strings.FieldsFunc(line, isRevocationSeparator) {
 			ids[id] = struct{}{}
 		}
 	}
@@ -29,7 +29,7 @@ func isRevocationSeparator(r rune) bool { return r == ',' || unicode.IsSpace(r) 
 // expired is true (tokens that can never be accepted again), and returns the
 // new data and how many ids it removed. Comment lines and the lines it
 // removes nothing from are kept as they are; a line it removes ids from
-// keeps its other ids, joined by ", ". A list must not become empty (a
+// keeps the rest as written (dropIDs). A list must not become empty (a
 // Secret cannot be), so when every id has expired the last one stays.
 func PruneRevocations(data []byte, expired func(id string) bool) ([]byte, int) {
 	lines := strings.Split(string(data), "\n")
