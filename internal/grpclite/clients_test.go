@@ -11,6 +11,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/meshsds/meshsds/internal/grpclite"
+	"github.com/meshsds/meshsds/internal/testing/testenv"
 )
 
 // httpTool finds one of Debian's nghttp2-client tools: skipped locally
@@ -19,10 +20,7 @@ func httpTool(t *testing.T, name string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found: .ci/run installs Debian's nghttp2-client", name)
-		}
-		t.Skipf("%s not found: apt-get install nghttp2-client", name)
+		testenv.Missing(t, name+" not found: apt-get install nghttp2-client (.ci/run does)")
 	}
 	return path
 }

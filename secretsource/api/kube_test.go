@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshsds/meshsds/internal/testing/kubetest"
+	"github.com/meshsds/meshsds/internal/testing/testenv"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 	"github.com/meshsds/meshsds/secretsource/kube"
 )
@@ -28,7 +29,7 @@ import (
 func TestKubernetesResourcesAreReadOnly(t *testing.T) {
 	const ns = "kuma-system"
 	c := kubetest.Start(t, kubetest.Options{})
-	c.Apply(filepath.Join(kubetest.ModuleRoot(t), "examples", "kubernetes", "crd.yaml"))
+	c.Apply(filepath.Join(testenv.ModuleRoot(t), "examples", "kubernetes", "crd.yaml"))
 	c.CreateNamespace(ns)
 	ctx := context.Background()
 

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshsds/meshsds/internal/testing/kubetest"
+	"github.com/meshsds/meshsds/internal/testing/testenv"
 	"github.com/meshsds/meshsds/meshconfig"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
@@ -49,7 +50,7 @@ func startCluster(t *testing.T, opts kubetest.Options, noCRD bool) *testCluster 
 
 func applyCRD(t *testing.T, c *kubetest.Cluster) {
 	t.Helper()
-	c.Apply(filepath.Join(kubetest.ModuleRoot(t), "examples", "kubernetes", "crd.yaml"))
+	c.Apply(filepath.Join(testenv.ModuleRoot(t), "examples", "kubernetes", "crd.yaml"))
 }
 
 // newSource returns a Source that reaches the API server through the

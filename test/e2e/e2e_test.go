@@ -27,6 +27,7 @@ import (
 
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/internal/testing/syncbuf"
+	"github.com/meshsds/meshsds/internal/testing/testenv"
 	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
@@ -380,11 +381,7 @@ func grpcurlBinary(t *testing.T) string {
 	if p, err := exec.LookPath("grpcurl"); err == nil {
 		return p
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("grpcurl is not installed; .ci/run installs it into .tools")
-	}
-	// Locally the check is optional: "make tools" installs grpcurl.
-	t.Skip("grpcurl not installed (run make tools); CI always runs this test")
+	testenv.Missing(t, "grpcurl is not installed: make .tools/grpcurl (make test does)")
 	return ""
 }
 

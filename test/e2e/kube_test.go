@@ -22,6 +22,7 @@ import (
 
 	"github.com/meshsds/meshsds/internal/testing/kubetest"
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
+	"github.com/meshsds/meshsds/internal/testing/testenv"
 	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 	"github.com/meshsds/meshsds/sds/token"
@@ -46,7 +47,7 @@ type kubeEnv struct {
 func newKubeEnv(t *testing.T) *kubeEnv {
 	t.Helper()
 	c := kubetest.Start(t, kubetest.Options{})
-	examples := filepath.Join(kubetest.ModuleRoot(t), "examples", "kubernetes")
+	examples := filepath.Join(testenv.ModuleRoot(t), "examples", "kubernetes")
 	// Everything of the example but the webhook, registered by the test
 	// once meshsds serves it. The Deployment is only stored: nothing runs
 	// pods here.
@@ -107,7 +108,7 @@ func meshObject(name, cert, key string) *unstructured.Unstructured {
 // Service.
 func (e *kubeEnv) registerWebhook(t *testing.T, url string, caPEM []byte) {
 	t.Helper()
-	objs := kubetest.DecodeManifest(t, mustRead(t, filepath.Join(kubetest.ModuleRoot(t), "examples", "kubernetes", "webhook.yaml")))
+	objs := kubetest.DecodeManifest(t, mustRead(t, filepath.Join(testenv.ModuleRoot(t), "examples", "kubernetes", "webhook.yaml")))
 	require.Len(t, objs, 1)
 	webhooks, _, err := unstructured.NestedSlice(objs[0].Object, "webhooks")
 	require.NoError(t, err)
@@ -145,7 +146,7 @@ func TestKubernetesMode(t *testing.T) {
 	// The Mesh of examples/kubernetes and its CA, created with client-go.
 	ca1 := pkitest.NewRootCA(t, "default CA 1")
 	e.putCA(t, "ca", "default", ca1)
-	e.cluster.Apply(filepath.Join(kubetest.ModuleRoot(t), "examples", "kubernetes", "mesh.yaml"))
+	e.cluster.Apply(filepath.Join(testenv.ModuleRoot(t), "examples", "kubernetes", "mesh.yaml"))
 
 	// The webhook's certificate as examples/kubernetes/README.md makes it:
 	// self-signed, so it is its own caBundle.
@@ -307,7 +308,7 @@ func mustCurrent(t *testing.T, l *sdstest.Live) *sdstest.Workload {
 // /healthz and /readyz; RBAC grants no more than it says; kustomization.yaml
 // lists every manifest but the example Mesh.
 func TestKubernetesExamples(t *testing.T) {
-	dir := filepath.Join(kubetest.ModuleRoot(t), "examples", "kubernetes")
+	dir := filepath.Join(testenv.ModuleRoot(t), "examples", "kubernetes")
 	objs := map[string]*unstructured.Unstructured{}
 	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	require.NoError(t, err)

@@ -18,9 +18,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/meshsds/meshsds/internal/testing/kubetest"
 	"github.com/meshsds/meshsds/internal/testing/pgtest"
 	"github.com/meshsds/meshsds/internal/testing/sdstest"
+	"github.com/meshsds/meshsds/internal/testing/testenv"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
@@ -312,7 +312,7 @@ func TestKubernetesThreeReplicas(t *testing.T) {
 	ctx := context.Background()
 	oldCA := pkitest.NewRootCA(t, "kubernetes, old")
 	e.putCA(t, "ca", "default", oldCA)
-	e.cluster.Apply(filepath.Join(kubetest.ModuleRoot(t), "examples", "kubernetes", "mesh.yaml"))
+	e.cluster.Apply(filepath.Join(testenv.ModuleRoot(t), "examples", "kubernetes", "mesh.yaml"))
 	var r []*server
 	for range 3 {
 		r = append(r, e.startKube(t, "--replica-lease", replicaLease))

@@ -23,7 +23,6 @@ package envoytest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -38,6 +37,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshsds/meshsds/internal/testing/testenv"
 )
 
 // BinaryEnv names the environment variable that points at an Envoy binary.
@@ -66,11 +67,7 @@ func Binary(tb testing.TB) string {
 	if err == nil {
 		return p
 	}
-	msg := fmt.Sprintf("Envoy is not installed (%v): %s", err, installHint)
-	if os.Getenv("CI") != "" {
-		tb.Fatal(msg)
-	}
-	tb.Skip(msg)
+	testenv.Missing(tb, fmt.Sprintf("Envoy is not installed (%v): %s", err, installHint))
 	return ""
 }
 
@@ -83,7 +80,7 @@ func FindBinary() (string, error) {
 		}
 		return p, nil
 	}
-	if root, err := ModuleRoot(); err == nil {
+	if root, err := testenv.FindModuleRoot(); err == nil {
 		p := filepath.Join(root, ".tools", "envoy", "bin", "envoy")
 		if executable(p) == nil {
 			return p, nil
@@ -104,26 +101,6 @@ func executable(p string) error {
 		return errors.New("not an executable file")
 	}
 	return nil
-}
-
-// ModuleRoot finds the directory of meshsds' go.mod above the working
-// directory (a test runs in its package's directory).
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.HasPrefix(data, []byte("module github.com/meshsds/meshsds\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("meshsds' go.mod not found above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // Config says how to run one Envoy.

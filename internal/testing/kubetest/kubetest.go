@@ -54,6 +54,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/meshsds/meshsds/internal/testing/testenv"
 	"github.com/meshsds/meshsds/meshconfig/pki"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
@@ -130,50 +131,15 @@ func binaries(t testing.TB) (apiserver, etcd string) {
 	t.Helper()
 	dir := os.Getenv(BinDirEnv)
 	if dir == "" {
-		root, err := moduleRoot()
-		require.NoError(t, err)
-		dir = filepath.Join(root, ".tools", "kube", "bin")
+		dir = filepath.Join(testenv.ModuleRoot(t), ".tools", "kube", "bin")
 	}
 	apiserver, etcd = filepath.Join(dir, "kube-apiserver"), filepath.Join(dir, "etcd")
 	for _, p := range []string{apiserver, etcd} {
 		if _, err := os.Stat(p); err != nil {
-			msg := fmt.Sprintf("%s is missing: run `make kube-tools` to build kube-apiserver and etcd (see DEVELOPERS.md)", p)
-			if os.Getenv("CI") != "" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
+			testenv.Missing(t, fmt.Sprintf("%s is missing: run `make kube-tools` to build kube-apiserver and etcd (see DEVELOPERS.md)", p))
 		}
 	}
 	return apiserver, etcd
-}
-
-// moduleRoot finds the directory of meshsds' go.mod above the working
-// directory (a test runs in its package's directory).
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.HasPrefix(data, []byte("module github.com/meshsds/meshsds\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("meshsds' go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// ModuleRoot returns the root of the meshsds module, for tests that read
-// files such as examples/kubernetes.
-func ModuleRoot(t testing.TB) string {
-	t.Helper()
-	root, err := moduleRoot()
-	require.NoError(t, err)
-	return root
 }
 
 func (c *Cluster) path(name string) string { return filepath.Join(c.dir, name) }
