@@ -16,11 +16,6 @@ var testNow = time.Date(2030, time.March, 1, 12, 0, 0, 0, time.UTC)
 // otherwise.
 func newCert(t testing.TB, spec pkitest.Spec) *pki.KeyPair {
 	t.Helper()
-	if spec.NotBefore.IsZero() {
-		spec.NotBefore = testNow.Add(-time.Hour)
-	}
-	if spec.NotAfter.IsZero() {
-		spec.NotAfter = testNow.AddDate(1, 0, 0)
-	}
+	spec.Now = testNow
 	return pkitest.New(t, spec)
 }

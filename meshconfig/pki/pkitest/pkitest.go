@@ -60,9 +60,12 @@ type Spec struct {
 	Parent    *pki.KeyPair
 	NotCA     bool
 	KeyUsage  x509.KeyUsage // keyCertSign|cRLSign (CA) or digitalSignature when zero
-	NotBefore time.Time     // an hour ago when zero
-	NotAfter  time.Time     // a year from now when zero
-	URIs      []*url.URL
+	NotBefore time.Time     // an hour before Now when zero
+	NotAfter  time.Time     // a year after Now when zero
+	// Now is the clock the validity defaults are set around; the wall
+	// clock when zero.
+	URIs []*url.URL
+	Now  time.Time
 }
 
 // New builds the certificate spec describes.
@@ -74,11 +77,14 @@ func New(t testing.TB, spec Spec) *pki.KeyPair {
 	if spec.CN == "" {
 		spec.CN = "test-ca"
 	}
+	if spec.Now.IsZero() {
+		spec.Now = time.Now()
+	}
 	if spec.NotBefore.IsZero() {
-		spec.NotBefore = time.Now().Add(-time.Hour)
+		spec.NotBefore = spec.Now.Add(-time.Hour)
 	}
 	if spec.NotAfter.IsZero() {
-		spec.NotAfter = time.Now().AddDate(1, 0, 0)
+		spec.NotAfter = spec.Now.AddDate(1, 0, 0)
 	}
 	kp, err := pki.Create(pki.Template{
 		Subject:   pkix.Name{CommonName: spec.CN},
