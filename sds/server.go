@@ -139,8 +139,11 @@ func (s *Server) Open(ctx context.Context, api xds.API, node *corev3.Node, ctl x
 	}
 	st := &stream{
 		s: s, id: id, api: api, ctl: ctl, w: w, connected: s.now(),
-		requests: s.metrics.requests.WithLabelValues(api.String()), // looked up once, counted per ACK
-		acks:     s.metrics.acks.WithLabelValues(api.String(), id.Mesh),
+		// Looked up once, counted per request, ACK and push.
+		requests:     s.metrics.requests.WithLabelValues(api.String()),
+		acks:         s.metrics.acks.WithLabelValues(api.String(), id.Mesh),
+		identitySent: s.metrics.responses.WithLabelValues(NameIdentityCert, id.Mesh),
+		bundleSent:   s.metrics.responses.WithLabelValues(NameMeshCA, id.Mesh),
 	}
 	if err := s.track(st); err != nil {
 		w.Close()

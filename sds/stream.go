@@ -26,8 +26,10 @@ type stream struct {
 	w         Watch
 	connected time.Time
 	requests  prometheus.Counter // of api
-	acks      prometheus.Counter // of api
-	expiry    *time.Timer
+	acks      prometheus.Counter // of api and mesh
+	// identitySent and bundleSent count responses of the mesh.
+	identitySent, bundleSent prometheus.Counter
+	expiry                   *time.Timer
 
 	mu              sync.Mutex
 	names           []string
@@ -72,9 +74,9 @@ func (st *stream) Sent(names []string) {
 	for _, name := range names {
 		switch KindOf(name) {
 		case KindIdentity:
-			m.responses.WithLabelValues(NameIdentityCert, st.id.Mesh).Inc()
+			st.identitySent.Inc()
 		case KindBundle:
-			m.responses.WithLabelValues(NameMeshCA, st.id.Mesh).Inc()
+			st.bundleSent.Inc()
 		}
 	}
 	if at, ok := st.w.TakeChangedAt(); ok {
