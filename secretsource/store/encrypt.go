@@ -151,11 +151,7 @@ func (r *KeyRing) reload(force bool) error {
 	}
 	ring := make([]ringKey, len(ids))
 	for i := range ids {
-		block, err := aes.NewCipher(keys[i])
-		if err != nil {
-			return err
-		}
-		aead, err := cipher.NewGCM(block)
+		aead, err := newGCM(keys[i])
 		if err != nil {
 			return err
 		}
@@ -177,6 +173,15 @@ func (r *KeyRing) current() []ringKey {
 // Primary is the id of the key that encrypts.
 func (r *KeyRing) Primary() string { return r.current()[0].id }
 
+// newGCM is AES-256-GCM with key.
+func newGCM(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
 // seal encrypts data for the record at key with the primary key.
 func (r *KeyRing) seal(key Key, data []byte) ([]byte, error) {
 	kek := r.current()[0]
@@ -184,11 +189,7 @@ func (r *KeyRing) seal(key Key, data []byte) ([]byte, error) {
 	if _, err := rand.Read(dek); err != nil {
 		return nil, err
 	}
-	block, err := aes.NewCipher(dek)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(block)
+	aead, err := newGCM(dek)
 	if err != nil {
 		return nil, err
 	}
@@ -260,11 +261,7 @@ func (r *KeyRing) open(key Key, data []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w: key %q does not decrypt it (a wrong key, or tampered data)", key, ErrEncrypted, id)
 	}
 	p = p[n:]
-	block, err := aes.NewCipher(dek)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(block)
+	aead, err := newGCM(dek)
 	if err != nil {
 		return nil, err
 	}
