@@ -296,10 +296,11 @@ func (c *trackedConn) expire() {
 	count := !c.tagged
 	c.counted = count
 	c.mu.Unlock()
-	_ = c.Conn.Close()
+	// Counted before the close, so whoever sees the close sees the count.
 	if count {
 		c.stats.closed.WithLabelValues(grpclite.ReasonUnauthenticated).Inc()
 	}
+	_ = c.Conn.Close()
 }
 
 // end reports, as the connection's end is counted, whether it was closed

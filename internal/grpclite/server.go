@@ -288,8 +288,10 @@ func (s *Server) Serve(lis net.Listener) error {
 		}
 		if len(s.conns) >= s.cfg.MaxConnections {
 			s.mu.Unlock()
-			nc.Close()
+			// Counted before the close, so whoever sees the close sees
+			// the count.
 			s.cfg.Metrics.limits.WithLabelValues(LimitConnections).Inc()
+			nc.Close()
 			continue
 		}
 		c := newConn(s, nc)
