@@ -28,7 +28,9 @@ type Authenticator interface {
 // then reaches the server beyond the request headers. It is called from
 // many goroutines at once and must be quick. It returns an *AuthError.
 type Prechecker interface {
-	Precheck(ctx context.Context) error
+	// Precheck returns the identity the credential names; which node it
+	// is for is checked later, by Authenticate.
+	Precheck(ctx context.Context) (*Identity, error)
 }
 
 var _ Prechecker = (*TokenAuthenticator)(nil)
@@ -42,6 +44,9 @@ type AuthError struct {
 }
 
 func (e *AuthError) Error() string { return e.Msg }
+
+// errRevoked refuses a token on its mesh's revocation list.
+var errRevoked = &AuthError{codes.PermissionDenied, "revoked", "dataplane token revoked"}
 
 // GRPCStatus makes an AuthError a gRPC status error.
 func (e *AuthError) GRPCStatus() *status.Status { return status.New(e.Code, e.Msg) }
@@ -101,9 +106,17 @@ var _ Authenticator = (*TokenAuthenticator)(nil)
 
 // Precheck implements Prechecker: the stream must carry a valid dataplane
 // token, whichever node it turns out to be for.
-func (a *TokenAuthenticator) Precheck(ctx context.Context) error {
-	_, err := a.claims(ctx)
-	return err
+func (a *TokenAuthenticator) Precheck(ctx context.Context) (*Identity, error) {
+	claims, err := a.claims(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return identityOf(claims), nil
+}
+
+// identityOf is the identity a verified token names.
+func identityOf(claims *token.Claims) *Identity {
+	return &Identity{Mesh: claims.Mesh, Name: claims.Name, Tags: claims.Tags, TokenID: claims.ID, Expires: claims.ExpiresAt}
 }
 
 // claims verifies the dataplane token of ctx's metadata.
@@ -137,7 +150,7 @@ func (a *TokenAuthenticator) Authenticate(ctx context.Context, node *corev3.Node
 		// Signed before tags were checked at issue: never into a certificate.
 		return nil, &AuthError{codes.PermissionDenied, "bad_identity", "the dataplane token's tags cannot become a certificate: " + err.Error()}
 	}
-	id := &Identity{Mesh: claims.Mesh, Name: claims.Name, Tags: claims.Tags, TokenID: claims.ID, Expires: claims.ExpiresAt}
+	id := identityOf(claims)
 	if node.GetId() != id.NodeID() {
 		reason := "other_mesh"
 		if strings.HasPrefix(node.GetId(), claims.Mesh+".") {

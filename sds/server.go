@@ -39,6 +39,9 @@ type Secrets interface {
 	Watch(id *Identity, wake func()) Watch
 	// WhyNotServed says why mesh cannot be served now, or nil.
 	WhyNotServed(mesh string) error
+	// Revoked reports whether id's token is on its mesh's revocation
+	// list.
+	Revoked(id *Identity) bool
 }
 
 // Watch is one stream's registration with the serving state. Its methods
@@ -134,8 +137,8 @@ func (s *Server) Open(ctx context.Context, api xds.API, node *corev3.Node, ctl x
 	w := s.secrets.Watch(id, ctl.Wake)
 	if w.Revoked() {
 		w.Close()
-		s.metrics.authFailures.WithLabelValues("revoked").Inc()
-		return nil, status.Error(codes.PermissionDenied, "dataplane token revoked")
+		s.metrics.authFailures.WithLabelValues(errRevoked.Reason).Inc()
+		return nil, errRevoked
 	}
 	st := &stream{
 		s: s, id: id, api: api, ctl: ctl, w: w, connected: s.now(),
@@ -177,8 +180,8 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 	w := s.secrets.Watch(id, nil)
 	defer w.Close()
 	if w.Revoked() {
-		s.metrics.authFailures.WithLabelValues("revoked").Inc()
-		return nil, status.Error(codes.PermissionDenied, "dataplane token revoked")
+		s.metrics.authFailures.WithLabelValues(errRevoked.Reason).Inc()
+		return nil, errRevoked
 	}
 	names := xds.CanonNames(req.GetResourceNames())
 	s.countUnknown(names)
@@ -210,17 +213,23 @@ var PublicMethods = []string{
 
 // Authorize refuses, when its headers arrive and before any of its body is
 // read, a stream of an SDS or ADS method that carries no valid credential
-// (when the Authenticator is a Prechecker): it is the transports' header
-// hook (grpclite's Authorize, grpc-go's tap handle). The refusal is counted
+// or a revoked one (when the Authenticator is a Prechecker): it is the
+// transports' header hook (grpclite's Authorize, grpc-go's tap handle), and
+// what it admits marks the connection authenticated. The refusal is counted
 // by reason; it is logged at debug level only, as anyone can cause it.
 func (s *Server) Authorize(ctx context.Context, _ string) error {
 	pc, ok := s.auth.(Prechecker)
 	if !ok {
 		return nil
 	}
-	err := pc.Precheck(ctx)
+	id, err := pc.Precheck(ctx)
 	if err == nil {
-		return nil
+		if !s.secrets.Revoked(id) {
+			return nil
+		}
+		// Before the sources are synced no list is known: Open checks
+		// again once they are.
+		err = errRevoked
 	}
 	var ae *AuthError
 	if !errors.As(err, &ae) {

@@ -110,9 +110,9 @@ func (st *stream) Woken() error {
 		return nil
 	}
 	st.s.metrics.revokedClosures.Inc()
-	st.s.metrics.authFailures.WithLabelValues("revoked").Inc()
+	st.s.metrics.authFailures.WithLabelValues(errRevoked.Reason).Inc()
 	st.s.log.Info("closing stream of revoked token", LogMesh, st.id.Mesh, LogDataplane, st.id.Name)
-	return status.Error(codes.PermissionDenied, "dataplane token revoked")
+	return errRevoked
 }
 
 func (st *stream) Closed() {

@@ -151,7 +151,7 @@ func (w *Watch) Resource(name string) (xds.Resource, xds.Availability, error) {
 func (w *Watch) Held(t xds.Tag) { w.c.acked(w, t) }
 
 // Revoked reports whether the stream's token is revoked in its mesh.
-func (w *Watch) Revoked() bool { return w.c.revoked(w.id) }
+func (w *Watch) Revoked() bool { return w.c.Revoked(w.id) }
 
 // TakeChangedAt returns when the earliest change not yet served to the
 // stream happened, and forgets it: the start of a push's latency.
@@ -173,8 +173,8 @@ func (w *Watch) Cert() (serial string, notAfter time.Time, ok bool) {
 	return e.cert.Serial, e.cert.NotAfter, true
 }
 
-// revoked reports whether id's token is revoked in its mesh.
-func (c *Cache) revoked(id *sds.Identity) bool {
+// Revoked reports whether id's token is on its mesh's revocation list.
+func (c *Cache) Revoked(id *sds.Identity) bool {
 	if id.TokenID == "" {
 		return false
 	}

@@ -17,7 +17,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/meshsds/meshsds/internal/testing/sdstest"
 	"github.com/meshsds/meshsds/meshconfig/pki/pkitest"
 )
 
@@ -40,7 +43,7 @@ func rssKiB(t *testing.T, pid int) int {
 // attack opens a connection to addr and, with no token, opens 64
 // StreamSecrets streams that each announce a 1 MiB message and send part
 // of it, as fast as the server lets it, then waits on the socket.
-func attack(t *testing.T, addr string) net.Conn {
+func attack(t *testing.T, addr string, header ...[2]string) net.Conn {
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	require.NoError(t, err)
@@ -53,14 +56,14 @@ func attack(t *testing.T, addr string) net.Conn {
 	enc := hpack.NewEncoder(&hbuf)
 	for i := range 64 {
 		hbuf.Reset()
-		for _, f := range [][2]string{
+		for _, f := range append([][2]string{
 			{":method", "POST"},
 			{":scheme", "http"},
 			{":path", "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets"},
 			{":authority", "localhost"},
 			{"content-type", "application/grpc"},
 			{"te", "trailers"},
-		} {
+		}, header...) {
 			require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
 		}
 		id := uint32(2*i + 1)
@@ -132,6 +135,34 @@ func TestAuthenticatedConnectionsOutliveTheDeadline(t *testing.T) {
 				return strings.Contains(s.scrape(t), `meshsds_sds_connections_closed_total{reason="unauthenticated"} 1`)
 			}, 5*time.Second, 20*time.Millisecond, "only the unauthenticated connection was closed by the deadline")
 			require.Contains(t, s.scrape(t), "meshsds_sds_connections 1", "the data plane's connection is open")
+		})
+	}
+}
+
+// TestRevokedTokensAuthenticateNothing: a connection whose streams carry a
+// revoked token is refused at their headers and closed at the
+// unauthenticated deadline, as one without a token is; a stolen token
+// revoked by the operator cannot hold the server's connections.
+func TestRevokedTokensAuthenticateNothing(t *testing.T) {
+	for _, transport := range transportsToTest(t) {
+		t.Run(transport, func(t *testing.T) {
+			dir, _ := secretsDir(t)
+			s := start(t, dir, append(transportArgs(transport), "--sds-unauthenticated-timeout", "1s")...)
+			stolen := s.token(t, "default", "web-1", "web")
+			victim := sdstest.OpenStream(t, sdstest.Dial(t, s.sds, stolen), "default.web-1", false, "identity_cert")
+			victim.Expect()
+			writeAtomic(t, filepath.Join(dir, "default", "dataplane-token-revocations-default"), []byte(tokenID(t, stolen)+"\n"))
+			_, err := victim.Recv(10 * time.Second)
+			require.Equal(t, codes.PermissionDenied, status.Code(err), "the revocation is in force: %v", err)
+
+			nc := attack(t, s.sds, [2]string{"authorization", "Bearer " + stolen})
+			require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
+			_, err = io.Copy(io.Discard, nc)
+			var ne net.Error
+			require.False(t, errors.As(err, &ne) && ne.Timeout(), "the revoked token's connection was not closed at its deadline")
+			require.Eventually(t, func() bool {
+				return strings.Contains(s.scrape(t), `meshsds_sds_connections_closed_total{reason="unauthenticated"} 1`)
+			}, 5*time.Second, 20*time.Millisecond)
 		})
 	}
 }
