@@ -18,6 +18,26 @@ func envName(flag string) string {
 	return "MESHSDS_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
+// unknownEnv returns, sorted, the names of environ's MESHSDS_ variables
+// that set no flag of fs and are none of the CLI's: most likely misspelled
+// settings, which would otherwise be ignored without a word.
+func unknownEnv(fs *pflag.FlagSet, environ []string) []string {
+	known := map[string]bool{
+		envAPIURL: true, envCLIConfig: true,
+		envCACertFile: true, envClientCertFile: true, envClientKeyFile: true,
+	}
+	fs.VisitAll(func(f *pflag.Flag) { known[envName(f.Name)] = true })
+	var unknown []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "MESHSDS_") && !known[name] {
+			unknown = append(unknown, name)
+		}
+	}
+	sort.Strings(unknown)
+	return unknown
+}
+
 // applyLayers fills every flag the command line did not set, first from the
 // environment, then from the YAML config file (keys are flag names). Flags
 // win over the environment, which wins over the file. An unknown key in the

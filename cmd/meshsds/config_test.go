@@ -127,3 +127,22 @@ func TestSettingsErrorsSayWhereASettingCameFrom(t *testing.T) {
 	require.EqualError(t, err, "--sds-address-x and --sds-address are bad (--sds-address from MESHSDS_SDS_ADDRESS)")
 	require.NoError(t, withOrigin(nil, map[string]string{"sds-address": "MESHSDS_SDS_ADDRESS"}))
 }
+
+// TestMisspelledEnvironmentVariablesAreNamed: a MESHSDS_ variable that sets
+// no flag is reported (by name only: its value may be a password); the
+// serve flags' and the CLI's own variables, and other programs', are not.
+func TestMisspelledEnvironmentVariablesAreNamed(t *testing.T) {
+	cmd := newServeCommand()
+	got := unknownEnv(cmd.Flags(), []string{
+		"MESHSDS_SDS_ADRESS=127.0.0.1:1",
+		"MESHSDS_SECRETS_DIR=/a",
+		"MESHSDS_API_URL=http://x",
+		"MESHSDS_CONFIG=/c",
+		"MESHSDS_CLIENT_KEY_FILE=/k",
+		"MESHSDS_POSTGRESURL=postgres://u:pw@db/x",
+		"MESHSDS=1",
+		"HOME=/root",
+		"PATH_MESHSDS_X=1",
+	})
+	require.Equal(t, []string{"MESHSDS_POSTGRESURL", "MESHSDS_SDS_ADRESS"}, got)
+}

@@ -29,7 +29,8 @@ func serveCommand() (*cobra.Command, *daemon.Config, *string) {
 Every flag can also be set with the environment variable MESHSDS_<FLAG> (upper
 case, dashes as underscores, e.g. MESHSDS_SECRETS_DIR) or as a key of the YAML
 file given by --config (keys are the flag names). Flags win over the
-environment, which wins over the file.`,
+environment, which wins over the file. An unknown key in the file is an
+error; a MESHSDS_ variable that sets no flag is named in a warning.`,
 		Example: `  # the example mesh of the repository, SDS on 127.0.0.1:5677
   meshsds serve --secrets-dir examples/secrets --data-dir meshsds-data
 
@@ -50,6 +51,9 @@ environment, which wins over the file.`,
 				return withOrigin(err, origins)
 			}
 			log := daemon.NewLogger(&cfg, os.Stderr)
+			if unknown := unknownEnv(cmd.Flags(), os.Environ()); len(unknown) > 0 {
+				log.Warn("ignoring environment variables that set no flag of meshsds serve: misspelled?", "vars", unknown)
+			}
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			d, err := daemon.New(cmd.Context(), cfg, log, reg)
