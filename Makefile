@@ -97,7 +97,8 @@ bench-load: build
 		$(GO) test -count=1 -v -timeout 20m -run '^TestBenchReplicas$$' ./internal/loadgen/
 
 ## bench-replicas: only the replicas row of bench-load: three servers sharing
-## a throwaway PostgreSQL (pgtest), the fleet spread over them.
+## a throwaway PostgreSQL (pgtest), the fleet spread over them; last, one is
+## killed and the failover of its data planes measured.
 BENCH_REPLICA_DATAPLANES ?= 10000
 bench-replicas: build
 	$(GO) build -trimpath -o bin/meshsds-load ./cmd/meshsds-load

@@ -106,7 +106,11 @@ none are sent with --auth none.`,
 				in := bufio.NewReader(cmd.InOrStdin())
 				cfg.Pause = func(stage string, r *loadgen.Report) error {
 					emit(loadgen.Event{Event: "pause", Stage: stage, Report: r})
-					if !jsonOut {
+					switch {
+					case jsonOut:
+					case stage == loadgen.StageFailover:
+						fmt.Fprintln(out, "stop a server (one of --sds-address), then press enter: the report waits until its data planes are served again")
+					default:
 						fmt.Fprintf(out, "served %d data planes in %.2fs; press enter to %s\n", r.DataPlanes, r.StormSeconds, stage)
 					}
 					_, err := in.ReadString('\n')
@@ -163,6 +167,7 @@ none are sent with --auth none.`,
 	f.IntVar(&cfg.Rotations, "rotations", 1, "how many times to make both changes, ca and bundle (needs --mesh-dir)")
 	f.IntVar(&cfg.Fleet.Concurrency, "concurrency", 2000, "data planes connecting at once (dialed and not yet holding both secrets)")
 	f.StringVar(&cfg.Fleet.Client, "client", loadgen.ClientH2, "gRPC client: h2 (gRPC over x/net/http2, light) or grpc-go (a ClientConn per data plane)")
+	f.BoolVar(&cfg.Fleet.Reconnect, "reconnect", false, "a data plane whose stream ends reconnects to the next --sds-address after a backoff, as Envoy does, and the report measures the failover (with --pause, the last pause is for stopping a server); without it an ended stream is an error")
 	f.DurationVar(&cfg.Timeout, "timeout", 60*time.Second, "limit of each phase (storm, each change)")
 	f.DurationVar(&duration, "max-duration", 10*time.Minute, "limit of the whole run")
 	f.BoolVar(&pause, "pause", false, "wait for a line on stdin after the storm and before each change")
@@ -179,6 +184,10 @@ func printReport(w io.Writer, r *loadgen.Report) {
 			fmt.Fprintf(w, "%-6s change, identity_cert: p50 %.3fs p99 %.3fs max %.3fs (%d secrets, %d missing)\n", c.Kind, c.Identity.P50, c.Identity.P99, c.Identity.Max, c.Identity.Count, c.Missing)
 		}
 		fmt.Fprintf(w, "%-6s change, mesh_ca:       p50 %.3fs p99 %.3fs max %.3fs (%d secrets, %d unexpected other pushes)\n", c.Kind, c.Bundle.P50, c.Bundle.P99, c.Bundle.Max, c.Bundle.Count, c.Unexpected)
+	}
+	if fo := r.Failover; fo != nil {
+		fmt.Fprintf(w, "failover: %d connections lost, %d data planes served again: p50 %.3fs p99 %.3fs max %.3fs; %d still down\n",
+			fo.Reconnects, fo.Served.Count, fo.Served.P50, fo.Served.P99, fo.Served.Max, fo.Down)
 	}
 	fmt.Fprintf(w, "errors %d, NACKs %d, secrets not from the new CA %d\n", r.Errors, r.NACKs, r.CheckFailures)
 	if r.FirstError != "" {

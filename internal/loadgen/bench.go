@@ -175,53 +175,17 @@ func benchOne(ctx context.Context, cfg BenchConfig, n int) (*BenchRow, error) {
 	if cfg.ProfileDir != "" {
 		args = append(args, "--cpu-profile", filepath.Join(cfg.ProfileDir, fmt.Sprintf("cpu-load-%d.pprof", n)))
 	}
-	load := exec.CommandContext(ctx, cfg.Load, args...)
-	load.Stderr = cfg.Log
-	stdin, err := load.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := load.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
 	var stormProfile chan error
 	if cfg.ProfileDir != "" {
 		stormProfile = srv.profile(filepath.Join(cfg.ProfileDir, fmt.Sprintf("cpu-storm-%d.pprof", n)), "profile?seconds=8")
 	}
-	if err := load.Start(); err != nil {
-		return nil, fmt.Errorf("starting the load generator: %w", err)
+	load, err := startLoad(ctx, cfg, args)
+	if err != nil {
+		return nil, err
 	}
-	defer func() {
-		// Let it close its streams and write its profile, then make sure.
-		// (Wait only now: it closes stdout, which is read until here.)
-		_ = stdin.Close()
-		loadExited := make(chan struct{})
-		go func() { _ = load.Wait(); close(loadExited) }()
-		select {
-		case <-loadExited:
-		case <-time.After(30 * time.Second):
-			_ = load.Process.Kill()
-			<-loadExited
-		}
-	}()
-	events := bufio.NewScanner(stdout)
-	events.Buffer(make([]byte, 1<<20), 1<<20)
-	next := func() (*Event, error) {
-		if !events.Scan() {
-			if err := events.Err(); err != nil {
-				return nil, err
-			}
-			return nil, errors.New("load generator ended early")
-		}
-		var ev Event
-		if err := json.Unmarshal(events.Bytes(), &ev); err != nil {
-			return nil, fmt.Errorf("load generator said %q: %w", events.Text(), err)
-		}
-		return &ev, nil
-	}
+	defer load.close()
 
-	ev, err := next()
+	ev, err := load.next()
 	if err != nil {
 		return nil, err
 	}
@@ -275,10 +239,10 @@ func benchOne(ctx context.Context, cfg BenchConfig, n int) (*BenchRow, error) {
 			time.Sleep(200 * time.Millisecond) // the profile has started
 		}
 		logf("change %s", ev.Stage)
-		if _, err := io.WriteString(stdin, "go\n"); err != nil {
+		if err := load.resume(); err != nil {
 			return nil, err
 		}
-		if ev, err = next(); err != nil {
+		if ev, err = load.next(); err != nil {
 			return nil, err
 		}
 		if prof != nil {
@@ -303,6 +267,69 @@ func benchOne(ctx context.Context, cfg BenchConfig, n int) (*BenchRow, error) {
 		IdleCPUSeconds: cpu1 - cpu0, IdleCPUWindow: cfg.IdleCPU.Seconds(),
 		Server: serverStats, Report: ev.Report,
 	}, nil
+}
+
+// loadProcess is the load generator run with --pause --json: its events
+// are read one at a time, and resume ends a pause.
+type loadProcess struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	events *bufio.Scanner
+}
+
+func startLoad(ctx context.Context, cfg BenchConfig, args []string) (*loadProcess, error) {
+	cmd := exec.CommandContext(ctx, cfg.Load, args...)
+	cmd.Stderr = cfg.Log
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the load generator: %w", err)
+	}
+	events := bufio.NewScanner(stdout)
+	events.Buffer(make([]byte, 1<<20), 1<<20)
+	return &loadProcess{cmd: cmd, stdin: stdin, events: events}, nil
+}
+
+// next returns the next event.
+func (p *loadProcess) next() (*Event, error) {
+	if !p.events.Scan() {
+		if err := p.events.Err(); err != nil {
+			return nil, err
+		}
+		return nil, errors.New("load generator ended early")
+	}
+	var ev Event
+	if err := json.Unmarshal(p.events.Bytes(), &ev); err != nil {
+		return nil, fmt.Errorf("load generator said %q: %w", p.events.Text(), err)
+	}
+	return &ev, nil
+}
+
+// resume ends the current pause.
+func (p *loadProcess) resume() error {
+	_, err := io.WriteString(p.stdin, "go\n")
+	return err
+}
+
+// close lets the load generator close its streams and write its profile,
+// then makes sure it is gone. (It waits only now: the process closes
+// stdout, which is read until here.)
+func (p *loadProcess) close() {
+	_ = p.stdin.Close()
+	exited := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-exited
+	}
 }
 
 // Event is a line the load generator prints with --json.
@@ -575,5 +602,11 @@ func PrintTable(w io.Writer, rows []BenchRow) {
 			size, rep.Streams, r.PerDPKiB, rep.StormSeconds,
 			id.P50, id.P99, id.Max, bundle.P50, bundle.P99, bundle.Max,
 			idle, rep.Errors+rep.CheckFailures, rep.NACKs)
+	}
+	for _, r := range rows {
+		if fo := r.Report.Failover; fo != nil {
+			fmt.Fprintf(w, "\n%d on %d replicas, one killed: %d data planes served again by the others in p50 / p99 / max %.2f / %.2f / %.2f s, %d still down\n",
+				r.DataPlanes, r.Replicas, fo.Served.Count, fo.Served.P50, fo.Served.P99, fo.Served.Max, fo.Down)
+		}
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -111,7 +113,20 @@ type Config struct {
 	// Client is the gRPC client implementation: ClientH2 (default) or
 	// ClientGRPCGo.
 	Client string
+	// Reconnect makes a data plane whose stream ends reconnect as Envoy
+	// does: it closes its connection, waits a jittered backoff and dials
+	// the next address of Addr, until it holds both secrets again. Its
+	// streams' ends are then counted by Failover, not by Errors.
+	Reconnect bool
 }
+
+// Reconnection backoff: Envoy's default for xDS streams starts at 500 ms
+// (jittered) and grows to 30 s; this one is shorter, to measure failover
+// rather than wait for it.
+const (
+	reconnectBase = 100 * time.Millisecond
+	reconnectMax  = 2 * time.Second
+)
 
 // Clients.
 const (
@@ -124,8 +139,11 @@ const (
 // Fleet is a running set of simulated data planes.
 type Fleet struct {
 	cfg   Config
-	conns []io.Closer
 	slots []*slot
+
+	connMu sync.Mutex
+	conns  []io.Closer // by data plane
+	closed bool        // by Close: a connection made after is closed at once
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -142,6 +160,25 @@ type Fleet struct {
 	nacks    atomic.Int64
 	errMu    sync.Mutex
 	firstErr error
+
+	// With Config.Reconnect.
+	dps        []dpState
+	reconnects atomic.Int64
+	failMu     sync.Mutex
+	failover   []time.Duration // from a connection's loss until served again
+}
+
+// dpState is a data plane's connection, as Config.Reconnect replaces it.
+type dpState struct {
+	mu sync.Mutex
+	// gen numbers the data plane's connections; the end of a stream of an
+	// older one is ignored.
+	gen   int
+	tries int       // dials so far: the next goes to address dp+tries
+	down  time.Time // when the connection was lost, until served again
+	// waiting is, by Kind, whether a secret is still to arrive on the new
+	// connection.
+	waiting [2]bool
 }
 
 type connecting struct {
@@ -227,6 +264,9 @@ func Start(ctx context.Context, cfg Config) (*Fleet, time.Time, error) {
 	}
 	fctx, cancel := context.WithCancel(ctx)
 	f := &Fleet{cfg: cfg, conns: make([]io.Closer, cfg.DataPlanes), ctx: fctx, cancel: cancel}
+	if cfg.Reconnect {
+		f.dps = make([]dpState, cfg.DataPlanes)
+	}
 	for i := range cfg.DataPlanes {
 		f.slots = append(f.slots, &slot{dp: i, kind: KindIdentity, name: NameIdentity}, &slot{dp: i, kind: KindBundle, name: NameBundle})
 	}
@@ -247,7 +287,7 @@ func Start(ctx context.Context, cfg Config) (*Fleet, time.Time, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := f.connect(i); err != nil {
+			if err := f.connect(i, 0, f.addr(i)); err != nil {
 				dialErr.CompareAndSwap(nil, &err)
 				f.release(i)
 			}
@@ -309,8 +349,9 @@ func (f *Fleet) streamsOf(id, bundle *slot) []streamOpen {
 	return []streamOpen{{methodADSDelta, []*slot{id, bundle}}}
 }
 
-// connect dials data plane i and opens its streams.
-func (f *Fleet) connect(i int) error {
+// connect dials data plane i at addr and opens its streams, which belong to
+// its connection gen.
+func (f *Fleet) connect(i, gen int, addr string) error {
 	token := ""
 	if f.cfg.Token != nil {
 		token = f.cfg.Token(i)
@@ -322,11 +363,13 @@ func (f *Fleet) connect(i int) error {
 		delta func(method string) (deltaStream, error)
 	)
 	if f.cfg.Client == ClientGRPCGo {
-		conn, err := f.dialGRPC(f.addr(i), token)
+		conn, err := f.dialGRPC(addr, token)
 		if err != nil {
 			return err
 		}
-		f.conns[i] = conn
+		if !f.setConn(i, conn) {
+			return f.ctx.Err()
+		}
 		sotw = func(method string) (sotwStream, error) {
 			if method == methodADS {
 				return discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(f.ctx)
@@ -340,13 +383,14 @@ func (f *Fleet) connect(i int) error {
 			return secretv3.NewSecretDiscoveryServiceClient(conn).DeltaSecrets(f.ctx)
 		}
 	} else {
-		addr := f.addr(i)
 		conn, err := dialH2(f.ctx, addr, token)
 		if err != nil {
 			return fmt.Errorf("dialing %s: %w", addr, err)
 		}
-		f.conns[i] = conn
-		return f.openH2(conn, node, id, bundle)
+		if !f.setConn(i, conn) {
+			return f.ctx.Err()
+		}
+		return f.openH2(conn, node, gen, id, bundle)
 	}
 	opens := f.streamsOf(id, bundle)
 	for _, o := range opens {
@@ -355,12 +399,12 @@ func (f *Fleet) connect(i int) error {
 		if o.method == methodSotW || o.method == methodADS {
 			var st sotwStream
 			if st, err = sotw(o.method); err == nil {
-				err = runStream(f, st, sotwFirst(node, o.slots), f.sotwAnswer(o.slots), dp)
+				err = runStream(f, st, sotwFirst(node, o.slots), f.sotwAnswer(o.slots), dp, gen)
 			}
 		} else {
 			var st deltaStream
 			if st, err = delta(o.method); err == nil {
-				err = runStream(f, st, deltaFirst(node, o.slots), f.deltaAnswer(o.slots), dp)
+				err = runStream(f, st, deltaFirst(node, o.slots), f.deltaAnswer(o.slots), dp, gen)
 			}
 		}
 		if err != nil {
@@ -368,6 +412,20 @@ func (f *Fleet) connect(i int) error {
 		}
 	}
 	return nil
+}
+
+// setConn records data plane i's connection for Close, or closes it and
+// returns false when the fleet is closed already.
+func (f *Fleet) setConn(i int, c io.Closer) bool {
+	f.connMu.Lock()
+	if f.closed {
+		f.connMu.Unlock()
+		_ = c.Close()
+		return false
+	}
+	f.conns[i] = c
+	f.connMu.Unlock()
+	return true
 }
 
 // addr is the SDS address data plane i connects to: the addresses of
@@ -406,7 +464,7 @@ func namesOf(slots []*slot) []string {
 
 // runStream sends the first request of a grpc-go stream and runs its
 // receive loop in a goroutine, answering each response as answer does.
-func runStream[Req, Resp any](f *Fleet, s bidiStream[Req, Resp], first Req, answer func(Resp) Req, dp int) error {
+func runStream[Req, Resp any](f *Fleet, s bidiStream[Req, Resp], first Req, answer func(Resp) Req, dp, gen int) error {
 	if err := s.Send(first); err != nil {
 		return fmt.Errorf("sending first request: %w", err)
 	}
@@ -419,7 +477,7 @@ func runStream[Req, Resp any](f *Fleet, s bidiStream[Req, Resp], first Req, answ
 				err = s.Send(answer(resp))
 			}
 			if err != nil {
-				f.streamEnded(dp, err)
+				f.streamEnded(dp, gen, err)
 				return
 			}
 		}
@@ -490,7 +548,7 @@ func (f *Fleet) deltaAnswer(slots []*slot) func(*discoveryv3.DeltaDiscoveryRespo
 // openH2 opens a data plane's streams on its h2 connection. They need no
 // goroutine: each response is answered on the connection's reading
 // goroutine.
-func (f *Fleet) openH2(conn *h2Conn, node *corev3.Node, id, bundle *slot) error {
+func (f *Fleet) openH2(conn *h2Conn, node *corev3.Node, gen int, id, bundle *slot) error {
 	opens := f.streamsOf(id, bundle)
 	for _, o := range opens {
 		var (
@@ -509,11 +567,11 @@ func (f *Fleet) openH2(conn *h2Conn, node *corev3.Node, id, bundle *slot) error 
 				err = st.send(req)
 			}
 			if err != nil {
-				f.streamEnded(o.slots[0].dp, fmt.Errorf("answering a response: %w", err))
+				f.streamEnded(o.slots[0].dp, gen, fmt.Errorf("answering a response: %w", err))
 			}
 		}
 		var err error
-		if st, err = conn.open(o.method, onMessage, func(err error) { f.streamEnded(o.slots[0].dp, err) }); err != nil {
+		if st, err = conn.open(o.method, onMessage, func(err error) { f.streamEnded(o.slots[0].dp, gen, err) }); err != nil {
 			return fmt.Errorf("opening stream: %w", err)
 		}
 		if err := st.send(first); err != nil {
@@ -598,17 +656,25 @@ func (f *Fleet) observe(sl *slot, h held, now time.Time) {
 	if count && ph == f.storm && f.connecting[sl.dp].left.Add(-1) == 0 {
 		f.release(sl.dp)
 	}
+	if f.dps != nil {
+		f.servedAgain(sl, now)
+	}
 	if count && ph.pending.Add(-1) == 0 {
 		close(ph.done)
 	}
 }
 
-// streamEnded counts a stream that ended other than by Close: whatever
-// the reason, even a cancellation, a stream gone in the middle of a run is
-// an error, not a secret that was merely slow to change.
-func (f *Fleet) streamEnded(dp int, err error) {
+// streamEnded counts a stream of connection gen that ended other than by
+// Close: whatever the reason, even a cancellation, a stream gone in the
+// middle of a run is an error, not a secret that was merely slow to change;
+// with Config.Reconnect, its data plane reconnects instead.
+func (f *Fleet) streamEnded(dp, gen int, err error) {
 	f.release(dp) // it will not be served: let another one connect
 	if f.ctx.Err() != nil {
+		return
+	}
+	if f.dps != nil {
+		f.lost(dp, gen)
 		return
 	}
 	if err == nil || errors.Is(err, io.EOF) {
@@ -620,6 +686,124 @@ func (f *Fleet) streamEnded(dp int, err error) {
 		f.firstErr = fmt.Errorf("%w (at %s)", err, time.Now().UTC().Format("15:04:05.000"))
 	}
 	f.errMu.Unlock()
+}
+
+// lost starts data plane dp's reconnection, once per connection gen.
+func (f *Fleet) lost(dp, gen int) {
+	st := &f.dps[dp]
+	st.mu.Lock()
+	if gen != st.gen {
+		st.mu.Unlock() // a stream of a connection replaced already
+		return
+	}
+	st.gen++
+	if st.down.IsZero() {
+		st.down = time.Now()
+	}
+	st.waiting = [2]bool{true, true}
+	st.mu.Unlock()
+	f.reconnects.Add(1)
+	f.wg.Add(1) // Close waits for it; lost runs on a goroutine it waits for too
+	go f.reconnect(dp)
+}
+
+// reconnect replaces data plane dp's lost connection: it closes it, then
+// dials the next address after a backoff until its streams are open.
+func (f *Fleet) reconnect(dp int) {
+	defer f.wg.Done()
+	f.connMu.Lock()
+	old := f.conns[dp]
+	f.conns[dp] = nil
+	f.connMu.Unlock()
+	if old != nil {
+		_ = old.Close()
+	}
+	st := &f.dps[dp]
+	for attempt := 0; ; attempt++ {
+		backoff := min(reconnectBase<<min(attempt, 10), reconnectMax)
+		select {
+		case <-f.ctx.Done():
+			return
+		case <-time.After(backoff/2 + rand.N(backoff/2)):
+		}
+		st.mu.Lock()
+		st.tries++
+		gen, addr := st.gen, f.addr(dp+st.tries)
+		st.mu.Unlock()
+		err := f.connect(dp, gen, addr)
+		if err == nil || f.ctx.Err() != nil {
+			return
+		}
+		st.mu.Lock()
+		if st.gen != gen {
+			// A stream of this attempt opened and ended: its lost
+			// started the next reconnection.
+			st.mu.Unlock()
+			return
+		}
+		// The attempt's generation is over: a stream of it that did open
+		// must not start another reconnection.
+		st.gen++
+		st.mu.Unlock()
+		f.connMu.Lock()
+		failed := f.conns[dp]
+		f.conns[dp] = nil
+		f.connMu.Unlock()
+		if failed != nil {
+			_ = failed.Close()
+		}
+	}
+}
+
+// servedAgain records that sl's data plane received sl's secret, and the
+// failover delay once a reconnected data plane holds both again.
+func (f *Fleet) servedAgain(sl *slot, now time.Time) {
+	st := &f.dps[sl.dp]
+	st.mu.Lock()
+	if st.down.IsZero() || !st.waiting[sl.kind] {
+		st.mu.Unlock()
+		return
+	}
+	st.waiting[sl.kind] = false
+	var d time.Duration
+	done := !st.waiting[KindIdentity] && !st.waiting[KindBundle]
+	if done {
+		d, st.down = now.Sub(st.down), time.Time{}
+	}
+	st.mu.Unlock()
+	if done {
+		f.failMu.Lock()
+		f.failover = append(f.failover, d)
+		f.failMu.Unlock()
+	}
+}
+
+// FailoverResult is what Config.Reconnect measured: how many connections
+// were lost and replaced, how many data planes are still without one that
+// served them, and the delays from a loss until both secrets were served
+// again.
+type FailoverResult struct {
+	Reconnects int       `json:"reconnects"`
+	Down       int       `json:"down"`
+	Served     Latencies `json:"served"`
+}
+
+// Failover reports the reconnections so far.
+func (f *Fleet) Failover() FailoverResult {
+	r := FailoverResult{Reconnects: int(f.reconnects.Load())}
+	for i := range f.dps {
+		st := &f.dps[i]
+		st.mu.Lock()
+		if !st.down.IsZero() {
+			r.Down++
+		}
+		st.mu.Unlock()
+	}
+	f.failMu.Lock()
+	ds := slices.Clone(f.failover)
+	f.failMu.Unlock()
+	r.Served = summarize(ds)
+	return r
 }
 
 // Mark starts a new phase: from now on Wait waits until every secret of
@@ -752,7 +936,12 @@ func (f *Fleet) Streams() int {
 // Close ends every stream and connection and waits for the receive loops.
 func (f *Fleet) Close() {
 	f.cancel()
-	for _, c := range f.conns {
+	f.connMu.Lock()
+	f.closed = true
+	conns := f.conns
+	f.conns = make([]io.Closer, len(conns))
+	f.connMu.Unlock()
+	for _, c := range conns {
 		if c != nil {
 			_ = c.Close()
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type server struct {
 	addr, secretsDir, keyFile string
 	cache                     *cache.Cache
+	stop                      func() // closes its connections; idempotent
 }
 
 func startInProcess(t *testing.T, withTokens, withSource bool) *server {
@@ -71,12 +73,16 @@ func startInProcess(t *testing.T, withTokens, withSource bool) *server {
 	} else {
 		done <- struct{}{}
 	}
-	t.Cleanup(func() {
-		cancel()
-		gs.Stop()
-		<-done
-		<-done
-	})
+	var once sync.Once
+	s.stop = func() {
+		once.Do(func() {
+			cancel()
+			gs.Stop()
+			<-done
+			<-done
+		})
+	}
+	t.Cleanup(s.stop)
 	return s
 }
 
@@ -166,6 +172,98 @@ func testRefusedTokens(t *testing.T, client string) {
 	require.Error(t, err)
 	require.Equal(t, 4, r.Errors)
 	require.Contains(t, r.FirstError, "Unauthenticated")
+}
+
+// TestReconnectFailsOverToTheOtherReplica: with Reconnect, the data planes
+// of a server that goes away reconnect to the next address and are served
+// there, which Failover measures; none is counted as an error.
+func TestReconnectFailsOverToTheOtherReplica(t *testing.T) {
+	for _, tc := range []struct {
+		api    API
+		client string
+	}{
+		{APISotW, ClientH2},
+		{APIADSDelta, ClientH2},
+		{APISotW, ClientGRPCGo},
+	} {
+		t.Run(string(tc.api)+" "+tc.client, func(t *testing.T) {
+			a, b := startInProcess(t, false, true), startInProcess(t, false, true)
+			caB, err := LoadMeshCA(filepath.Join(b.secretsDir, "default"))
+			require.NoError(t, err)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			fleet, start, err := Start(ctx, Config{Addr: a.addr + "," + b.addr, DataPlanes: 10, API: tc.api, Client: tc.client, Reconnect: true})
+			require.NoError(t, err)
+			defer fleet.Close()
+			require.Zero(t, fleet.Wait(ctx, start).Missing)
+			bad, _ := fleet.Check(HeldBy(caB))
+			require.Equal(t, 10, bad, "half of the data planes, on a, hold a's secrets")
+
+			a.stop()
+			require.Eventually(t, func() bool {
+				f := fleet.Failover()
+				return f.Served.Count == 5 && f.Down == 0
+			}, 15*time.Second, 20*time.Millisecond, "a's data planes were not served again: %+v", fleet.Failover())
+			got := fleet.Failover()
+			t.Logf("failover: %+v", got)
+			require.GreaterOrEqual(t, got.Reconnects, 5)
+			require.LessOrEqual(t, got.Served.Max, 15.0)
+			bad, first := fleet.Check(HeldBy(caB))
+			require.Zero(t, bad, "every data plane holds b's secrets: %v", first)
+			n, firstErr := fleet.Errors()
+			require.Zero(t, n, "a lost connection is not an error with Reconnect: %v", firstErr)
+		})
+	}
+}
+
+// TestRunMeasuresFailover: with Reconnect, Run's last pause lets the caller
+// stop a server, and the report has the failover of its data planes.
+func TestRunMeasuresFailover(t *testing.T) {
+	a, b := startInProcess(t, false, true), startInProcess(t, false, true)
+	var stages []string
+	r, err := Run(context.Background(), RunConfig{
+		Fleet:   Config{Addr: a.addr + "," + b.addr, DataPlanes: 6, Reconnect: true},
+		Timeout: 15 * time.Second,
+		Pause: func(stage string, _ *Report) error {
+			stages = append(stages, stage)
+			if stage == StageFailover {
+				a.stop()
+			}
+			return nil
+		},
+	})
+	require.NoError(t, err)
+	require.Equal(t, []string{StageFailover}, stages)
+	require.NotNil(t, r.Failover)
+	require.Equal(t, 3, r.Failover.Served.Count, "a's three data planes")
+	require.Zero(t, r.Failover.Down)
+	require.Zero(t, r.Errors, r.FirstError)
+
+	// Servers of different CAs (no shared store): the check after the
+	// failover finds data planes holding the other trust.
+	d, e := startInProcess(t, false, true), startInProcess(t, false, true)
+	r, err = Run(context.Background(), RunConfig{
+		Fleet:   Config{Addr: d.addr + "," + e.addr, DataPlanes: 2, Reconnect: true},
+		MeshDir: filepath.Join(d.secretsDir, "default"),
+		Timeout: 15 * time.Second,
+		Pause: func(stage string, _ *Report) error {
+			if stage == StageFailover {
+				d.stop()
+			}
+			return nil
+		},
+	})
+	require.ErrorContains(t, err, "not from the current CA")
+	require.Positive(t, r.CheckFailures)
+
+	// Nothing stopped: the wait ends at the timeout, with an error.
+	c := startInProcess(t, false, true)
+	_, err = Run(context.Background(), RunConfig{
+		Fleet:   Config{Addr: c.addr, DataPlanes: 1, Reconnect: true},
+		Timeout: 300 * time.Millisecond,
+		Pause:   func(string, *Report) error { return nil },
+	})
+	require.ErrorContains(t, err, "no connection was lost")
 }
 
 func TestDecodeRefusesWhatEnvoyRefuses(t *testing.T) {

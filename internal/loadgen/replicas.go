@@ -1,12 +1,9 @@
 package loadgen
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,7 +17,9 @@ import (
 // the fleet is spread over all of them, and the changes go through the
 // first one, so that a change's fan-out includes its propagation to the
 // other replicas and the CA change phases they go through together. RSS
-// is the sum over the replicas; idle CPU is not measured.
+// is the sum over the replicas; idle CPU is not measured. Last, the last
+// replica is killed (SIGKILL) and the failover of its data planes to the
+// others is measured.
 func benchReplicas(ctx context.Context, cfg BenchConfig, n int) (*BenchRow, error) {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(cfg.Log, "bench %d on %d replicas: "+format+"\n", append([]any{n, cfg.Replicas}, args...)...)
@@ -85,8 +84,9 @@ func benchReplicas(ctx context.Context, cfg BenchConfig, n int) (*BenchRow, erro
 	}
 	args := []string{
 		"run", "--sds-address", strings.Join(addrs, ","), "--dataplanes", strconv.Itoa(n), "--api", string(cfg.API),
-		"--mesh-dir", filepath.Join(stateDir, "default"), "--admin-url", admin, "--rotations", "1", "--json",
+		"--mesh-dir", filepath.Join(stateDir, "default"), "--admin-url", admin, "--rotations", "1",
 		"--signing-key", filepath.Join(first.dataDir, token.SigningKeyFile),
+		"--reconnect", "--pause", "--json",
 	}
 	if cfg.Concurrency > 0 {
 		args = append(args, "--concurrency", strconv.Itoa(cfg.Concurrency))
@@ -95,45 +95,46 @@ func benchReplicas(ctx context.Context, cfg BenchConfig, n int) (*BenchRow, erro
 		args = append(args, "--client", cfg.Client)
 	}
 	logf("running the load generator")
-	ev, err := runLoad(ctx, cfg, args)
+	load, err := startLoad(ctx, cfg, args)
 	if err != nil {
 		return nil, err
 	}
+	defer load.close()
 	var loaded int64
-	for _, s := range servers {
-		s.gc()
-		rss, err := readRSS(s.cmd.Process.Pid)
+	for {
+		ev, err := load.next()
 		if err != nil {
 			return nil, err
 		}
-		loaded += rss
-	}
-	return &BenchRow{
-		DataPlanes: n, API: string(cfg.API), Replicas: cfg.Replicas, IdleRSS: idle, LoadedRSS: loaded,
-		PerDPKiB: float64(loaded-idle) / 1024 / float64(n), Report: ev.Report,
-	}, nil
-}
-
-// runLoad runs the load generator with args (which include --json, not
-// --pause) to its end and returns its last event, "done".
-func runLoad(ctx context.Context, cfg BenchConfig, args []string) (*Event, error) {
-	load := exec.CommandContext(ctx, cfg.Load, args...)
-	load.Stderr = cfg.Log
-	out, err := load.Output()
-	var last *Event
-	for line := range bytes.SplitSeq(bytes.TrimSpace(out), []byte("\n")) {
-		var ev Event
-		if json.Unmarshal(line, &ev) == nil {
-			last = &ev
+		switch {
+		case ev.Event == "done":
+			return &BenchRow{
+				DataPlanes: n, API: string(cfg.API), Replicas: cfg.Replicas, IdleRSS: idle, LoadedRSS: loaded,
+				PerDPKiB: float64(loaded-idle) / 1024 / float64(n), Report: ev.Report,
+			}, nil
+		case ev.Event != "pause":
+			return nil, fmt.Errorf("load generator: %s %s", ev.Event, ev.Error)
+		case ev.Stage == StageFailover:
+			// Memory with the fleet connected, before a replica is lost.
+			for _, s := range servers {
+				s.gc()
+				rss, err := readRSS(s.cmd.Process.Pid)
+				if err != nil {
+					return nil, err
+				}
+				loaded += rss
+			}
+			last := servers[len(servers)-1]
+			logf("killing replica %d (SIGKILL)", len(servers)-1)
+			if err := last.cmd.Process.Kill(); err != nil {
+				return nil, err
+			}
+		default:
+			logf("%s", ev.Stage)
+			time.Sleep(time.Second) // the previous change is over
+		}
+		if err := load.resume(); err != nil {
+			return nil, err
 		}
 	}
-	switch {
-	case last == nil && err != nil:
-		return nil, fmt.Errorf("load generator: %w", err)
-	case last == nil:
-		return nil, errors.New("load generator printed no report")
-	case last.Event != "done":
-		return nil, fmt.Errorf("load generator: %s %s", last.Event, last.Error)
-	}
-	return last, nil
 }

@@ -39,9 +39,14 @@ type RunConfig struct {
 	Timeout time.Duration
 	// Pause is called after the storm and before each change, with the
 	// report so far; the bench driver uses it to measure the server in
-	// between. Nil does not pause.
+	// between. Nil does not pause. With Fleet.Reconnect it is called last
+	// at stage "failover", for the caller to stop a server: Run then waits
+	// until every data plane that lost its connection is served again.
 	Pause func(stage string, r *Report) error
 }
+
+// StageFailover is the last pause with Config.Reconnect.
+const StageFailover = "failover"
 
 // Change kinds.
 const (
@@ -79,6 +84,9 @@ type Report struct {
 	Errors            int    `json:"errors"`
 	FirstError        string `json:"firstError,omitempty"`
 	NACKs             int    `json:"nacks"`
+	// Failover is what the fleet's reconnections measured, with
+	// Config.Reconnect.
+	Failover *FailoverResult `json:"failover,omitempty"`
 }
 
 // Change returns the first result of kind, if any.
@@ -127,7 +135,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 		return r, fmt.Errorf("%d of %d secrets not served within %s", r.Storm.Missing, len(fleet.slots), cfg.Timeout)
 	}
 	if cfg.MeshDir == "" {
-		return r, nil
+		return r, awaitFailover(ctx, cfg, fleet, r, nil)
 	}
 
 	for n := range cfg.Rotations {
@@ -175,7 +183,51 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 			}
 		}
 	}
-	return r, nil
+	return r, awaitFailover(ctx, cfg, fleet, r, current)
+}
+
+// awaitFailover, with Reconnect and Pause, pauses at StageFailover and
+// then waits until a connection was lost and every data plane that lost
+// one is served again, and checks, when current is known, that the fleet
+// holds its secrets: the others serve the same trust.
+func awaitFailover(ctx context.Context, cfg RunConfig, fleet *Fleet, r *Report, current *MeshCA) error {
+	if !cfg.Fleet.Reconnect || cfg.Pause == nil {
+		return nil
+	}
+	if err := cfg.Pause(StageFailover, r); err != nil {
+		return err
+	}
+	deadline := time.After(cfg.Timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		r.fill(fleet)
+		fo := r.Failover
+		if fo.Reconnects > 0 && fo.Down == 0 {
+			if current == nil {
+				return nil
+			}
+			bad, first := fleet.Check(HeldBy(current))
+			r.CheckFailures += bad
+			if first != nil && r.FirstCheckFailure == "" {
+				r.FirstCheckFailure = first.Error()
+			}
+			if bad > 0 {
+				return fmt.Errorf("failover: %d secrets not from the current CA, the first: %w", bad, first)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline:
+			if fo.Reconnects == 0 {
+				return fmt.Errorf("failover: no connection was lost within %s", cfg.Timeout)
+			}
+			return fmt.Errorf("failover: %d data planes not served again within %s", fo.Down, cfg.Timeout)
+		case <-tick.C:
+		}
+	}
 }
 
 func (r *Report) fill(f *Fleet) {
@@ -185,6 +237,10 @@ func (r *Report) fill(f *Fleet) {
 		r.FirstError = err.Error()
 	}
 	r.NACKs = f.NACKs()
+	if f.cfg.Reconnect {
+		fo := f.Failover()
+		r.Failover = &fo
+	}
 }
 
 // MintTokens signs one dataplane token per data plane of cfg, in parallel,
