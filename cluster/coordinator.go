@@ -420,8 +420,12 @@ func (c *Coordinator) abandon(ctx context.Context, changes map[string]*change, a
 		next.Phase, next.PhaseStarted, next.Abandoned = cache.PhaseSteady, now, true
 		if c.setChange(ctx, mesh, &next, ch.version) {
 			c.log.Info("CA change: no replica is in it any more; it is over", sds.LogMesh, mesh)
-			*ch = next
-			ch.version++
+			next.version++
+			// changes is c.changes, which Shared reads: replaced under
+			// the lock, never changed in place.
+			c.mu.Lock()
+			changes[mesh] = &next
+			c.mu.Unlock()
 		}
 	}
 }
