@@ -465,7 +465,9 @@ func namesOf(slots []*slot) []string {
 // runStream sends the first request of a grpc-go stream and runs its
 // receive loop in a goroutine, answering each response as answer does.
 func runStream[Req, Resp any](f *Fleet, s bidiStream[Req, Resp], first Req, answer func(Resp) Req, dp, gen int) error {
-	if err := s.Send(first); err != nil {
+	// io.EOF: the server ended the stream already (refused it at its
+	// headers); the receive loop gets and counts its status.
+	if err := s.Send(first); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("sending first request: %w", err)
 	}
 	f.wg.Add(1)
