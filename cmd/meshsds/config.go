@@ -18,19 +18,33 @@ func envName(flag string) string {
 	return "MESHSDS_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
+// otherEnv are the MESHSDS_ variables that are not settings of serve: the
+// CLI's, the placeholders of the example Envoy bootstraps (the README's
+// quick start exports MESHSDS_TOKEN), and the test harnesses' (see
+// DEVELOPERS.md), with otherEnvPrefixes.
+var (
+	otherEnv = []string{
+		envAPIURL, envCLIConfig, envCACertFile, envClientCertFile, envClientKeyFile,
+		"MESHSDS_TOKEN", "MESHSDS_TOKEN_FILE", "MESHSDS_SDS_CA",
+		"MESHSDS_ENVOY", "MESHSDS_PG_BIN", "MESHSDS_KUBE_BIN", "MESHSDS_UI_SCREENSHOT",
+	}
+	otherEnvPrefixes = []string{"MESHSDS_BENCH_", "MESHSDS_SQLITE_HELPER_"}
+)
+
 // unknownEnv returns, sorted, the names of environ's MESHSDS_ variables
-// that set no flag of fs and are none of the CLI's: most likely misspelled
+// that set no flag of fs and are none of otherEnv: most likely misspelled
 // settings, which would otherwise be ignored without a word.
 func unknownEnv(fs *pflag.FlagSet, environ []string) []string {
-	known := map[string]bool{
-		envAPIURL: true, envCLIConfig: true,
-		envCACertFile: true, envClientCertFile: true, envClientKeyFile: true,
+	known := map[string]bool{}
+	for _, name := range otherEnv {
+		known[name] = true
 	}
 	fs.VisitAll(func(f *pflag.Flag) { known[envName(f.Name)] = true })
 	var unknown []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "MESHSDS_") && !known[name] {
+		other := slices.ContainsFunc(otherEnvPrefixes, func(p string) bool { return strings.HasPrefix(name, p) })
+		if strings.HasPrefix(name, "MESHSDS_") && !known[name] && !other {
 			unknown = append(unknown, name)
 		}
 	}

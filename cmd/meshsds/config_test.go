@@ -130,7 +130,8 @@ func TestSettingsErrorsSayWhereASettingCameFrom(t *testing.T) {
 
 // TestMisspelledEnvironmentVariablesAreNamed: a MESHSDS_ variable that sets
 // no flag is reported (by name only: its value may be a password); the
-// serve flags' and the CLI's own variables, and other programs', are not.
+// serve flags', the CLI's, the examples' and the test harnesses'
+// variables, and other programs', are not.
 func TestMisspelledEnvironmentVariablesAreNamed(t *testing.T) {
 	cmd := newServeCommand()
 	got := unknownEnv(cmd.Flags(), []string{
@@ -139,6 +140,8 @@ func TestMisspelledEnvironmentVariablesAreNamed(t *testing.T) {
 		"MESHSDS_API_URL=http://x",
 		"MESHSDS_CONFIG=/c",
 		"MESHSDS_CLIENT_KEY_FILE=/k",
+		"MESHSDS_TOKEN=eyJ", // the README's quick start exports it
+		"MESHSDS_BENCH_REPLICAS=10000",
 		"MESHSDS_POSTGRESURL=postgres://u:pw@db/x",
 		"MESHSDS=1",
 		"HOME=/root",
