@@ -61,6 +61,9 @@ func (d *demo) webURL() string { return "http://127.0.0.1:" + d.webOutPort + "/"
 // listener.
 func (d *demo) backendListener() string { return "listener.127.0.0.1_" + d.backendPort + "." }
 
+// backendAddr is where the backend sidecar takes mTLS from web.
+func (d *demo) backendAddr() string { return "127.0.0.1:" + d.backendPort }
+
 // startDemo runs examples/envoy's app.yaml, backend.yaml and bootstrap.yaml
 // against s, as the README does, with each port replaced by a free one.
 func startDemo(t *testing.T, s *server) *demo {
@@ -165,7 +168,7 @@ func TestEnvoyExamplesCarryMTLSTraffic(t *testing.T) {
 				// trusts anything and presents mesh other's identity.
 				before := statOf(t, d.backend, d.backendListener()+"ssl.fail_verify_error")
 				stranger := connect(t, s, "other", "web-2", "web")
-				conn, err := tls.Dial("tcp", "127.0.0.1:"+d.backendPort, &tls.Config{
+				conn, err := tls.Dial("tcp", d.backendAddr(), &tls.Config{
 					// Sent whatever CAs the backend says it accepts.
 					GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &stranger.held.Cert, nil },
 					InsecureSkipVerify:   true, //nolint:gosec // the client is the attacker
