@@ -464,13 +464,11 @@ func (ca *CA) Issue(t testing.TB, cn string, server bool, ips []net.IP, dnsNames
 	return kp.CertPEM, kp.KeyPEM
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
+// freePort returns a loopback TCP port for a process the test starts.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testenv.FreePort()
 	require.NoError(t, err)
-	port := l.Addr().(*net.TCPAddr).Port
-	require.NoError(t, l.Close())
 	return port
 }
 

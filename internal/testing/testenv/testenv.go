@@ -1,7 +1,7 @@
 // Package testenv is what the test harnesses share about the machine the
 // tests run on: where the meshsds module is, and what a test does when a
 // tool it needs (Envoy, PostgreSQL, kube-apiserver, Chromium, ...) is not
-// installed.
+// installed, and the ports the processes a test starts can listen on.
 package testenv
 
 import (
