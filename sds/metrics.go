@@ -21,6 +21,15 @@ type Metrics struct {
 	revokedClosures prometheus.Counter
 }
 
+// authReasons are the values of meshsds_sds_auth_failures_total's reason
+// label, each exported at 0 from the start so that a rate or an alert over
+// it has a series before the first refusal: token.Reason's, the
+// Authenticators' and revoked.
+var authReasons = []string{
+	"missing_token", "malformed", "bad_signature", "missing_claim", "not_yet_valid", "expired",
+	"missing_node", "bad_identity", "other_mesh", "other_name", "revoked", "other",
+}
+
 // NewMetrics creates the metrics and registers them with reg, which may be
 // nil (metrics are then kept but not exported). It fails when reg already
 // holds metrics of the same names.
@@ -57,6 +66,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		revokedClosures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshsds_sds_revoked_streams_closed_total", Help: "Streams closed because their dataplane token was revoked.",
 		}),
+	}
+	for _, r := range authReasons {
+		m.authFailures.WithLabelValues(r)
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{

@@ -187,6 +187,9 @@ func NewGRPCConnStats(reg prometheus.Registerer) (*GRPCConnStats, error) {
 			Help: "Connections on the SDS port that ended, by reason (with --sds-transport grpc-go: client, unauthenticated or server).",
 		}, []string{"reason"}),
 	}
+	for _, r := range []string{grpclite.ReasonClient, grpclite.ReasonUnauthenticated, grpclite.ReasonServer} {
+		s.closed.WithLabelValues(r) // exported at 0 from the start, as grpclite's
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{s.conns, s.closed} {
 			if err := reg.Register(c); err != nil {

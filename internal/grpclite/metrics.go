@@ -71,6 +71,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Limits of the SDS port that tripped: connections, unauthenticated_streams, unauthenticated_message, connection_buffer, unauthorized_stream.",
 		}, []string{"limit"}),
 	}
+	// Every reason and limit is exported from the start, at 0, so that a
+	// rate or an alert over it has a series before the first trip.
+	for _, r := range []string{
+		ReasonClient, ReasonHandshake, ReasonProtocol, ReasonFlood,
+		ReasonKeepalive, ReasonWriteTimeout, ReasonServer, ReasonUnauthenticated,
+	} {
+		m.closed.WithLabelValues(r)
+	}
+	for _, l := range []string{
+		LimitConnections, LimitUnauthenticatedStreams, LimitUnauthenticatedMessage,
+		LimitConnBuffered, LimitUnauthorized,
+	} {
+		m.limits.WithLabelValues(l)
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.conns, m.closed, m.limits} {
 			if err := reg.Register(c); err != nil {

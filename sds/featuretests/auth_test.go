@@ -91,6 +91,9 @@ func TestAuthentication(t *testing.T) {
 			t.Run(tc.name, func(t *testing.T) {
 				before := 0.0
 				if tc.reason != "" {
+					// Exported from the start (at 0 before its first
+					// refusal), so that rates and alerts have a series.
+					require.NotNil(t, h.find("meshsds_sds_auth_failures_total", "reason", tc.reason), "reason %s not exported", tc.reason)
 					before = h.metric("meshsds_sds_auth_failures_total", "reason", tc.reason)
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
