@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 )
@@ -30,7 +31,8 @@ import (
 //	  clientKeyFile: /home/alice/.meshsds/alice.key
 //
 // It lives in ~/.meshsds/config.yaml, or where MESHSDS_CONFIG says. Only the
-// "meshsds config" verbs write it, atomically and with mode 0600. The files
+// "meshsds config" verbs write it, one at a time, atomically and with mode
+// 0600. The files
 // it names are references, not copies; a relative path is relative to the
 // config file's directory.
 
@@ -247,6 +249,38 @@ func saveCLIConfig(path string, cfg *cliConfig) error {
 		return fmt.Errorf("writing the CLI config file %s: %w", path, err)
 	}
 	return nil
+}
+
+// cliConfigLockWait bounds how long a "meshsds config" command waits for
+// another one to finish with the file.
+const cliConfigLockWait = 10 * time.Second
+
+// updateCLIConfig reads the CLI config file at path, applies change and
+// writes the result, holding a lock on the file's directory throughout, so
+// that two "meshsds config" commands at once (two terminals, a script
+// adding several control planes in parallel) do not lose either change.
+// Nothing is written when change fails.
+func updateCLIConfig(path string, change func(*cliConfig) error) error {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("writing the CLI config file %s: %w", path, err)
+	}
+	unlock, err := lockDir(dir, cliConfigLockWait)
+	if err != nil {
+		return fmt.Errorf("writing the CLI config file %s: %w", path, err)
+	}
+	defer unlock()
+	cfg, err := loadCLIConfig(path)
+	if err != nil {
+		return err
+	}
+	if err := change(cfg); err != nil {
+		return err
+	}
+	return saveCLIConfig(path, cfg)
 }
 
 // writePrivateFile replaces the file at path with data, readable by its

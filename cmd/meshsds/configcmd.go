@@ -117,13 +117,22 @@ for --skip-verify.`,
 					return fmt.Errorf("control plane %q not added: %w (add --skip-verify to add it anyway)", cp.Name, err)
 				}
 			}
-			if exists {
-				*existing = cp
-			} else {
-				cfg.ControlPlanes = append(cfg.ControlPlanes, cp)
-			}
-			cfg.Current = cp.Name
-			if err := saveCLIConfig(path, cfg); err != nil {
+			// Read again under the lock: another command may have written
+			// the file while the admin API was checked.
+			err = updateCLIConfig(path, func(cfg *cliConfig) error {
+				existing, exists = cfg.find(cp.Name)
+				if exists && !overwrite {
+					return fmt.Errorf("control plane %q already exists in %s (%s): add --overwrite to replace it", cp.Name, path, existing.URL)
+				}
+				if exists {
+					*existing = cp
+				} else {
+					cfg.ControlPlanes = append(cfg.ControlPlanes, cp)
+				}
+				cfg.Current = cp.Name
+				return nil
+			})
+			if err != nil {
 				return err
 			}
 			verb := "added"
@@ -182,16 +191,21 @@ func newConfigUseCommand() *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeControlPlanes(os.Getenv, true),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, cfg, err := configFile()
+			path, err := cliConfigPath(os.Getenv)
 			if err != nil {
 				return err
 			}
-			cp, ok := cfg.find(args[0])
-			if !ok {
-				return fmt.Errorf("no control plane %q in %s: \"meshsds config list\" shows them, \"meshsds config add\" adds one", args[0], path)
-			}
-			cfg.Current = cp.Name
-			if err := saveCLIConfig(path, cfg); err != nil {
+			var cp controlPlane
+			err = updateCLIConfig(path, func(cfg *cliConfig) error {
+				found, ok := cfg.find(args[0])
+				if !ok {
+					return fmt.Errorf("no control plane %q in %s: \"meshsds config list\" shows them, \"meshsds config add\" adds one", args[0], path)
+				}
+				cp = *found
+				cfg.Current = cp.Name
+				return nil
+			})
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "switched to control plane %q (%s)\n", cp.Name, cp.URL)
@@ -254,25 +268,29 @@ func newConfigRemoveCommand() *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeControlPlanes(os.Getenv, true),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, cfg, err := configFile()
+			path, err := cliConfigPath(os.Getenv)
 			if err != nil {
 				return err
 			}
-			kept := cfg.ControlPlanes[:0]
-			for _, cp := range cfg.ControlPlanes {
-				if cp.Name != args[0] {
-					kept = append(kept, cp)
+			wasCurrent := false
+			err = updateCLIConfig(path, func(cfg *cliConfig) error {
+				kept := cfg.ControlPlanes[:0]
+				for _, cp := range cfg.ControlPlanes {
+					if cp.Name != args[0] {
+						kept = append(kept, cp)
+					}
 				}
-			}
-			if len(kept) == len(cfg.ControlPlanes) {
-				return fmt.Errorf("no control plane %q in %s: \"meshsds config list\" shows them", args[0], path)
-			}
-			cfg.ControlPlanes = kept
-			wasCurrent := cfg.Current == args[0]
-			if wasCurrent {
-				cfg.Current = ""
-			}
-			if err := saveCLIConfig(path, cfg); err != nil {
+				if len(kept) == len(cfg.ControlPlanes) {
+					return fmt.Errorf("no control plane %q in %s: \"meshsds config list\" shows them", args[0], path)
+				}
+				cfg.ControlPlanes = kept
+				wasCurrent = cfg.Current == args[0]
+				if wasCurrent {
+					cfg.Current = ""
+				}
+				return nil
+			})
+			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()

@@ -195,3 +195,39 @@ func TestConfigAddWithCertificates(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, out, "default")
 }
+
+// Several "meshsds config" commands at once (a script adding control
+// planes in parallel) lose none of their changes.
+func TestConcurrentConfigCommandsLoseNothing(t *testing.T) {
+	path := isolateCLIConfig(t)
+	const n = 16
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := runCLI(t, "config", "add", "cp-"+strconv.Itoa(i), "--api-url", "http://127.0.0.1:"+strconv.Itoa(20000+i), "--skip-verify")
+			errs <- err
+		}()
+	}
+	for range n {
+		require.NoError(t, <-errs)
+	}
+	cfg, err := loadCLIConfig(path)
+	require.NoError(t, err)
+	require.Len(t, cfg.ControlPlanes, n, "every added control plane is in the file")
+
+	for i := range n {
+		go func() {
+			_, err := runCLI(t, "config", "remove", "cp-"+strconv.Itoa(i))
+			errs <- err
+		}()
+	}
+	for range n {
+		require.NoError(t, <-errs)
+	}
+	cfg, err = loadCLIConfig(path)
+	require.NoError(t, err)
+	require.Empty(t, cfg.ControlPlanes, "every removed control plane is gone")
+	entries, err := os.ReadDir(filepath.Dir(path))
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no lock or temporary file is left behind")
+}
