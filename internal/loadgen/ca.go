@@ -183,8 +183,12 @@ func ReplaceFiles(meshDir string, from, to *MeshCA) (time.Time, error) {
 // PutSecrets writes the Secrets ca-cert and ca-key of mesh that differ
 // between from (nil: none exist yet) and to through the admin API at
 // adminURL, certificate first, as ReplaceFiles writes the files. It returns
-// when the last write was answered.
+// when the last write was sent: the change is complete from some moment
+// between its request and its answer, and the server may push it before
+// the answer arrives (measured from the answer, a bundle-only change on
+// three replicas came out at -0.06 s p50).
 func PutSecrets(ctx context.Context, adminURL, mesh string, from, to *MeshCA) (time.Time, error) {
+	var at time.Time
 	for _, sec := range []struct {
 		name     string
 		old, new []byte
@@ -202,11 +206,15 @@ func PutSecrets(ctx context.Context, adminURL, mesh string, from, to *MeshCA) (t
 		if err != nil {
 			return time.Time{}, err
 		}
+		at = time.Now()
 		if err := put(ctx, adminURL+"/meshes/"+mesh+"/secrets/"+sec.name, body); err != nil {
 			return time.Time{}, err
 		}
 	}
-	return time.Now(), nil
+	if at.IsZero() {
+		at = time.Now() // nothing to write
+	}
+	return at, nil
 }
 
 // PutMesh writes MeshManifest(mesh), as JSON, through the admin API.
