@@ -184,6 +184,9 @@ func printReport(w io.Writer, r *loadgen.Report) {
 			fmt.Fprintf(w, "%-6s change, identity_cert: p50 %.3fs p99 %.3fs max %.3fs (%d secrets, %d missing)\n", c.Kind, c.Identity.P50, c.Identity.P99, c.Identity.Max, c.Identity.Count, c.Missing)
 		}
 		fmt.Fprintf(w, "%-6s change, mesh_ca:       p50 %.3fs p99 %.3fs max %.3fs (%d secrets, %d unexpected other pushes)\n", c.Kind, c.Bundle.P50, c.Bundle.P99, c.Bundle.Max, c.Bundle.Count, c.Unexpected)
+		if e := c.Elsewhere; e != nil {
+			fmt.Fprintf(w, "%-6s change, mesh_ca on the addresses after the first: p50 %.3fs p99 %.3fs max %.3fs (%d secrets)\n", c.Kind, e.P50, e.P99, e.Max, e.Count)
+		}
 	}
 	if fo := r.Failover; fo != nil {
 		fmt.Fprintf(w, "failover: %d connections lost, %d data planes served again: p50 %.3fs p99 %.3fs max %.3fs; %d still down\n",

@@ -604,6 +604,11 @@ func PrintTable(w io.Writer, rows []BenchRow) {
 			idle, rep.Errors+rep.CheckFailures, rep.NACKs)
 	}
 	for _, r := range rows {
+		if b, ok := r.Report.Change(ChangeBundle); ok && b.Elsewhere != nil && r.Replicas > 1 {
+			e := b.Elsewhere
+			fmt.Fprintf(w, "\n%d on %d replicas, propagation: the bundle written through the first replica held by the %d data planes of the others in p50 / p99 / max %.2f / %.2f / %.2f s\n",
+				r.DataPlanes, r.Replicas, e.Count, e.P50, e.P99, e.Max)
+		}
 		if fo := r.Report.Failover; fo != nil {
 			fmt.Fprintf(w, "\n%d on %d replicas, one killed: %d data planes served again by the others in p50 / p99 / max %.2f / %.2f / %.2f s, %d still down\n",
 				r.DataPlanes, r.Replicas, fo.Served.Count, fo.Served.P50, fo.Served.P99, fo.Served.Max, fo.Down)

@@ -838,6 +838,12 @@ type PhaseResult struct {
 	All      Latencies `json:"all"`
 	Identity Latencies `json:"identity"`
 	Bundle   Latencies `json:"bundle"`
+	// Elsewhere covers the trust bundles of the data planes whose first
+	// SDS address is not the first of Config.Addr: with replicas, whose
+	// changes are written through the first, the data planes a change
+	// reaches only through its propagation to the other replicas. Nil
+	// with one address.
+	Elsewhere *Latencies `json:"elsewhere,omitempty"`
 	// Missing is how many secrets had not changed when the wait ended.
 	Missing int `json:"missing"`
 	// Unexpected is how many secrets of other kinds changed meanwhile.
@@ -853,8 +859,9 @@ func (f *Fleet) Wait(ctx context.Context, start time.Time) PhaseResult {
 	case <-ph.done:
 	case <-ctx.Done():
 	}
-	var all, id, bundle []time.Duration
+	var all, id, bundle, elsewhere []time.Duration
 	missing := 0
+	addrs := len(strings.Split(f.cfg.Addr, ","))
 	for _, sl := range f.slots {
 		if !ph.watch[sl.kind] {
 			continue
@@ -870,11 +877,19 @@ func (f *Fleet) Wait(ctx context.Context, start time.Time) PhaseResult {
 		all = append(all, d)
 		if sl.kind == KindBundle {
 			bundle = append(bundle, d)
+			if sl.dp%addrs != 0 { // not on f.addr's first address
+				elsewhere = append(elsewhere, d)
+			}
 		} else {
 			id = append(id, d)
 		}
 	}
-	return PhaseResult{All: summarize(all), Identity: summarize(id), Bundle: summarize(bundle), Missing: missing, Unexpected: int(ph.unexpected.Load())}
+	r := PhaseResult{All: summarize(all), Identity: summarize(id), Bundle: summarize(bundle), Missing: missing, Unexpected: int(ph.unexpected.Load())}
+	if addrs > 1 {
+		e := summarize(elsewhere)
+		r.Elsewhere = &e
+	}
+	return r
 }
 
 // summarize computes nearest-rank percentiles.

@@ -116,6 +116,7 @@ func TestRunMeasuresStormAndBothChanges(t *testing.T) {
 			}
 			require.Equal(t, wantStreams, r.Streams)
 			require.Equal(t, 16, r.Storm.All.Count)
+			require.Nil(t, r.Storm.Elsewhere, "one address: nothing is elsewhere")
 			require.Positive(t, r.StormSeconds)
 			require.Zero(t, r.Errors, r.FirstError)
 			require.Zero(t, r.NACKs)
@@ -195,7 +196,10 @@ func TestReconnectFailsOverToTheOtherReplica(t *testing.T) {
 			fleet, start, err := Start(ctx, Config{Addr: a.addr + "," + b.addr, DataPlanes: 10, API: tc.api, Client: tc.client, Reconnect: true})
 			require.NoError(t, err)
 			defer fleet.Close()
-			require.Zero(t, fleet.Wait(ctx, start).Missing)
+			storm := fleet.Wait(ctx, start)
+			require.Zero(t, storm.Missing)
+			require.NotNil(t, storm.Elsewhere)
+			require.Equal(t, 5, storm.Elsewhere.Count, "the bundles of the data planes on b, the second address")
 			bad, _ := fleet.Check(HeldBy(caB))
 			require.Equal(t, 10, bad, "half of the data planes, on a, hold a's secrets")
 
