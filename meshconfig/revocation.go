@@ -12,7 +12,7 @@ import (
 func ParseRevocations(data []byte) map[string]struct{} {
 	ids := make(map[string]struct{})
 	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+		if isCommentLine(line) {
 			continue
 		}
 		for _, id := range strings.FieldsFunc(line, isRevocationSeparator) {
@@ -25,6 +25,9 @@ func ParseRevocations(data []byte) map[string]struct{} {
 // isRevocationSeparator separates the ids of a revocation list.
 func isRevocationSeparator(r rune) bool { return r == ',' || unicode.IsSpace(r) }
 
+// isCommentLine reports whether a line of a revocation list is a comment.
+func isCommentLine(line string) bool { return strings.HasPrefix(strings.TrimSpace(line), "#") }
+
 // PruneRevocations removes from a revocation Secret's data the ids for which
 // expired is true (tokens that can never be accepted again), and returns the
 // new data and how many ids it removed. Comment lines and the lines it
@@ -36,7 +39,7 @@ func PruneRevocations(data []byte, expired func(id string) bool) ([]byte, int) {
 	drop := map[string]bool{}
 	last, live := "", false
 	for _, line := range lines {
-		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+		if isCommentLine(line) {
 			continue
 		}
 		for _, id := range strings.FieldsFunc(line, isRevocationSeparator) {
@@ -57,7 +60,7 @@ func PruneRevocations(data []byte, expired func(id string) bool) ([]byte, int) {
 	removed := 0
 	out := make([]string, 0, len(lines))
 	for _, line := range lines {
-		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+		if isCommentLine(line) {
 			out = append(out, line)
 			continue
 		}
@@ -68,7 +71,7 @@ func PruneRevocations(data []byte, expired func(id string) bool) ([]byte, int) {
 			out = append(out, line)
 		case strings.TrimFunc(kept, isRevocationSeparator) == "":
 			// The whole line goes.
-		case strings.HasPrefix(strings.TrimSpace(kept), "#"):
+		case isCommentLine(kept):
 			// Not to be read as a comment line.
 			out = append(out, ", "+kept)
 		default:

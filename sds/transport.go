@@ -338,9 +338,9 @@ func (s *GRPCConnStats) HandleConn(ctx context.Context, st stats.ConnStats) {
 		s.conns.Inc()
 	case *stats.ConnEnd:
 		s.conns.Dec()
-		reason := "client"
+		reason := grpclite.ReasonClient
 		if s.stopping.Load() {
-			reason = "server"
+			reason = grpclite.ReasonServer
 		}
 		if c, ok := ctx.Value(trackedConnKey{}).(*trackedConn); ok {
 			expired, counted := c.end()

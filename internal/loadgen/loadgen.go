@@ -713,13 +713,7 @@ func (f *Fleet) lost(dp, gen int) {
 // dials the next address after a backoff until its streams are open.
 func (f *Fleet) reconnect(dp int) {
 	defer f.wg.Done()
-	f.connMu.Lock()
-	old := f.conns[dp]
-	f.conns[dp] = nil
-	f.connMu.Unlock()
-	if old != nil {
-		_ = old.Close()
-	}
+	f.dropConn(dp)
 	st := &f.dps[dp]
 	for attempt := 0; ; attempt++ {
 		backoff := min(reconnectBase<<min(attempt, 10), reconnectMax)
@@ -747,13 +741,18 @@ func (f *Fleet) reconnect(dp int) {
 		// must not start another reconnection.
 		st.gen++
 		st.mu.Unlock()
-		f.connMu.Lock()
-		failed := f.conns[dp]
-		f.conns[dp] = nil
-		f.connMu.Unlock()
-		if failed != nil {
-			_ = failed.Close()
-		}
+		f.dropConn(dp)
+	}
+}
+
+// dropConn closes data plane dp's connection, if it has one, and forgets it.
+func (f *Fleet) dropConn(dp int) {
+	f.connMu.Lock()
+	c := f.conns[dp]
+	f.conns[dp] = nil
+	f.connMu.Unlock()
+	if c != nil {
+		_ = c.Close()
 	}
 }
 

@@ -118,8 +118,9 @@ func NewIssuer(key *ecdsa.PrivateKey) *Issuer {
 
 // Issue returns a signed token asserting c, issued at now and valid for
 // validFor. It fills c.ID, when empty, with a random 128-bit hex id followed
-// by the token's expiry (see IDExpiry), and overrides c.IssuedAt and c.ExpiresAt. Mesh and Name must not be empty and
-// validFor must be positive. Times are encoded with one-second precision.
+// by the token's expiry (see IDExpiry), and overrides c.IssuedAt and
+// c.ExpiresAt. Mesh and Name must not be empty and validFor must be
+// positive. Times are encoded with one-second precision.
 func (i *Issuer) Issue(c Claims, validFor time.Duration, now time.Time) (string, error) {
 	if i.err != nil {
 		return "", i.err

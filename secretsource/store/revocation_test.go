@@ -51,23 +51,25 @@ func TestPruneRevocations(t *testing.T) {
 	require.Empty(t, pruned, "nothing more to remove")
 }
 
-// appendingStore is a real store whose list is followed, before anything
-// else, by an operator revoking one more token.
-type appendingStore struct {
+// listThen is a real store whose List is followed, before anything else,
+// by then: an operator's write racing the pruning.
+type listThen struct {
 	store.Store
-	t *testing.T
+	then func()
 }
 
-func (s appendingStore) List(ctx context.Context, kind store.Kind, mesh string) ([]store.Record, error) {
+func (s listThen) List(ctx context.Context, kind store.Kind, mesh string) ([]store.Record, error) {
 	recs, err := s.Store.List(ctx, kind, mesh)
-	putSecret(s.t, s.Store, "default", "dataplane-token-revocations-default", "x1, a, stolen")
+	s.then()
 	return recs, err
 }
 
 func TestPruneRevocationsNeverLosesAConcurrentRevocation(t *testing.T) {
 	st := openNew(t)
 	putSecret(t, st, "default", "dataplane-token-revocations-default", "x1, a")
-	pruned, err := store.PruneRevocations(context.Background(), appendingStore{st, t}, expiredX)
+	// An operator revokes one more token.
+	appending := listThen{st, func() { putSecret(t, st, "default", "dataplane-token-revocations-default", "x1, a, stolen") }}
+	pruned, err := store.PruneRevocations(context.Background(), appending, expiredX)
 	require.NoError(t, err)
 	require.Empty(t, pruned, "the list changed after it was read: left for the next pass")
 	require.Equal(t, "x1, a, stolen", secretData(t, st, "default", "dataplane-token-revocations-default"))
@@ -78,25 +80,16 @@ func TestPruneRevocationsNeverLosesAConcurrentRevocation(t *testing.T) {
 	require.Equal(t, "a, stolen", secretData(t, st, "default", "dataplane-token-revocations-default"))
 }
 
-// recreatingStore is a real store whose list is followed by an operator
-// deleting the revocation list and creating it again with one more id: the
-// new list is at version 1 again, as the one read was.
-type recreatingStore struct {
-	store.Store
-	t *testing.T
-}
-
-func (s recreatingStore) List(ctx context.Context, kind store.Kind, mesh string) ([]store.Record, error) {
-	recs, err := s.Store.List(ctx, kind, mesh)
-	require.NoError(s.t, s.Store.Delete(ctx, store.Key{Kind: store.KindSecret, Mesh: "default", Name: "dataplane-token-revocations-default"}))
-	putSecret(s.t, s.Store, "default", "dataplane-token-revocations-default", "x1, a, stolen")
-	return recs, err
-}
-
 func TestPruneRevocationsNeverOverwritesAListCreatedAgain(t *testing.T) {
 	st := openNew(t)
 	putSecret(t, st, "default", "dataplane-token-revocations-default", "x1, a")
-	pruned, err := store.PruneRevocations(context.Background(), recreatingStore{st, t}, expiredX)
+	// An operator deletes the list and creates it again with one more id:
+	// the new list is at version 1 again, as the one read was.
+	recreating := listThen{st, func() {
+		require.NoError(t, st.Delete(context.Background(), store.Key{Kind: store.KindSecret, Mesh: "default", Name: "dataplane-token-revocations-default"}))
+		putSecret(t, st, "default", "dataplane-token-revocations-default", "x1, a, stolen")
+	}}
+	pruned, err := store.PruneRevocations(context.Background(), recreating, expiredX)
 	require.NoError(t, err)
 	require.Empty(t, pruned, "the list was created again after it was read: left for the next pass")
 	require.Equal(t, "x1, a, stolen", secretData(t, st, "default", "dataplane-token-revocations-default"))

@@ -87,6 +87,26 @@ func (d *Daemon) newLeader() (*cluster.Leader, error) {
 	if d.elector == nil {
 		return nil, nil
 	}
+	duties := []cluster.Duty{
+		func(ctx context.Context) { d.rec.RemoveOrphanedCAs(ctx, d.orphans, orphanedCAPeriod) },
+		func(ctx context.Context) {
+			t := time.NewTicker(pruneReplicasAfter / 4)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if err := d.backend.PruneReplicas(ctx, pruneReplicasAfter); err != nil && ctx.Err() == nil {
+						d.log.Warn("forgetting dead replicas", "err", err)
+					}
+				}
+			}
+		},
+	}
+	if d.sharedStore { // else every replica prunes its own store (runCluster)
+		duties = append(duties, func(ctx context.Context) { d.pruneRevocations(ctx, revocationPeriod) })
+	}
 	return cluster.NewLeader(cluster.LeaderConfig{
 		ID: d.replicaID, Elector: d.elector, Logger: d.log, Metrics: d.cmetrics,
 		OnChange: func(leading bool) {
@@ -94,28 +114,7 @@ func (d *Daemon) newLeader() (*cluster.Leader, error) {
 				d.rec.Kick() // builtin CAs that waited for a leader
 			}
 		},
-		Duties: []cluster.Duty{
-			func(ctx context.Context) { d.rec.RemoveOrphanedCAs(ctx, d.orphans, orphanedCAPeriod) },
-			func(ctx context.Context) {
-				if d.sharedStore { // else every replica prunes its own (runCluster)
-					d.pruneRevocations(ctx, revocationPeriod)
-				}
-			},
-			func(ctx context.Context) {
-				t := time.NewTicker(pruneReplicasAfter / 4)
-				defer t.Stop()
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case <-t.C:
-						if err := d.backend.PruneReplicas(ctx, pruneReplicasAfter); err != nil && ctx.Err() == nil {
-							d.log.Warn("forgetting dead replicas", "err", err)
-						}
-					}
-				}
-			},
-		},
+		Duties: duties,
 	})
 }
 

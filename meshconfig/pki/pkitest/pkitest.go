@@ -62,10 +62,10 @@ type Spec struct {
 	KeyUsage  x509.KeyUsage // keyCertSign|cRLSign (CA) or digitalSignature when zero
 	NotBefore time.Time     // an hour before Now when zero
 	NotAfter  time.Time     // a year after Now when zero
+	URIs      []*url.URL
 	// Now is the clock the validity defaults are set around; the wall
 	// clock when zero.
-	URIs []*url.URL
-	Now  time.Time
+	Now time.Time
 }
 
 // New builds the certificate spec describes.
